@@ -1,0 +1,38 @@
+# The two quick-start commands: `make run` and `make test`. Both install what is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEB_PKGS := softhsm2 openssl
+DATA_DIR ?= ./var
+
+.PHONY: run test deps debs lint clean
+
+debs:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+deps: debs $(STAMP)
+
+run: deps
+	$(BIN)/ssegw serve --data-dir $(DATA_DIR)
+
+test: deps
+	$(BIN)/python -m pytest -q
+
+lint: deps
+	$(BIN)/ruff check kms_core gateway adapters tests bench examples
+	$(BIN)/mypy kms_core
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

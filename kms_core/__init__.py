@@ -1,0 +1,6 @@
+"""Embedded Key Management Service: key lifecycle, key stores and the cryptographic API.
+
+Layers, bottom up: pure formats and state machines (`blob`, `states`, `enc_context`), key stores
+(`keystore/`), metadata (`models`, `db`), the HTTP-free service (`service`), and the
+product-facing client interface (`client`). `kms_core` never imports `gateway` or `adapters`.
+"""

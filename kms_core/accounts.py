@@ -1,0 +1,107 @@
+"""Accounts (tenants) and their access keys. Secrets are sealed under the software root key."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from kms_core.errors import AccessDenied, AlreadyExists, InvalidParameter, NotFound
+from kms_core.keystore.software import RootSealer
+from kms_core.models import AccessKey, Account
+
+_KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account_id: str
+    name: str
+    frozen: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Credentials:
+    account_id: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+def _secret_aad(access_key_id: str) -> bytes:
+    return f"ssegw/access-key/v1/{access_key_id}".encode()
+
+
+class AccountService:
+    def __init__(self, engine: Engine, sealer: RootSealer) -> None:
+        self._engine = engine
+        self._sealer = sealer
+
+    def create_account(self, name: str) -> tuple[AccountInfo, Credentials]:
+        if not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.strip():
+            raise InvalidParameter("account name must be 1-128 characters")
+        account = Account(id="".join(secrets.choice(string.digits) for _ in range(12)), name=name)
+        with Session(self._engine, expire_on_commit=False) as s:
+            s.add(account)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"account {name!r} already exists") from None
+        return _info(account), self.create_access_key(account.id)
+
+    def create_access_key(self, account_id: str) -> Credentials:
+        self.get(account_id)
+        key_id = "SSEG" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+        secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+        with Session(self._engine) as s:
+            s.add(AccessKey(access_key_id=key_id, account_id=account_id,
+                            sealed_secret=self._sealer.seal(secret.encode(), _secret_aad(key_id))))
+            s.commit()
+        return Credentials(account_id, key_id, secret)
+
+    def get(self, account_id: str) -> AccountInfo:
+        with Session(self._engine) as s:
+            row = s.get(Account, account_id)
+            if row is None:
+                raise NotFound(f"account {account_id!r} does not exist")
+            return _info(row)
+
+    def by_name(self, name: str) -> AccountInfo:
+        with Session(self._engine) as s:
+            row = s.exec(select(Account).where(Account.name == name)).first()
+            if row is None:
+                raise NotFound(f"account {name!r} does not exist")
+            return _info(row)
+
+    def list(self) -> list[AccountInfo]:
+        with Session(self._engine) as s:
+            return [_info(a) for a in s.exec(select(Account).order_by(col(Account.created_at)))]
+
+    def credentials(self, access_key_id: str) -> Credentials:
+        """The secret behind an access key id, for signature checks. Unknown ids: AccessDenied."""
+        with Session(self._engine) as s:
+            row = s.get(AccessKey, access_key_id)
+            if row is None or not row.enabled:
+                raise AccessDenied(f"unknown access key {access_key_id!r}")
+            secret = self._sealer.unseal(row.sealed_secret, _secret_aad(access_key_id))
+            return Credentials(row.account_id, access_key_id, secret.decode())
+
+    def access_keys(self, account_id: str) -> list[str]:
+        with Session(self._engine) as s:
+            return list(
+                s.exec(
+                    select(AccessKey.access_key_id)
+                    .where(AccessKey.account_id == account_id)
+                    .order_by(col(AccessKey.created_at))
+                ).all()
+            )
+
+
+def _info(a: Account) -> AccountInfo:
+    return AccountInfo(a.id, a.name, a.frozen, a.created_at)

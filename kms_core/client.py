@@ -1,0 +1,93 @@
+"""The product-facing KMS client interface: what the S3 proxy and the adapters ask the KMS for.
+
+Products never call the service directly. `InProcessKmsClient` runs the service in the same
+process; the HTTP client (same methods, same errors) lets a gateway node use a remote KMS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kms_core.service import KmsService
+from kms_core.types import Caller, KeyMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """A data key: `plaintext` for local encryption, `sealed` to store beside the data."""
+
+    plaintext: bytes | None = field(repr=False)
+    sealed: bytes
+    key_id: str
+    version_id: str
+
+
+class KmsClient(Protocol):
+    def generate_data_key(
+        self,
+        product: str,
+        key: str | None = None,
+        context: Mapping[str, str] | None = None,
+        length: int = 32,
+    ) -> DataKey:
+        """A fresh data key under `key`, or under the product's default key when None."""
+        ...
+
+    def decrypt_data_key(self, sealed: bytes, context: Mapping[str, str] | None = None) -> DataKey:
+        ...
+
+    def reseal_data_key(
+        self,
+        sealed: bytes,
+        product: str,
+        key: str | None = None,
+        source_context: Mapping[str, str] | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> DataKey:
+        """Re-seal a data key under another key (or the new primary version); no plaintext."""
+        ...
+
+    def describe_key(self, key: str) -> KeyMetadata:
+        ...
+
+
+class InProcessKmsClient:
+    def __init__(self, service: KmsService, caller: Caller) -> None:
+        self._service = service
+        self.caller = caller
+
+    def _key_id(self, product: str, key: str | None) -> str:
+        return key if key else self._service.default_key(self.caller, product).id
+
+    def generate_data_key(
+        self,
+        product: str,
+        key: str | None = None,
+        context: Mapping[str, str] | None = None,
+        length: int = 32,
+    ) -> DataKey:
+        r = self._service.generate_data_key(self.caller, self._key_id(product, key), length, context)
+        return DataKey(r.plaintext, r.ciphertext_blob, r.key_id, r.version_id)
+
+    def decrypt_data_key(self, sealed: bytes, context: Mapping[str, str] | None = None) -> DataKey:
+        r = self._service.decrypt(self.caller, sealed, context)
+        return DataKey(r.plaintext, sealed, r.key_id, r.version_id)
+
+    def reseal_data_key(
+        self,
+        sealed: bytes,
+        product: str,
+        key: str | None = None,
+        source_context: Mapping[str, str] | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> DataKey:
+        r = self._service.re_encrypt(
+            self.caller, sealed, self._key_id(product, key),
+            source_context=source_context, destination_context=context,
+        )
+        return DataKey(None, r.ciphertext_blob, r.key_id, r.version_id)
+
+    def describe_key(self, key: str) -> KeyMetadata:
+        return self._service.describe_key(self.caller, key)

@@ -1,0 +1,68 @@
+"""Assemble the embedded KMS from a data directory: root key, SoftHSM2 token, metadata DB."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from kms_core.accounts import AccountService
+from kms_core.db import make_engine
+from kms_core.keystore import KeyStore
+from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
+from kms_core.keystore.softhsm import ensure_embedded_token
+from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
+from kms_core.models import utcnow
+from kms_core.service import DEFAULT_CACHE_TTL, KmsService
+from kms_core.specs import Protection
+
+DEFAULT_REGION = "cn-east-1"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SSEGW_DATA_DIR", "./var"))
+
+
+@dataclass
+class KmsConfig:
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_url: str | None = None
+    region: str = DEFAULT_REGION
+    # None: the embedded SoftHSM2 token under <data_dir>/hsm, created on first use.
+    hsm: HsmConfig | None = None
+    cache_ttl: float = DEFAULT_CACHE_TTL
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.data_dir / 'kms.db').resolve()}"
+
+
+@dataclass
+class Kms:
+    config: KmsConfig
+    engine: Engine
+    service: KmsService
+    accounts: AccountService
+
+
+def open_kms(config: KmsConfig) -> Kms:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    sealer = RootSealer(load_or_create_root_key(config.data_dir / "root.key"))
+    engine = make_engine(config.database_url)
+
+    def hsm_store() -> KeyStore:
+        hsm = config.hsm or ensure_embedded_token(config.data_dir / "hsm")
+        return HsmKeyStore(hsm)
+
+    service = KmsService(
+        engine,
+        {Protection.SOFTWARE: SoftwareKeyStore(sealer), Protection.HSM: hsm_store},
+        cache_ttl=config.cache_ttl,
+        clock=config.clock,
+    )
+    return Kms(config, engine, service, AccountService(engine, sealer))

@@ -1,0 +1,231 @@
+"""HSM protection level over PKCS#11 (python-pkcs11). SoftHSM2 is the embedded HSM.
+
+AES_256 versions are secret-key objects generated inside the token, sensitive and not
+extractable; encryption and decryption run inside the HSM (CKM_AES_GCM). Algorithms the token
+cannot run (SoftHSM2 has no SM2/SM4) keep their material wrapped by the HSM root key, an AES key
+that never leaves the token, and unwrap it only in memory for the operation.
+
+PKCS#11 sessions must not be shared between threads, so each thread gets its own session; the
+token login is per application, so only the first session presents the PIN.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+from pkcs11.mechanisms import GCMParams
+
+from kms_core.blob import Aead
+from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
+from kms_core.keystore import material_aad
+from kms_core.keystore.software import aead_for, material_len
+from kms_core.specs import KeySpec, Protection
+
+NONCE_LEN = 12
+_OBJECT = b"\x01"  # stored reference: the label of a key object inside the token
+_WRAPPED = b"\x02"  # stored reference: material wrapped by the HSM root key
+_T = TypeVar("_T")
+
+# PKCS#11 return codes that mean "these bytes do not authenticate" on a decrypt; SoftHSM2
+# reports a GCM tag mismatch as CKR_GENERAL_ERROR. Anything else is the HSM being unavailable.
+_DECRYPT_FAILURES: tuple[type[Exception], ...] = (
+    p11e.EncryptedDataInvalid,
+    p11e.EncryptedDataLenRange,
+    p11e.GeneralError,
+    p11e.FunctionFailed,
+    p11e.DataInvalid,
+    p11e.DataLenRange,
+)
+
+
+@dataclass(frozen=True)
+class HsmConfig:
+    module: str
+    token_label: str
+    pin: str = field(repr=False)
+    root_label: str = "ssegw-root"
+
+
+@contextmanager
+def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
+    """Map every PKCS#11 failure to a KMS error, in one place."""
+    try:
+        yield
+    except KmsError:
+        raise
+    except _DECRYPT_FAILURES if decrypting else () as exc:  # type: ignore[misc]
+        raise InvalidCiphertext() from exc
+    except (p11e.PKCS11Error, RuntimeError, OSError) as exc:
+        raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+
+
+class Hsm:
+    """A logged-in token with per-thread sessions and per-thread key handles."""
+
+    def __init__(self, config: HsmConfig) -> None:
+        self.config = config
+        self._local = threading.local()
+        self._login_lock = threading.Lock()
+        self._logged_in = False
+        with _pkcs11_errors():
+            self._token = pkcs11.lib(config.module).get_token(token_label=config.token_label)
+
+    def session(self) -> Any:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            with self._login_lock, _pkcs11_errors():
+                if self._logged_in:
+                    s = self._token.open(rw=True)
+                else:
+                    try:
+                        s = self._token.open(rw=True, user_pin=self.config.pin)
+                    except p11e.UserAlreadyLoggedIn:
+                        s = self._token.open(rw=True)
+                    self._logged_in = True
+            self._local.session = s
+            self._local.keys = {}
+        return s
+
+    def secret_key(self, label: str) -> Any:
+        self.session()
+        keys: dict[str, Any] = self._local.keys
+        key = keys.get(label)
+        if key is None:
+            with _pkcs11_errors():
+                try:
+                    key = self.session().get_key(
+                        object_class=ObjectClass.SECRET_KEY, label=label
+                    )
+                except p11e.NoSuchKey:
+                    raise KeyUnavailable(f"key object {label!r} is not in the HSM") from None
+            keys[label] = key
+        return key
+
+    def generate_aes(self, label: str) -> None:
+        with _pkcs11_errors():
+            self.session().generate_key(
+                KeyType.AES,
+                256,
+                label=label,
+                store=True,
+                template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.ENCRYPT: True,
+                    Attribute.DECRYPT: True,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                },
+            )
+
+    def ensure_aes(self, label: str) -> None:
+        with _pkcs11_errors():
+            found = list(
+                self.session().get_objects(
+                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
+                )
+            )
+        if not found:
+            self.generate_aes(label)
+
+    def destroy(self, label: str) -> None:
+        with _pkcs11_errors():
+            for obj in self.session().get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
+            ):
+                obj.destroy()
+        self._local.keys.pop(label, None)
+
+    def run(self, fn: Callable[[], _T], decrypting: bool = False) -> _T:
+        with _pkcs11_errors(decrypting):
+            return fn()
+
+
+class HsmAesGcm:
+    """AES-256-GCM run inside the HSM with a key that never leaves it."""
+
+    __slots__ = ("_hsm", "_label")
+
+    def __init__(self, hsm: Hsm, label: str) -> None:
+        self._hsm = hsm
+        self._label = label
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        key = self._hsm.secret_key(self._label)
+        params = GCMParams(nonce, associated_data, 128)
+        out: bytes = self._hsm.run(
+            lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+        )
+        return out
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        if len(data) < 16:
+            raise InvalidCiphertext()
+        key = self._hsm.secret_key(self._label)
+        params = GCMParams(nonce, associated_data, 128)
+        out: bytes = self._hsm.run(
+            lambda: key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params),
+            decrypting=True,
+        )
+        return out
+
+
+class HsmRootSealer:
+    """Seal material the HSM cannot use itself under the HSM root key (inside the HSM)."""
+
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+        hsm.ensure_aes(hsm.config.root_label)
+        self._aead = HsmAesGcm(hsm, hsm.config.root_label)
+
+    def seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, data, aad)
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad)
+
+
+class HsmKeyStore:
+    protection = Protection.HSM
+
+    def __init__(self, config: HsmConfig) -> None:
+        self.hsm = Hsm(config)
+        self.sealer = HsmRootSealer(self.hsm)
+
+    @staticmethod
+    def _label(version_id: str) -> str:
+        return f"ssegw-key-{version_id}"
+
+    def generate_symmetric(self, spec: KeySpec, version_id: str) -> bytes:
+        if spec is KeySpec.AES_256:
+            label = self._label(version_id)
+            self.hsm.generate_aes(label)
+            return _OBJECT + label.encode()
+        if spec is KeySpec.SM4:
+            material = os.urandom(material_len(spec))
+            return _WRAPPED + self.sealer.seal(material, material_aad("hsm-wrapped", version_id, spec))
+        raise ValueError(f"{spec.value} is not a symmetric spec")
+
+    def open_symmetric(self, spec: KeySpec, version_id: str, stored: bytes) -> Aead:
+        kind, rest = stored[:1], stored[1:]
+        if kind == _OBJECT:
+            return HsmAesGcm(self.hsm, rest.decode())
+        if kind == _WRAPPED:
+            material = self.sealer.unseal(rest, material_aad("hsm-wrapped", version_id, spec))
+            return aead_for(spec, material)
+        raise KmsError("unknown HSM key reference")
+
+    def destroy(self, spec: KeySpec, version_id: str, stored: bytes) -> None:
+        if stored[:1] == _OBJECT:
+            self.hsm.destroy(stored[1:].decode())

@@ -1,0 +1,88 @@
+"""Software protection level: key material wrapped by a 256-bit root key kept in a file.
+
+The root key file is created on first start with mode 0600 (O_EXCL, so two processes starting
+at once agree on one file). Everything stored under it is AES-256-GCM with the owner's identity
+as associated data, so sealed values cannot be swapped between rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kms_core.blob import Aead
+from kms_core.errors import InvalidCiphertext, KmsError
+from kms_core.keystore import material_aad
+from kms_core.keystore.aead import AesGcm, Sm4Gcm
+from kms_core.specs import KeySpec, Protection
+
+ROOT_KEY_LEN = 32
+NONCE_LEN = 12
+_SEAL_VERSION = b"\x01"
+
+
+def load_or_create_root_key(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(ROOT_KEY_LEN))
+            f.flush()
+            os.fsync(f.fileno())
+    data = path.read_bytes()
+    if len(data) != ROOT_KEY_LEN:
+        # A racing creator may not have written yet; a short file after that is damage.
+        raise KmsError(f"root key file {path} is damaged ({len(data)} bytes)")
+    if path.stat().st_mode & 0o077:
+        raise KmsError(f"root key file {path} is readable by others; chmod 600 it")
+    return data
+
+
+class RootSealer:
+    """Seal small secrets (key material, account secrets) under the root key."""
+
+    def __init__(self, root_key: bytes) -> None:
+        self._aead = AesGcm(root_key)
+
+    def seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_LEN)
+        return _SEAL_VERSION + nonce + self._aead.encrypt(nonce, data, aad)
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes:
+        if len(sealed) < 1 + NONCE_LEN + 16 or sealed[:1] != _SEAL_VERSION:
+            raise InvalidCiphertext("sealed value is damaged")
+        return self._aead.decrypt(sealed[1 : 1 + NONCE_LEN], sealed[1 + NONCE_LEN :], aad)
+
+
+def aead_for(spec: KeySpec, material: bytes) -> Aead:
+    if spec is KeySpec.AES_256:
+        return AesGcm(material)
+    if spec is KeySpec.SM4:
+        return Sm4Gcm(material)
+    raise ValueError(f"{spec.value} is not a symmetric spec")
+
+
+def material_len(spec: KeySpec) -> int:
+    return 32 if spec is KeySpec.AES_256 else 16
+
+
+class SoftwareKeyStore:
+    protection = Protection.SOFTWARE
+
+    def __init__(self, sealer: RootSealer) -> None:
+        self._sealer = sealer
+
+    def generate_symmetric(self, spec: KeySpec, version_id: str) -> bytes:
+        material = os.urandom(material_len(spec))
+        return self._sealer.seal(material, material_aad("material", version_id, spec))
+
+    def open_symmetric(self, spec: KeySpec, version_id: str, stored: bytes) -> Aead:
+        material = self._sealer.unseal(stored, material_aad("material", version_id, spec))
+        return aead_for(spec, material)
+
+    def destroy(self, spec: KeySpec, version_id: str, stored: bytes) -> None:
+        # The wrapped material lives only in metadata; the caller erases that row's reference.
+        return None
