@@ -1,0 +1,1 @@
+"""Block (NBD) and file (FUSE) adapters that encrypt volumes and directories with the KMS."""

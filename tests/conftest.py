@@ -1,0 +1,65 @@
+"""Shared fixtures: a real SoftHSM2 token for the whole session, and fresh KMS instances.
+
+SoftHSM2 reads SOFTHSM2_CONF once per process when the PKCS#11 library is first initialised,
+and sees tokens made by other processes only after re-initialising, so the session's token is
+created here, before anything loads the library. Each KMS instance gets its own HSM root key
+label on that token, so instances never share a root. Subprocesses (CLI tests) inherit
+SOFTHSM2_CONF and create their own embedded tokens beside it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kms_core.keystore.hsm import HsmConfig
+from kms_core.keystore.softhsm import find_softhsm_module, init_token
+
+_HSM_DIR = Path(tempfile.mkdtemp(prefix="ssegw-test-hsm-"))
+atexit.register(shutil.rmtree, _HSM_DIR, True)
+(_HSM_DIR / "tokens").mkdir()
+_CONF = _HSM_DIR / "softhsm2.conf"
+_CONF.write_text(
+    f"directories.tokendir = {_HSM_DIR / 'tokens'}\nobjectstore.backend = file\n"
+    "log.level = ERROR\nslots.removable = false\n"
+)
+os.environ["SOFTHSM2_CONF"] = str(_CONF)
+_TOKEN_LABEL = "ssegw-tests"
+_PIN = secrets.token_hex(8)
+init_token(_CONF, _TOKEN_LABEL, _PIN)
+
+
+@pytest.fixture(scope="session")
+def hsm_token() -> HsmConfig:
+    return HsmConfig(module=find_softhsm_module(), token_label=_TOKEN_LABEL, pin=_PIN)
+
+
+@pytest.fixture
+def hsm_config(hsm_token: HsmConfig) -> HsmConfig:
+    return HsmConfig(hsm_token.module, hsm_token.token_label, hsm_token.pin,
+                     root_label=f"ssegw-root-{uuid.uuid4()}")
+
+
+@pytest.fixture
+def kms(tmp_path: Path, hsm_config: HsmConfig) -> Iterator[object]:
+    from kms_core.embedded import KmsConfig, open_kms
+
+    k = open_kms(KmsConfig(data_dir=tmp_path / "kms", hsm=hsm_config))
+    yield k
+    k.engine.dispose()
+
+
+@pytest.fixture
+def caller(kms: object) -> object:
+    from kms_core.types import Caller
+
+    info, creds = kms.accounts.create_account(f"acct-{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
+    return Caller(info.account_id, "cn-east-1", creds.access_key_id)
