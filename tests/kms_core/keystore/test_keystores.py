@@ -1,0 +1,97 @@
+"""Key stores against real material: the root key file and a real SoftHSM2 token."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pkcs11
+import pytest
+from pkcs11 import Attribute, ObjectClass
+
+from kms_core.embedded import Kms
+from kms_core.errors import AlreadyExists, InvalidCiphertext, KmsError
+from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
+from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
+from kms_core.specs import KeySpec, Protection
+from kms_core.types import Caller
+
+
+def test_root_key_file_created_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "root.key"
+    key = load_or_create_root_key(path)
+    assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_root_key(path) == key
+    path.chmod(0o644)
+    with pytest.raises(KmsError):
+        load_or_create_root_key(path)
+
+
+def test_software_material_is_bound_to_its_version(tmp_path: Path) -> None:
+    store = SoftwareKeyStore(RootSealer(os.urandom(32)))
+    v1, v2 = str(uuid.uuid4()), str(uuid.uuid4())
+    stored = store.generate_symmetric(KeySpec.AES_256, v1)
+    aead = store.open_symmetric(KeySpec.AES_256, v1, stored)
+    assert aead.decrypt(b"n" * 12, aead.encrypt(b"n" * 12, b"x", b""), b"") == b"x"
+    with pytest.raises(InvalidCiphertext):
+        store.open_symmetric(KeySpec.AES_256, v2, stored)
+    with pytest.raises(InvalidCiphertext):
+        SoftwareKeyStore(RootSealer(os.urandom(32))).open_symmetric(KeySpec.AES_256, v1, stored)
+
+
+def _token_objects(cfg: HsmConfig, label: str) -> list[object]:
+    token = pkcs11.lib(cfg.module).get_token(token_label=cfg.token_label)
+    with token.open(rw=False) as s:  # the process is already logged in through the key store
+        return list(s.get_objects({Attribute.LABEL: label}))
+
+
+def test_hsm_aes_key_lives_in_the_token_and_is_not_extractable(hsm_config: HsmConfig) -> None:
+    store = HsmKeyStore(hsm_config)
+    vid = str(uuid.uuid4())
+    stored = store.generate_symmetric(KeySpec.AES_256, vid)
+    label = f"ssegw-key-{vid}"
+    assert label.encode() in stored and len(stored) < 64  # a reference, not material
+    key = store.hsm.secret_key(label)
+    assert key[Attribute.EXTRACTABLE] is False and key[Attribute.SENSITIVE] is True
+    assert key.object_class is ObjectClass.SECRET_KEY
+    aead = store.open_symmetric(KeySpec.AES_256, vid, stored)
+    ct = aead.encrypt(b"\x01" * 12, b"hsm data", b"aad")
+    assert aead.decrypt(b"\x01" * 12, ct, b"aad") == b"hsm data"
+    with pytest.raises(InvalidCiphertext):
+        aead.decrypt(b"\x01" * 12, ct[:-1] + bytes([ct[-1] ^ 1]), b"aad")
+    with pytest.raises(InvalidCiphertext):
+        aead.decrypt(b"\x01" * 12, ct, b"other aad")
+    store.destroy(KeySpec.AES_256, vid, stored)
+    assert _token_objects(hsm_config, label) == []
+
+
+def test_hsm_sm4_material_is_wrapped_by_the_hsm_root(hsm_config: HsmConfig) -> None:
+    store = HsmKeyStore(hsm_config)
+    vid = str(uuid.uuid4())
+    stored = store.generate_symmetric(KeySpec.SM4, vid)
+    aead = store.open_symmetric(KeySpec.SM4, vid, stored)
+    ct = aead.encrypt(b"\x02" * 12, b"sm4", b"")
+    assert aead.decrypt(b"\x02" * 12, ct, b"") == b"sm4"
+    # Another HSM root cannot unwrap it: the material is useless outside this HSM.
+    other = HsmKeyStore(HsmConfig(hsm_config.module, hsm_config.token_label, hsm_config.pin,
+                                  root_label=f"ssegw-root-{uuid.uuid4()}"))
+    with pytest.raises(InvalidCiphertext):
+        other.open_symmetric(KeySpec.SM4, vid, stored)
+
+
+def test_failed_hsm_key_creation_leaves_no_token_object(kms: Kms, caller: Caller, hsm_config: HsmConfig) -> None:
+    svc = kms.service
+    svc.create_alias(caller, "taken", svc.create_key(caller).key_id)
+    svc.keystore(Protection.HSM)  # opening the store creates this instance's HSM root key
+    before = _count_keys(hsm_config)
+    with pytest.raises(AlreadyExists):
+        svc.create_key(caller, protection="HSM", alias="taken")
+    assert _count_keys(hsm_config) == before
+
+
+def _count_keys(cfg: HsmConfig) -> int:
+    token = pkcs11.lib(cfg.module).get_token(token_label=cfg.token_label)
+    with token.open(rw=False) as s:
+        return len(list(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})))
