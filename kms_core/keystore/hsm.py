@@ -95,8 +95,10 @@ class Hsm:
         return s
 
     def secret_key(self, label: str) -> Any:
-        self.session()
-        keys: dict[str, Any] = self._local.keys
+        keys: dict[str, Any] | None = getattr(self._local, "keys", None)
+        if keys is None:
+            self.session()
+            keys = self._local.keys
         key = keys.get(label)
         if key is None:
             with _pkcs11_errors():
@@ -160,23 +162,28 @@ class HsmAesGcm:
         self._hsm = hsm
         self._label = label
 
+    # The hot path of HSM-level keys: plain try/except rather than the shared context manager,
+    # which costs a generator per call.
     def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         key = self._hsm.secret_key(self._label)
-        params = GCMParams(nonce, associated_data, 128)
-        out: bytes = self._hsm.run(
-            lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)
-        )
+        try:
+            out: bytes = key.encrypt(data, mechanism=Mechanism.AES_GCM,
+                                     mechanism_param=GCMParams(nonce, associated_data, 128))
+        except p11e.PKCS11Error as exc:
+            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
 
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         if len(data) < 16:
             raise InvalidCiphertext()
         key = self._hsm.secret_key(self._label)
-        params = GCMParams(nonce, associated_data, 128)
-        out: bytes = self._hsm.run(
-            lambda: key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params),
-            decrypting=True,
-        )
+        try:
+            out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM,
+                                     mechanism_param=GCMParams(nonce, associated_data, 128))
+        except _DECRYPT_FAILURES as exc:
+            raise InvalidCiphertext() from exc
+        except p11e.PKCS11Error as exc:
+            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
 
 
