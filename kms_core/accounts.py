@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,9 +40,14 @@ def _secret_aad(access_key_id: str) -> bytes:
 
 
 class AccountService:
-    def __init__(self, engine: Engine, sealer: RootSealer) -> None:
+    def __init__(self, engine: Engine, sealer: RootSealer, cache_ttl: float = 2.0) -> None:
         self._engine = engine
         self._sealer = sealer
+        self._cache_ttl = cache_ttl
+        # account id -> (expiry, frozen): the frozen gate runs on every call, so it is cached;
+        # a freeze made in this process applies at once, one made elsewhere within cache_ttl.
+        self._frozen: dict[str, tuple[float, bool]] = {}
+        self._credentials: dict[str, tuple[float, Credentials]] = {}
 
     def create_account(self, name: str) -> tuple[AccountInfo, Credentials]:
         if not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.strip():
@@ -65,6 +71,34 @@ class AccountService:
             s.commit()
         return Credentials(account_id, key_id, secret)
 
+    def set_frozen(self, account_id: str, frozen: bool) -> AccountInfo:
+        with Session(self._engine, expire_on_commit=False) as s:
+            row = s.get(Account, account_id)
+            if row is None:
+                raise NotFound(f"account {account_id!r} does not exist")
+            row.frozen = frozen
+            s.add(row)
+            s.commit()
+        self._frozen.pop(account_id, None)
+        return _info(row)
+
+    def is_frozen(self, account_id: str) -> bool:
+        now = time.monotonic()
+        hit = self._frozen.get(account_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with Session(self._engine) as s:
+            row = s.get(Account, account_id)
+            frozen = bool(row and row.frozen)
+        self._frozen[account_id] = (now + self._cache_ttl, frozen)
+        return frozen
+
+    def resolve(self, name_or_id: str) -> AccountInfo:
+        try:
+            return self.get(name_or_id)
+        except NotFound:
+            return self.by_name(name_or_id)
+
     def get(self, account_id: str) -> AccountInfo:
         with Session(self._engine) as s:
             row = s.get(Account, account_id)
@@ -84,7 +118,19 @@ class AccountService:
             return [_info(a) for a in s.exec(select(Account).order_by(col(Account.created_at)))]
 
     def credentials(self, access_key_id: str) -> Credentials:
-        """The secret behind an access key id, for signature checks. Unknown ids: AccessDenied."""
+        """The secret behind an access key id, for signature checks. Unknown ids: AccessDenied.
+
+        Cached for `cache_ttl` seconds: every signed request needs it.
+        """
+        now = time.monotonic()
+        hit = self._credentials.get(access_key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        creds = self._load_credentials(access_key_id)
+        self._credentials[access_key_id] = (now + self._cache_ttl, creds)
+        return creds
+
+    def _load_credentials(self, access_key_id: str) -> Credentials:
         with Session(self._engine) as s:
             row = s.get(AccessKey, access_key_id)
             if row is None or not row.enabled:

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from kms_core import wire
+from kms_core.asym_cli import ASYMMETRIC_COMMANDS, asymmetric_arguments
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
-from kms_core.errors import AccessDenied, InvalidParameter, KmsError, NotFound
+from kms_core.errors import AccessDenied, InvalidParameter, KmsError
+from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS, lifecycle_arguments
 from kms_core.types import Caller
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -42,10 +44,7 @@ def open_from_args(args: argparse.Namespace) -> Kms:
 
 def caller_from_args(kms: Kms, args: argparse.Namespace) -> Caller:
     if getattr(args, "account", None):
-        try:
-            info = kms.accounts.get(args.account)
-        except NotFound:
-            info = kms.accounts.by_name(args.account)
+        info = kms.accounts.resolve(args.account)
         return Caller(info.account_id, args.region, f"cli:{info.name}")
     key_id = os.environ.get("SSEGW_ACCESS_KEY_ID")
     secret = os.environ.get("SSEGW_SECRET_ACCESS_KEY")
@@ -94,13 +93,48 @@ def _account_list(args: argparse.Namespace) -> Any:
     ]}
 
 
+def _account_usage(args: argparse.Namespace) -> Any:
+    kms = open_from_args(args)
+    info = kms.accounts.resolve(args.account)
+    usage = kms.meter.usage(info.account_id, args.month)
+    kms.close()
+    return {"accountId": info.account_id, "month": args.month or kms.config.clock().strftime("%Y-%m"),
+            "usage": usage, "total": sum(usage.values())}
+
+
+def _set_frozen(args: argparse.Namespace, frozen: bool) -> Any:
+    kms = open_from_args(args)
+    info = kms.accounts.set_frozen(kms.accounts.resolve(args.account).account_id, frozen)
+    kms.close()
+    return {"accountId": info.account_id, "name": info.name, "frozen": info.frozen}
+
+
+def _account_freeze(args: argparse.Namespace) -> Any:
+    return _set_frozen(args, True)
+
+
+def _account_thaw(args: argparse.Namespace) -> Any:
+    return _set_frozen(args, False)
+
+
+def _account_audit(args: argparse.Namespace) -> Any:
+    kms = open_from_args(args)
+    info = kms.accounts.resolve(args.account)
+    events = kms.audit.query(info.account_id, key_id=args.key, after_id=args.marker, limit=args.limit)
+    kms.close()
+    return {"events": [wire.audit_event(e) for e in events]}
+
+
 # ------------------------------------------------------------------------- kms
 
 
 def _with_caller(fn: Callable[[Kms, Caller, argparse.Namespace], Any]) -> Handler:
     def run(args: argparse.Namespace) -> Any:
         kms = open_from_args(args)
-        return fn(kms, caller_from_args(kms, args), args)
+        try:
+            return fn(kms, caller_from_args(kms, args), args)
+        finally:
+            kms.close()  # writes the audit events of this command
 
     return run
 
@@ -153,7 +187,8 @@ KMS_COMMANDS: dict[str, tuple[str, Callable[[Kms, Caller, argparse.Namespace], A
     "create-key": ("create a customer master key", lambda k, c, a: wire.key_metadata(
         k.service.create_key(c, spec=a.spec, usage=a.usage, protection=a.protection,
                              description=a.description, alias=a.alias,
-                             enterprise_project=a.enterprise_project))),
+                             enterprise_project=a.enterprise_project, origin=a.origin,
+                             rotation_period_days=a.rotation_days))),
     "list-keys": ("list keys of the account in the region", _list_keys),
     "describe-key": ("describe a key", lambda k, c, a: wire.key_metadata(k.service.describe_key(c, a.key))),
     "update-description": ("change a key's description", lambda k, c, a: wire.key_metadata(
@@ -172,18 +207,28 @@ KMS_COMMANDS: dict[str, tuple[str, Callable[[Kms, Caller, argparse.Namespace], A
     "encrypt": ("encrypt up to 6144 bytes", _encrypt),
     "decrypt": ("decrypt a ciphertext blob", _decrypt),
 }
+KMS_COMMANDS.update(LIFECYCLE_COMMANDS)  # rotation and BYOK (kms_core.lifecycle_cli)
+KMS_COMMANDS.update(ASYMMETRIC_COMMANDS)  # versions, sign/verify, public keys (kms_core.asym_cli)
 
 
 def _kms_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--account", help="act for this account (name or id) instead of the "
                                      "SSEGW_ACCESS_KEY_ID credentials")
     if name == "create-key":
-        p.add_argument("--spec", default="AES_256", help="AES_256 | SM4")
-        p.add_argument("--usage", default="ENCRYPT_DECRYPT")
+        p.add_argument("--spec", default="AES_256", help="AES_256 | SM4 | RSA_2048 | SM2")
+        p.add_argument("--usage", default="ENCRYPT_DECRYPT", help="ENCRYPT_DECRYPT | SIGN_VERIFY")
         p.add_argument("--protection", default=None, help="SOFTWARE | HSM")
         p.add_argument("--description", default="")
         p.add_argument("--alias")
         p.add_argument("--enterprise-project", default="default")
+        p.add_argument("--origin", default="KMS",
+                       help="KMS | EXTERNAL (AES_256 only; import material afterwards)")
+        p.add_argument("--rotation-days", type=int, default=None,
+                       help="rotate automatically every N days, 7-730 (default: no rotation)")
+    elif name in LIFECYCLE_COMMANDS:
+        lifecycle_arguments(name, p)
+    elif name in ASYMMETRIC_COMMANDS:
+        asymmetric_arguments(name, p)
     elif name in ("list-keys", "list-aliases"):
         p.add_argument("--limit", type=int, default=100)
         p.add_argument("--marker")
@@ -222,6 +267,22 @@ def register(sub: Any) -> None:
     p = acct_sub.add_parser("list", help="list accounts")
     add_store_options(p)
     p.set_defaults(handler=_account_list)
+    for name, help_text, fn in (
+        ("usage", "cryptographic calls of an account in a month", _account_usage),
+        ("freeze", "freeze an account (arrears): every call is refused", _account_freeze),
+        ("thaw", "thaw a frozen account", _account_thaw),
+        ("audit", "audit events of an account (optionally of one key)", _account_audit),
+    ):
+        p = acct_sub.add_parser(name, help=help_text)
+        p.add_argument("account", help="account name or id")
+        if name == "usage":
+            p.add_argument("--month", help="YYYY-MM (default: this month, UTC)")
+        if name == "audit":
+            p.add_argument("--key", help="only events of this key id")
+            p.add_argument("--limit", type=int, default=100)
+            p.add_argument("--marker", type=int, default=0, help="event id to continue after")
+        add_store_options(p)
+        p.set_defaults(handler=fn)
 
     kms = sub.add_parser("kms", help="key lifecycle and cryptographic calls")
     kms_sub = kms.add_subparsers(dest="kms_command", required=True)

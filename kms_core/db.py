@@ -10,7 +10,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel, create_engine
 
-import kms_core.models  # noqa: F401  (registers the tables)
+import kms_core.audit  # noqa: F401  (registers the tables)
+import kms_core.metering  # noqa: F401
+import kms_core.models  # noqa: F401
+from kms_core.schema import add_missing_columns
 
 
 def make_engine(url: str) -> Engine:
@@ -47,4 +50,5 @@ def make_engine(url: str) -> Engine:
             if attempt == 4:
                 raise
             time.sleep(0.2)
+    add_missing_columns(engine)  # data dirs made before newer nullable columns existed
     return engine

@@ -11,12 +11,15 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from kms_core.accounts import AccountService
+from kms_core.audit import AuditLog
 from kms_core.db import make_engine
 from kms_core.keystore import KeyStore
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
 from kms_core.keystore.softhsm import ensure_embedded_token
 from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
+from kms_core.metering import Meter
 from kms_core.models import utcnow
+from kms_core.observe import Flusher, Observer
 from kms_core.service import DEFAULT_CACHE_TTL, KmsService
 from kms_core.specs import Protection
 
@@ -48,6 +51,25 @@ class Kms:
     engine: Engine
     service: KmsService
     accounts: AccountService
+    observer: Observer
+    meter: Meter
+    audit: AuditLog
+    flusher: Flusher | None = None
+
+    def start_background(self, flush_interval: float = 1.0) -> None:
+        """Flush metering and audit buffers periodically (servers); CLIs just call close()."""
+        if self.flusher is None:
+            self.flusher = Flusher(self.observer, flush_interval)
+            self.flusher.start()
+
+    def close(self) -> None:
+        """Write what is buffered (usage counts, audit events); loses nothing on a clean stop."""
+        if self.flusher is not None:
+            self.flusher.stop()
+            self.flusher = None
+        else:
+            self.observer.flush()
+        self.engine.dispose()
 
 
 def open_kms(config: KmsConfig) -> Kms:
@@ -59,10 +81,14 @@ def open_kms(config: KmsConfig) -> Kms:
         hsm = config.hsm or ensure_embedded_token(config.data_dir / "hsm")
         return HsmKeyStore(hsm)
 
+    accounts = AccountService(engine, sealer, config.cache_ttl)
+    meter, audit = Meter(engine, config.clock), AuditLog(engine, config.clock)
+    observer = Observer(accounts, meter, audit)
     service = KmsService(
         engine,
         {Protection.SOFTWARE: SoftwareKeyStore(sealer), Protection.HSM: hsm_store},
         cache_ttl=config.cache_ttl,
         clock=config.clock,
+        observer=observer,
     )
-    return Kms(config, engine, service, AccountService(engine, sealer))
+    return Kms(config, engine, service, accounts, observer, meter, audit)

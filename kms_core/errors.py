@@ -91,3 +91,76 @@ class KeyUnavailable(KmsError):
     code = "KeyUnavailable"
     aws_code = "KeyUnavailableException"
     http_status = 503
+
+
+class AccountFrozen(KmsError):
+    """The account is in arrears: every call, decrypt included, is refused until it is thawed."""
+
+    code = "AccountFrozen"
+    aws_code = "AccessDeniedException"
+    http_status = 403
+
+
+class InvalidImportToken(InvalidParameter):
+    """BYOK: the import token is unknown, malformed or was issued for another key."""
+
+    code = "InvalidImportToken"
+    aws_code = "InvalidImportTokenException"
+
+
+class ExpiredImportToken(InvalidParameter):
+    """BYOK: the import token is older than its 24 hours; get new import parameters."""
+
+    code = "ExpiredImportToken"
+    aws_code = "ExpiredImportTokenException"
+
+
+class IncorrectKeyMaterial(InvalidParameter):
+    """BYOK: a key accepts only the material first imported into it, ever."""
+
+    code = "IncorrectKeyMaterial"
+    aws_code = "IncorrectKeyMaterialException"
+
+
+class MissingAuthentication(KmsError):
+    code = "MissingAuthentication"
+    aws_code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class IncompleteSignature(KmsError):
+    code = "IncompleteSignature"
+    aws_code = "IncompleteSignatureException"
+    http_status = 403
+
+
+class InvalidAccessKeyId(KmsError):
+    code = "InvalidAccessKeyId"
+    aws_code = "UnrecognizedClientException"
+    http_status = 403
+
+
+class RequestExpired(KmsError):
+    code = "RequestExpired"
+    aws_code = "InvalidSignatureException"
+    http_status = 403
+
+
+class SignatureDoesNotMatch(KmsError):
+    code = "SignatureDoesNotMatch"
+    aws_code = "InvalidSignatureException"
+    http_status = 403
+
+
+class UnknownOperation(KmsError):
+    code = "UnknownOperation"
+    aws_code = "UnknownOperationException"
+    http_status = 400
+
+
+class MalformedRequest(KmsError):
+    """The body is not JSON, not an object, or too large."""
+
+    code = "MalformedRequest"
+    aws_code = "SerializationException"
+    http_status = 400

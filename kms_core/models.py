@@ -52,6 +52,20 @@ class Key(SQLModel, table=True):
     deletion_date: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Lifecycle over time (kms_core.lifecycle_ops, kms_core.scheduler); all nullable.
+    rotation_period_days: int | None = None
+    next_rotation_at: datetime | None = Field(default=None, index=True)
+    material_expires_at: datetime | None = Field(default=None, index=True)
+    # HMAC of the first imported material under a root-derived key: re-imports must match it.
+    material_digest: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True)
+    )
+    # Set once, when the deletion window ended and the material was destroyed: from then on
+    # the key does not exist for any call (NotFound), but its row stays as a tombstone.
+    destroyed_at: datetime | None = None
+    # A scheduler's claim on this key while it works outside the database (HSM calls).
+    lease_owner: str | None = Field(default=None, max_length=96)
+    lease_until: datetime | None = None
 
 
 class KeyVersion(SQLModel, table=True):
@@ -60,6 +74,8 @@ class KeyVersion(SQLModel, table=True):
     key_id: str = Field(foreign_key="kms_key.id", index=True, max_length=36)
     stored: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
+    # Asymmetric versions only: the public key, DER SubjectPublicKeyInfo (never the private key).
+    public_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class Alias(SQLModel, table=True):
@@ -82,3 +98,51 @@ class DefaultKey(SQLModel, table=True):
     region: str = Field(primary_key=True, max_length=64)
     product: str = Field(primary_key=True, max_length=16)
     key_id: str = Field(foreign_key="kms_key.id", max_length=36)
+
+
+class ImportToken(SQLModel, table=True):
+    """BYOK: an import token (stored as its SHA-256) and the wrapping private key it unlocks.
+
+    The RSA_2048 private key is sealed under the software root key with the key id and token id
+    as associated data, so a row cannot be moved to another key.
+    """
+
+    __tablename__ = "kms_import_token"
+    id: str = Field(primary_key=True, max_length=64)
+    key_id: str = Field(foreign_key="kms_key.id", index=True, max_length=36)
+    wrapping_algorithm: str = Field(max_length=32)
+    wrapping_key_spec: str = Field(default="RSA_2048", max_length=16)
+    sealed_private_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+class KeyRotation(SQLModel, table=True):
+    """Rotation history of symmetric keys (the first version is not a rotation)."""
+
+    __tablename__ = "kms_key_rotation"
+    seq: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(foreign_key="kms_key.id", index=True, max_length=36)
+    version_id: str = Field(unique=True, max_length=36)
+    rotation_type: str = Field(max_length=16)
+    rotated_at: datetime = Field(default_factory=utcnow)
+
+
+class MaterialTrash(SQLModel, table=True):
+    """Key store references whose material must be destroyed (HSM objects above all).
+
+    A row is written in the same transaction that unlinks the material from its version, so
+    the database never forgets material that still exists; whoever holds the lease destroys
+    it (idempotently) and deletes the row. A crash leaves the row for the scheduler's sweep.
+    """
+
+    __tablename__ = "kms_material_trash"
+    id: str = Field(primary_key=True, max_length=36)
+    key_id: str = Field(index=True, max_length=36)
+    version_id: str = Field(max_length=36)
+    spec: str = Field(max_length=16)
+    protection: str = Field(max_length=16)
+    stored: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=96)
+    lease_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -38,7 +38,10 @@ from kms_core.errors import (
     UnsupportedOperation,
 )
 from kms_core.keystore import KeyStore
+from kms_core.asymmetric_ops import AsymmetricOps
+from kms_core.lifecycle_ops import LifecycleOps, check_rotation_period
 from kms_core.models import Alias, DefaultKey, Key, KeyVersion, utcnow
+from kms_core.observe import Observer, operation
 from kms_core.specs import (
     KeySpec,
     KeyUsage,
@@ -156,7 +159,7 @@ def parse_key_ref(ref: str) -> KeyRef:
     return KeyRef(alias=normalize_alias(ref))
 
 
-class KmsService:
+class KmsService(LifecycleOps, AsymmetricOps):
     def __init__(
         self,
         engine: Engine,
@@ -165,8 +168,11 @@ class KmsService:
         cache_ttl: float = DEFAULT_CACHE_TTL,
         clock: Callable[[], datetime] = utcnow,
         default_protection: Protection = Protection.SOFTWARE,
+        observer: Observer | None = None,
     ) -> None:
         self._engine = engine
+        # Frozen-account gate, metering and audit around every @operation (None: none of them).
+        self.observer = observer
         # A key store may be given as a factory so the HSM is opened only when first needed.
         self._keystore_sources = dict(keystores)
         self._keystores: dict[Protection, KeyStore] = {}
@@ -218,7 +224,8 @@ class KmsService:
                 raise NotFound(f"alias {kr.alias!r} does not exist")
             key_id = alias.key_id
         key = s.get(Key, key_id)
-        if key is None or key.account_id != caller.account_id or key.region != caller.region:
+        if (key is None or key.account_id != caller.account_id or key.region != caller.region
+                or key.destroyed_at is not None):  # destroyed keys are tombstones
             raise NotFound(f"key {ref!r} does not exist")
         return key
 
@@ -232,6 +239,10 @@ class KmsService:
             rec = KeyRecord.of(self._find_key(s, caller, ref))
         self._records[ck] = (now + self._cache_ttl, rec)
         return rec
+
+    def resolve_key_id(self, caller: Caller, ref: str) -> str:
+        """The key id an id, alias or ARN names for this caller (NotFound otherwise); not audited."""
+        return self._resolve(caller, ref).id
 
     def _aead(self, rec: KeyRecord, version_id: str) -> Aead:
         ck = (rec.id, version_id)
@@ -255,6 +266,7 @@ class KmsService:
 
     # ------------------------------------------------------------ key lifecycle
 
+    @operation("createKey", metered=False)
     def create_key(
         self,
         caller: Caller,
@@ -266,25 +278,41 @@ class KmsService:
         description: str = "",
         alias: str | None = None,
         enterprise_project: str = "default",
+        rotation_period_days: int | None = None,
     ) -> KeyMetadata:
         kspec = parse_spec(spec)
         kusage = parse_enum(KeyUsage, usage, "key usage")
-        # SM4 exists only in the HSM, so it defaults there; everything else to the configured level.
-        default_level = Protection.HSM if kspec is KeySpec.SM4 else self._default_protection
+        # SM4 and SM2 exist only in the HSM, so they default there; the rest to the configured level.
+        default_level = (Protection.HSM if kspec in (KeySpec.SM4, KeySpec.SM2)
+                         else self._default_protection)
         level = parse_enum(Protection, protection, "protection level") if protection else default_level
         korigin = parse_enum(Origin, origin, "origin")
         check_combination(kspec, kusage, level, korigin)
-        if not kspec.symmetric:
-            raise UnsupportedOperation(f"{kspec.value} keys are not available in this release")
-        if korigin is Origin.EXTERNAL:
-            raise UnsupportedOperation("keys with imported material are not available in this release")
+        if rotation_period_days is not None:
+            # Checked before anything is written: bad input changes nothing.
+            check_rotation_period(rotation_period_days)
+            if korigin is Origin.EXTERNAL or not kspec.symmetric:
+                raise UnsupportedOperation("only symmetric keys with KMS key material rotate")
         _check_description(description)
         alias_name = normalize_alias(alias) if alias else None
         if alias_name in _RESERVED_ALIASES:
             raise UnsupportedOperation(f"alias {alias_name!r} is reserved for a default key")
-        return self._insert_key(
+        if not kspec.symmetric:
+            # RSA_2048 / SM2: a key pair as the first version, never primary (asymmetric_ops).
+            return self._create_asymmetric_key(
+                caller, kspec, kusage, level, description, alias_name, enterprise_project
+            )
+        if korigin is Origin.EXTERNAL:
+            # BYOK: no material yet; the key waits in PendingImport (lifecycle_ops).
+            return self._insert_external_key(
+                caller, kspec, kusage, level, description, alias_name, enterprise_project
+            )
+        made = self._insert_key(
             caller, kspec, kusage, level, korigin, description, alias_name, enterprise_project, None
         )
+        if rotation_period_days is None:
+            return made
+        return self._set_rotation(caller, made.key_id, rotation_period_days)
 
     def _insert_key(
         self,
@@ -339,14 +367,17 @@ class KmsService:
                 raise
             raise AlreadyExists(f"alias {alias_name!r} already exists") from None
 
+    @operation("describeKey", metered=False)
     def describe_key(self, caller: Caller, ref: str) -> KeyMetadata:
         with self._session() as s:
             return self._metadata(s, self._find_key(s, caller, ref))
 
+    @operation("listKeys", metered=False)
     def list_keys(self, caller: Caller, *, limit: int = 100, marker: str | None = None) -> Page[KeyMetadata]:
         limit = _check_limit(limit)
         with self._session() as s:
-            q = select(Key).where(Key.account_id == caller.account_id, Key.region == caller.region)
+            q = select(Key).where(Key.account_id == caller.account_id, Key.region == caller.region,
+                                  col(Key.destroyed_at).is_(None))
             if marker:
                 q = q.where(col(Key.id) > marker)
             keys = s.exec(q.order_by(col(Key.id)).limit(limit + 1)).all()
@@ -360,6 +391,7 @@ class KmsService:
             items = [_to_metadata(k, tuple(names[k.id])) for k in page]
         return Page(items, page[-1].id if more else None)
 
+    @operation("updateKeyDescription", metered=False)
     def update_key_description(self, caller: Caller, ref: str, description: str) -> KeyMetadata:
         _check_description(description)
         with self._session() as s:
@@ -378,7 +410,8 @@ class KmsService:
                     f"{key.id} is the default key of {key.default_product}; it cannot be "
                     f"{'disabled' if action is Action.DISABLE else 'scheduled for deletion'}"
                 )
-            key.state = transition(KeyState(key.state), action).value
+            key.state = transition(KeyState(key.state), action,
+                                   has_material=self._has_material(s, key)).value
             for name, value in fields.items():
                 setattr(key, name, value)
             key.updated_at = self._clock()
@@ -387,12 +420,15 @@ class KmsService:
             self._invalidate()
             return self._metadata(s, key)
 
+    @operation("enableKey", metered=False)
     def enable_key(self, caller: Caller, ref: str) -> KeyMetadata:
         return self._change_state(caller, ref, Action.ENABLE)
 
+    @operation("disableKey", metered=False)
     def disable_key(self, caller: Caller, ref: str) -> KeyMetadata:
         return self._change_state(caller, ref, Action.DISABLE)
 
+    @operation("scheduleKeyDeletion", metered=False)
     def schedule_key_deletion(
         self, caller: Caller, ref: str, pending_days: int = DEFAULT_PENDING_DAYS
     ) -> KeyMetadata:
@@ -407,11 +443,13 @@ class KmsService:
         when = self._clock() + timedelta(days=pending_days)
         return self._change_state(caller, ref, Action.SCHEDULE_DELETION, deletion_date=when)
 
+    @operation("cancelKeyDeletion", metered=False)
     def cancel_key_deletion(self, caller: Caller, ref: str) -> KeyMetadata:
         return self._change_state(caller, ref, Action.CANCEL_DELETION, deletion_date=None)
 
     # ------------------------------------------------------------------ aliases
 
+    @operation("createAlias", metered=False)
     def create_alias(self, caller: Caller, alias: str, ref: str) -> AliasInfo:
         name = normalize_alias(alias)
         if name in _RESERVED_ALIASES:
@@ -445,6 +483,7 @@ class KmsService:
             raise UnsupportedOperation(f"alias {name!r} belongs to a default key and cannot change")
         return row
 
+    @operation("updateAlias", metered=False)
     def update_alias(self, caller: Caller, alias: str, ref: str) -> AliasInfo:
         with self._session() as s:
             row = self._alias_row(s, caller, alias)
@@ -457,6 +496,7 @@ class KmsService:
             self._invalidate()
             return _to_alias(row)
 
+    @operation("deleteAlias", metered=False)
     def delete_alias(self, caller: Caller, alias: str) -> None:
         with self._session() as s:
             row = self._alias_row(s, caller, alias)
@@ -464,6 +504,7 @@ class KmsService:
             s.commit()
             self._invalidate()
 
+    @operation("listAlias", metered=False)
     def list_aliases(
         self, caller: Caller, *, limit: int = 100, marker: str | None = None
     ) -> Page[AliasInfo]:
@@ -478,6 +519,7 @@ class KmsService:
         page = [_to_alias(r) for r in rows[:limit]]
         return Page(page, page[-1].name if len(rows) > limit else None)
 
+    @operation("listAliasByUuid", metered=False)
     def list_aliases_by_key(self, caller: Caller, ref: str) -> list[AliasInfo]:
         with self._session() as s:
             key = self._find_key(s, caller, ref)
@@ -496,16 +538,23 @@ class KmsService:
         """
         if product not in PRODUCTS:
             raise InvalidParameter(f"unknown product {product!r}; expected one of {PRODUCTS}")
+        if self.observer is not None:
+            self.observer.admit(caller)
         alias = default_alias(product)
         try:
             return self._resolve(caller, alias)
         except NotFound:
             pass
         try:
-            self._insert_key(caller, KeySpec.AES_256, KeyUsage.ENCRYPT_DECRYPT, Protection.SOFTWARE,
-                              Origin.KMS, f"default key of {product}", alias, "default", product)
+            made = self._insert_key(caller, KeySpec.AES_256, KeyUsage.ENCRYPT_DECRYPT,
+                                    Protection.SOFTWARE, Origin.KMS, f"default key of {product}",
+                                    alias, "default", product)
         except IntegrityError:
             pass
+        else:
+            if self.observer is not None:
+                self.observer.record(caller, "createDefaultKey", False, made.key_id,
+                                     made.primary_version_id, "Success")
         return self._resolve(caller, alias)
 
     # --------------------------------------------------------- cryptographic API
@@ -525,6 +574,7 @@ class KmsService:
         header = BlobHeader(_ALGORITHM[rec.spec], rec.id, version_id)
         return blobfmt.seal(self._aead(rec, version_id), header, plaintext, context)
 
+    @operation("encrypt", metered=True)
     def encrypt(
         self, caller: Caller, ref: str, plaintext: bytes, context: Mapping[str, str] | None = None
     ) -> EncryptResult:
@@ -550,6 +600,7 @@ class KmsService:
         plaintext = blobfmt.open_blob(self._aead(rec, b.header.version_id), b, context)
         return rec, DecryptResult(plaintext, rec.id, b.header.version_id)
 
+    @operation("decrypt", metered=True)
     def decrypt(
         self,
         caller: Caller,
@@ -560,6 +611,7 @@ class KmsService:
     ) -> DecryptResult:
         return self._open(caller, ciphertext, context, key)[1]
 
+    @operation("generateDataKey", metered=True)
     def generate_data_key(
         self,
         caller: Caller,
@@ -569,6 +621,7 @@ class KmsService:
     ) -> DataKeyResult:
         return self._data_key(caller, ref, length, context, with_plaintext=True)
 
+    @operation("generateDataKeyWithoutPlaintext", metered=True)
     def generate_data_key_without_plaintext(
         self,
         caller: Caller,
@@ -590,6 +643,7 @@ class KmsService:
         return DataKeyResult(data_key if with_plaintext else None, sealed, rec.id,
                              rec.primary_version_id or "")
 
+    @operation("reEncrypt", metered=True)
     def re_encrypt(
         self,
         caller: Caller,
@@ -599,8 +653,16 @@ class KmsService:
         source_context: Mapping[str, str] | None = None,
         destination_context: Mapping[str, str] | None = None,
         source_key: str | None = None,
+        source_key_version: str | None = None,
+        source_algorithm: str | None = None,
     ) -> ReEncryptResult:
+        """A symmetric blob, or with `source_key_version` a public-key ciphertext of
+        `source_key` (RSA OAEP or SM2, `source_algorithm`), re-sealed under `destination`."""
         dest = self._encryption_key(caller, destination)
+        if source_key_version is not None:
+            return self._re_encrypt_asymmetric(caller, ciphertext, dest, source_key,
+                                               source_key_version, source_algorithm,
+                                               destination_context)
         src, opened = self._open(caller, ciphertext, source_context, source_key)
         sealed = self._seal(dest, opened.plaintext, destination_context)
         return ReEncryptResult(sealed, src.id, opened.version_id, dest.id,
@@ -648,6 +710,9 @@ def _to_metadata(key: Key, aliases: tuple[str, ...]) -> KeyMetadata:
         deletion_date=key.deletion_date,
         default_product=key.default_product,
         aliases=aliases,
+        rotation_period_days=key.rotation_period_days,
+        next_rotation_at=key.next_rotation_at if key.rotation_period_days is not None else None,
+        material_expires_at=key.material_expires_at,
     )
 
 

@@ -41,6 +41,11 @@ class KeyMetadata:
     deletion_date: datetime | None
     default_product: str | None
     aliases: tuple[str, ...] = ()
+    # Symmetric KMS-origin keys with a rotation policy; None when rotation is off.
+    rotation_period_days: int | None = None
+    next_rotation_at: datetime | None = None
+    # Imported (EXTERNAL) material with an expiry; None when it never expires or is absent.
+    material_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -92,3 +97,111 @@ class ReEncryptResult:
     source_version_id: str
     key_id: str
     version_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RotationStatus:
+    """A key's automatic rotation policy: off (`enabled` False) or every `period_days` days."""
+
+    key_id: str
+    enabled: bool
+    period_days: int | None
+    next_rotation_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationInfo:
+    """One rotation: the version it made primary, when, and AUTOMATIC or ON_DEMAND."""
+
+    key_id: str
+    version_id: str
+    rotated_at: datetime
+    rotation_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportParameters:
+    """BYOK: the RSA_2048 wrapping public key (DER) and the token to import with."""
+
+    key_id: str
+    public_key: bytes
+    import_token: bytes = field(repr=False)
+    valid_to: datetime
+    wrapping_algorithm: str
+    wrapping_key_spec: str
+
+
+# ------------------------------------------------------------- asymmetric keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersionInfo:
+    """One version of a key. Asymmetric versions are never primary."""
+
+    key_id: str
+    version_id: str
+    created_at: datetime
+    primary: bool
+    spec: str
+    usage: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeyResult:
+    """getPublicKey: PEM SubjectPublicKeyInfo and what the key can do. Never a private key."""
+
+    key_id: str
+    version_id: str
+    spec: str
+    usage: str
+    public_key_pem: str
+    signing_algorithms: tuple[str, ...]
+    encryption_algorithms: tuple[str, ...]
+    # The same key as DER SubjectPublicKeyInfo (what AWS's GetPublicKey returns, base64).
+    public_key_der: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SignResult:
+    key_id: str
+    version_id: str
+    signature: bytes
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    key_id: str
+    version_id: str
+    valid: bool
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class AsymmetricEncryptResult:
+    """A public-key ciphertext in the algorithm's standard form (no KMS blob around it)."""
+
+    ciphertext: bytes
+    key_id: str
+    version_id: str
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class AsymmetricDecryptResult:
+    plaintext: bytes = field(repr=False)
+    key_id: str
+    version_id: str
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportDataKeyResult:
+    """A data key encrypted under a caller's public key; `ciphertext_blob` (sealed under the CMK)
+    only from generateAndExportDataKey."""
+
+    exported_data_key: bytes
+    key_id: str
+    version_id: str
+    algorithm: str
+    ciphertext_blob: bytes | None = None

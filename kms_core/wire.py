@@ -9,14 +9,25 @@ import base64
 from datetime import datetime
 from typing import Any
 
+from kms_core.audit import AuditRecord
 from kms_core.errors import InvalidParameter
 from kms_core.types import (
     AliasInfo,
+    AsymmetricDecryptResult,
+    AsymmetricEncryptResult,
     DataKeyResult,
     DecryptResult,
     EncryptResult,
+    ExportDataKeyResult,
+    ImportParameters,
     KeyMetadata,
+    KeyVersionInfo,
+    PublicKeyResult,
     ReEncryptResult,
+    RotationInfo,
+    RotationStatus,
+    SignResult,
+    VerifyResult,
 )
 
 
@@ -54,7 +65,11 @@ def key_metadata(m: KeyMetadata) -> dict[str, Any]:
         "primaryKeyVersionId": m.primary_version_id,
         "deletionDate": iso(m.deletion_date),
         "defaultKey": m.default_product is not None,
+        "defaultProduct": m.default_product,
         "aliases": list(m.aliases),
+        "rotationPeriodInDays": m.rotation_period_days,
+        "nextRotationDate": iso(m.next_rotation_at),
+        "keyMaterialValidTo": iso(m.material_expires_at),
     }
 
 
@@ -90,3 +105,102 @@ def re_encrypt_result(r: ReEncryptResult) -> dict[str, Any]:
         "cmkUuid": r.key_id,
         "keyVersionId": r.version_id,
     }
+
+
+def rotation_status(r: RotationStatus) -> dict[str, Any]:
+    return {
+        "cmkUuid": r.key_id,
+        "keyRotationEnabled": r.enabled,
+        "rotationPeriodInDays": r.period_days,
+        "nextRotationDate": iso(r.next_rotation_at),
+    }
+
+
+def rotation_info(r: RotationInfo) -> dict[str, Any]:
+    return {
+        "cmkUuid": r.key_id,
+        "keyVersionId": r.version_id,
+        "rotationDate": iso(r.rotated_at),
+        "rotationType": r.rotation_type,
+    }
+
+
+def import_parameters(p: ImportParameters) -> dict[str, Any]:
+    # publicKey is base64 of the DER SubjectPublicKeyInfo: the guide's PublicKey_base64.txt.
+    return {
+        "cmkUuid": p.key_id,
+        "publicKey": b64(p.public_key),
+        "importToken": b64(p.import_token),
+        "parametersValidTo": iso(p.valid_to),
+        "wrappingAlgorithm": p.wrapping_algorithm,
+        "wrappingKeySpec": p.wrapping_key_spec,
+    }
+
+
+def audit_event(e: AuditRecord) -> dict[str, Any]:
+    return {
+        "eventId": str(e.id),
+        "time": iso(e.at),
+        "requestId": e.request_id,
+        "accountId": e.account_id,
+        "region": e.region,
+        "principal": e.principal,
+        "operation": e.operation,
+        "cmkUuid": e.key_id,
+        "keyVersionId": e.version_id,
+        "result": e.result,
+    }
+
+
+# ------------------------------------------------------------- asymmetric keys
+
+
+def key_version_info(v: KeyVersionInfo) -> dict[str, Any]:
+    return {
+        "cmkUuid": v.key_id,
+        "keyVersionId": v.version_id,
+        "creationDate": iso(v.created_at),
+        "primary": v.primary,
+        "keySpec": v.spec,
+        "keyUsage": v.usage,
+    }
+
+
+def public_key_result(r: PublicKeyResult) -> dict[str, Any]:
+    return {
+        "cmkUuid": r.key_id,
+        "keyVersionId": r.version_id,
+        "keySpec": r.spec,
+        "keyUsage": r.usage,
+        "publicKey": r.public_key_pem,
+        "signingAlgorithms": list(r.signing_algorithms),
+        "encryptionAlgorithms": list(r.encryption_algorithms),
+    }
+
+
+def sign_result(r: SignResult) -> dict[str, Any]:
+    return {"cmkUuid": r.key_id, "keyVersionId": r.version_id, "signature": b64(r.signature),
+            "algorithm": r.algorithm}
+
+
+def verify_result(r: VerifyResult) -> dict[str, Any]:
+    return {"cmkUuid": r.key_id, "keyVersionId": r.version_id, "signatureValid": r.valid,
+            "algorithm": r.algorithm}
+
+
+def asymmetric_encrypt_result(r: AsymmetricEncryptResult) -> dict[str, Any]:
+    return {"ciphertextBlob": b64(r.ciphertext), "cmkUuid": r.key_id, "keyVersionId": r.version_id,
+            "algorithm": r.algorithm}
+
+
+def asymmetric_decrypt_result(r: AsymmetricDecryptResult) -> dict[str, Any]:
+    return {"plaintext": b64(r.plaintext), "cmkUuid": r.key_id, "keyVersionId": r.version_id,
+            "algorithm": r.algorithm}
+
+
+def export_data_key_result(r: ExportDataKeyResult) -> dict[str, Any]:
+    out = {"exportedDataKey": b64(r.exported_data_key), "cmkUuid": r.key_id,
+           "keyVersionId": r.version_id, "algorithm": r.algorithm}
+    if r.ciphertext_blob is not None:
+        out["ciphertextBlob"] = b64(r.ciphertext_blob)
+    return out

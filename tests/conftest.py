@@ -54,7 +54,7 @@ def kms(tmp_path: Path, hsm_config: HsmConfig) -> Iterator[object]:
 
     k = open_kms(KmsConfig(data_dir=tmp_path / "kms", hsm=hsm_config))
     yield k
-    k.engine.dispose()
+    k.close()
 
 
 @pytest.fixture

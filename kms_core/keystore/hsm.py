@@ -26,6 +26,7 @@ from pkcs11.mechanisms import GCMParams
 from kms_core.blob import Aead
 from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
 from kms_core.keystore import material_aad
+from kms_core.keystore.hsm_asym import HsmAsymmetric
 from kms_core.keystore.software import aead_for, material_len
 from kms_core.specs import KeySpec, Protection
 
@@ -54,17 +55,26 @@ class HsmConfig:
     root_label: str = "ssegw-root"
 
 
+# python-pkcs11 calls C_Initialize(NULL), which tells the module that the application will not
+# call it from several threads at once, so SoftHSM2 then uses no locks at all; yet python-pkcs11
+# releases the GIL inside each call. Concurrent calls corrupt SoftHSM2's heap (seen as
+# segfaults and "double free" aborts with 4 threads), so every PKCS#11 call of this process is
+# serialised here. Reentrant, and always taken before Hsm._login_lock, so it cannot deadlock.
+_CALL_LOCK = threading.RLock()
+
+
 @contextmanager
 def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
-    """Map every PKCS#11 failure to a KMS error, in one place."""
-    try:
-        yield
-    except KmsError:
-        raise
-    except _DECRYPT_FAILURES if decrypting else () as exc:  # type: ignore[misc]
-        raise InvalidCiphertext() from exc
-    except (p11e.PKCS11Error, RuntimeError, OSError) as exc:
-        raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+    """Map every PKCS#11 failure to a KMS error, in one place; one PKCS#11 call at a time."""
+    with _CALL_LOCK:
+        try:
+            yield
+        except KmsError:
+            raise
+        except _DECRYPT_FAILURES if decrypting else () as exc:  # type: ignore[misc]
+            raise InvalidCiphertext() from exc
+        except (p11e.PKCS11Error, RuntimeError, OSError) as exc:
+            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
 
 
 class Hsm:
@@ -81,7 +91,7 @@ class Hsm:
     def session(self) -> Any:
         s = getattr(self._local, "session", None)
         if s is None:
-            with self._login_lock, _pkcs11_errors():
+            with _pkcs11_errors(), self._login_lock:
                 if self._logged_in:
                     s = self._token.open(rw=True)
                 else:
@@ -142,9 +152,8 @@ class Hsm:
 
     def destroy(self, label: str) -> None:
         with _pkcs11_errors():
-            for obj in self.session().get_objects(
-                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
-            ):
+            # Every object with the label: an AES key, or both halves of an RSA key pair.
+            for obj in list(self.session().get_objects({Attribute.LABEL: label})):
                 obj.destroy()
         self._local.keys.pop(label, None)
 
@@ -203,7 +212,7 @@ class HsmRootSealer:
         return self._aead.decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad)
 
 
-class HsmKeyStore:
+class HsmKeyStore(HsmAsymmetric):
     protection = Protection.HSM
 
     def __init__(self, config: HsmConfig) -> None:
@@ -232,6 +241,15 @@ class HsmKeyStore:
             material = self.sealer.unseal(rest, material_aad("hsm-wrapped", version_id, spec))
             return aead_for(spec, material)
         raise KmsError("unknown HSM key reference")
+
+    def import_symmetric(self, spec: KeySpec, version_id: str, material: bytes) -> bytes:
+        # Imported material is wrapped by the HSM root key rather than made a token object:
+        # the user holds a copy anyway, it is the same bytes on every re-import (so an AEAD
+        # cached by another process stays valid), and deleting or expiring it is then a
+        # database change with no HSM call that could fail half-way.
+        if len(material) != material_len(spec):
+            raise ValueError(f"{spec.value} material must be {material_len(spec)} bytes")
+        return _WRAPPED + self.sealer.seal(material, material_aad("hsm-wrapped", version_id, spec))
 
     def destroy(self, spec: KeySpec, version_id: str, stored: bytes) -> None:
         if stored[:1] == _OBJECT:

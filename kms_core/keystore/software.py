@@ -7,6 +7,8 @@ as associated data, so sealed values cannot be swapped between rows.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from kms_core.blob import Aead
 from kms_core.errors import InvalidCiphertext, KmsError
 from kms_core.keystore import material_aad
 from kms_core.keystore.aead import AesGcm, Sm4Gcm
+from kms_core.keystore.software_asym import SoftwareAsymmetric
 from kms_core.specs import KeySpec, Protection
 
 ROOT_KEY_LEN = 32
@@ -46,6 +49,8 @@ class RootSealer:
 
     def __init__(self, root_key: bytes) -> None:
         self._aead = AesGcm(root_key)
+        # A separate key for MACs, derived one-way, so the AEAD key is never used for anything else.
+        self._mac_root = hmac.new(root_key, b"ssegw/mac-root/v1", hashlib.sha256).digest()
 
     def seal(self, data: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_LEN)
@@ -55,6 +60,11 @@ class RootSealer:
         if len(sealed) < 1 + NONCE_LEN + 16 or sealed[:1] != _SEAL_VERSION:
             raise InvalidCiphertext("sealed value is damaged")
         return self._aead.decrypt(sealed[1 : 1 + NONCE_LEN], sealed[1 + NONCE_LEN :], aad)
+
+    def mac(self, purpose: str, data: bytes) -> bytes:
+        """HMAC-SHA-256 under a root-derived key, domain-separated by `purpose`."""
+        key = hmac.new(self._mac_root, f"ssegw/mac/v1/{purpose}".encode(), hashlib.sha256).digest()
+        return hmac.new(key, data, hashlib.sha256).digest()
 
 
 def aead_for(spec: KeySpec, material: bytes) -> Aead:
@@ -69,11 +79,16 @@ def material_len(spec: KeySpec) -> int:
     return 32 if spec is KeySpec.AES_256 else 16
 
 
-class SoftwareKeyStore:
+class SoftwareKeyStore(SoftwareAsymmetric):
     protection = Protection.SOFTWARE
 
     def __init__(self, sealer: RootSealer) -> None:
         self._sealer = sealer
+
+    @property
+    def sealer(self) -> RootSealer:
+        """The software root sealer (BYOK seals wrapping keys and digests material with it)."""
+        return self._sealer
 
     def generate_symmetric(self, spec: KeySpec, version_id: str) -> bytes:
         material = os.urandom(material_len(spec))
@@ -82,6 +97,12 @@ class SoftwareKeyStore:
     def open_symmetric(self, spec: KeySpec, version_id: str, stored: bytes) -> Aead:
         material = self._sealer.unseal(stored, material_aad("material", version_id, spec))
         return aead_for(spec, material)
+
+    def import_symmetric(self, spec: KeySpec, version_id: str, material: bytes) -> bytes:
+        # Same sealed form as generated material, so open_symmetric needs no second path.
+        if len(material) != material_len(spec):
+            raise ValueError(f"{spec.value} material must be {material_len(spec)} bytes")
+        return self._sealer.seal(material, material_aad("material", version_id, spec))
 
     def destroy(self, spec: KeySpec, version_id: str, stored: bytes) -> None:
         # The wrapped material lives only in metadata; the caller erases that row's reference.

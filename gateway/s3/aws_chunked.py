@@ -1,0 +1,189 @@
+"""Decoding of `aws-chunked` request bodies, with chunk signatures and checksum trailers.
+
+Two forms arrive from real clients:
+
+- `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: `hex-size;chunk-signature=<sig>\\r\\n<data>\\r\\n`
+  repeated, ending with a 0-size chunk. Each signature chains from the previous one, starting
+  at the request's own signature:
+  ``HMAC(signing key, "AWS4-HMAC-SHA256-PAYLOAD\\n" date "\\n" scope "\\n" previous "\\n"
+  SHA256("") "\\n" SHA256(data))``.
+- `STREAMING-UNSIGNED-PAYLOAD-TRAILER` (boto3 over HTTPS): `hex-size\\r\\n<data>\\r\\n`, then
+  `0\\r\\n`, trailer lines such as `x-amz-checksum-crc32:<base64>\\r\\n`, and an empty line.
+
+`decode()` yields the payload as verified chunks and raises `ChunkedError` on any framing,
+signature, length or checksum failure; callers must not commit what they wrote until the
+generator has finished without error.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from kms_core.sigv4 import EMPTY_SHA256
+
+SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+MAX_CHUNK = 16 * 1024 * 1024
+MAX_LINE = 4096
+
+
+class ChunkedError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Checksum:
+    """The checksums S3 clients send (`x-amz-checksum-<alg>`), computed over the payload."""
+
+    SUPPORTED = ("crc32", "sha1", "sha256")
+
+    def __init__(self, algorithm: str) -> None:
+        if algorithm not in self.SUPPORTED:
+            raise ChunkedError("NotImplemented",
+                               f"checksum algorithm {algorithm} is not supported; use CRC32, SHA1 or SHA256")
+        self.algorithm = algorithm
+        self._crc = 0
+        self._hash = hashlib.new(algorithm) if algorithm != "crc32" else None
+
+    def update(self, data: bytes) -> None:
+        if self._hash is not None:
+            self._hash.update(data)
+        else:
+            self._crc = zlib.crc32(data, self._crc)
+
+    def value(self) -> str:
+        raw = self._hash.digest() if self._hash is not None else self._crc.to_bytes(4, "big")
+        return base64.b64encode(raw).decode()
+
+
+@dataclass
+class ChunkSigning:
+    signing_key: bytes = field(repr=False)
+    amz_date: str
+    scope: str
+    seed_signature: str
+
+
+class _Reader:
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        if self._eof:
+            return False
+        try:
+            self._buf += await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._eof = True
+            return False
+        return True
+
+    async def line(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\r\n")
+            if i >= 0:
+                out = bytes(self._buf[:i])
+                del self._buf[: i + 2]
+                return out
+            if len(self._buf) > MAX_LINE:
+                raise ChunkedError("IncompleteBody", "an aws-chunked header line is too long")
+            if not await self._fill():
+                raise ChunkedError("IncompleteBody", "the aws-chunked body ended early")
+
+    async def exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if not await self._fill():
+                raise ChunkedError("IncompleteBody", "the aws-chunked body ended early")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    async def at_end(self) -> bool:
+        while not self._buf:
+            if not await self._fill():
+                return True
+        return False
+
+
+async def decode(
+    stream: AsyncIterator[bytes],
+    *,
+    mode: str,
+    decoded_length: int | None,
+    signing: ChunkSigning | None = None,
+    trailer: str | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield the decoded payload of an aws-chunked body (see the module docstring)."""
+    if mode == SIGNED and signing is None:
+        raise ChunkedError("AccessDenied", "signed chunks need the request's signing key")
+    checksum = None
+    if trailer:
+        name = trailer.strip().lower()
+        if not name.startswith("x-amz-checksum-"):
+            raise ChunkedError("InvalidRequest", f"unsupported trailer {trailer!r}")
+        checksum = Checksum(name[len("x-amz-checksum-"):])
+    reader = _Reader(stream)
+    previous = signing.seed_signature if signing else ""
+    total = 0
+    while True:
+        header = (await reader.line()).decode("latin-1")
+        size_text, _, ext = header.partition(";")
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ChunkedError("IncompleteBody", f"bad aws-chunked size line {header[:40]!r}") from None
+        if size > MAX_CHUNK:
+            raise ChunkedError("InvalidRequest", "aws-chunked chunk larger than 16 MiB")
+        data = await reader.exactly(size) if size else b""
+        if mode == SIGNED:
+            assert signing is not None
+            if not ext.startswith("chunk-signature="):
+                raise ChunkedError("SignatureDoesNotMatch", "a chunk has no chunk-signature")
+            to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", signing.amz_date, signing.scope, previous,
+                                 EMPTY_SHA256, hashlib.sha256(data).hexdigest()])
+            expected = hmac.new(signing.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+            given = ext[len("chunk-signature="):].strip()
+            if not hmac.compare_digest(expected.encode(), given.encode()):
+                raise ChunkedError("SignatureDoesNotMatch",
+                                   f"the signature of chunk at byte {total} does not match")
+            previous = expected
+        if size == 0:
+            break
+        if await reader.exactly(2) != b"\r\n":
+            raise ChunkedError("IncompleteBody", "an aws-chunked chunk is not terminated by CRLF")
+        total += size
+        if decoded_length is not None and total > decoded_length:
+            raise ChunkedError("IncompleteBody", "the body is longer than x-amz-decoded-content-length")
+        if checksum is not None:
+            checksum.update(data)
+        yield data
+    trailers: dict[str, str] = {}
+    while True:
+        line = (await reader.line()).decode("latin-1")
+        if not line:
+            break
+        k, sep, v = line.partition(":")
+        if not sep:
+            raise ChunkedError("IncompleteBody", f"bad trailer line {line[:40]!r}")
+        trailers[k.strip().lower()] = v.strip()
+    if not await reader.at_end():
+        raise ChunkedError("IncompleteBody", "bytes after the end of the aws-chunked body")
+    if decoded_length is not None and total != decoded_length:
+        raise ChunkedError("IncompleteBody",
+                           f"the body has {total} bytes, x-amz-decoded-content-length says {decoded_length}")
+    if checksum is not None:
+        assert trailer is not None
+        given = trailers.get(trailer.strip().lower())
+        if given is None:
+            raise ChunkedError("InvalidRequest", f"the {trailer} trailer is missing")
+        if not hmac.compare_digest(given.encode(), checksum.value().encode()):
+            raise ChunkedError("BadDigest", f"the {trailer} trailer does not match the body")

@@ -1,0 +1,257 @@
+"""Object envelope format (after MinIO's DARE), pure: package math, AEAD, metadata encoding.
+
+An object's plaintext is cut into 64 KiB packages; package i is sealed with the per-object data
+key (AES-256-GCM, or SM4-GCM when the master key is SM4) under
+
+    nonce_i = base[0:4] || (base[4:12] XOR i)        (base: 12 random bytes per object)
+    AAD_i   = "ssegw/obj/v1" || part (u32) || i (u64) || final (u8)
+
+so packages cannot be reordered, moved between parts, or dropped from the end (the last package
+carries final=1; an object of 0 bytes is one empty final package). Overhead is 16 bytes per
+package, so sizes and the ciphertext range of any plaintext range are arithmetic.
+
+The sealed data key and parameters travel as the backend object's user metadata
+(`x-amz-meta-ssegw-*`); the data key is sealed by the KMS with the object's ARN as encryption
+context, so a copy or re-keying re-seals ~100 bytes of metadata and never re-encrypts data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMAT_VERSION = "1"
+PACKAGE = 64 * 1024
+TAG = 16
+SEALED_PACKAGE = PACKAGE + TAG
+NONCE = 12
+_AAD_PREFIX = b"ssegw/obj/v1"
+META_PREFIX = "x-amz-meta-ssegw"
+
+
+class ObjectCorrupt(Exception):
+    """A package failed authentication, or the object's size does not fit the format."""
+
+
+class Algorithm(str, Enum):
+    AES_256_GCM = "AES256GCM"
+    SM4_GCM = "SM4GCM"
+
+    @property
+    def key_len(self) -> int:
+        return 32 if self is Algorithm.AES_256_GCM else 16
+
+
+def package_count(plain_size: int) -> int:
+    return max(1, -(-plain_size // PACKAGE))
+
+
+def sealed_size(plain_size: int) -> int:
+    return plain_size + package_count(plain_size) * TAG
+
+
+def plain_size(sealed: int) -> int:
+    """The plaintext size of a sealed stream of `sealed` bytes (ObjectCorrupt if impossible)."""
+    full, rest = divmod(sealed, SEALED_PACKAGE)
+    if rest == 0 and full == 0 or 0 < rest < TAG or (rest == TAG and full > 0):
+        raise ObjectCorrupt(f"{sealed} bytes cannot be a sealed object")
+    return full * PACKAGE + (rest - TAG if rest else 0)
+
+
+@dataclass(frozen=True)
+class PackageSpan:
+    """Which packages hold a plaintext range, and where they lie in the sealed stream."""
+
+    first: int
+    last: int
+    sealed_start: int
+    sealed_end: int  # exclusive
+    skip: int  # plaintext bytes to drop from the first package
+    length: int  # plaintext bytes wanted
+
+
+def span(start: int, end: int, size: int) -> PackageSpan:
+    """Packages covering plaintext bytes [start, end) of an object of `size` bytes."""
+    if not 0 <= start < end <= size:
+        raise ValueError("range outside the object")
+    first, last = start // PACKAGE, (end - 1) // PACKAGE
+    sealed_end = min((last + 1) * SEALED_PACKAGE, sealed_size(size))
+    return PackageSpan(first, last, first * SEALED_PACKAGE, sealed_end, start - first * PACKAGE,
+                       end - start)
+
+
+class _Sm4Gcm:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        enc = Cipher(algorithms.SM4(self._key), modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(aad)
+        return enc.update(data) + enc.finalize() + enc.tag
+
+    def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        dec = Cipher(algorithms.SM4(self._key), modes.GCM(nonce, data[-TAG:])).decryptor()
+        dec.authenticate_additional_data(aad)
+        return dec.update(data[:-TAG]) + dec.finalize()
+
+
+class PackageCipher:
+    """Seals and opens the packages of one object part."""
+
+    def __init__(self, algorithm: Algorithm, key: bytes, base_nonce: bytes, part: int = 0) -> None:
+        if len(key) != algorithm.key_len or len(base_nonce) != NONCE:
+            raise ValueError("wrong key or nonce length for the object format")
+        self._aead: AESGCM | _Sm4Gcm = AESGCM(key) if algorithm is Algorithm.AES_256_GCM else _Sm4Gcm(key)
+        self._prefix = base_nonce[:4]
+        self._counter = int.from_bytes(base_nonce[4:], "big")
+        self._part = part
+
+    def _nonce(self, seq: int) -> bytes:
+        return self._prefix + (self._counter ^ seq).to_bytes(8, "big")
+
+    def _aad(self, seq: int, final: bool) -> bytes:
+        return _AAD_PREFIX + struct.pack(">IQB", self._part, seq, final)
+
+    def seal(self, seq: int, data: bytes, final: bool) -> bytes:
+        return self._aead.encrypt(self._nonce(seq), data, self._aad(seq, final))
+
+    def open(self, seq: int, sealed: bytes, final: bool) -> bytes:
+        if len(sealed) < TAG:
+            raise ObjectCorrupt(f"package {seq} is truncated")
+        try:
+            return self._aead.decrypt(self._nonce(seq), sealed, self._aad(seq, final))
+        except (InvalidTag, ValueError):
+            raise ObjectCorrupt(f"package {seq} failed authentication") from None
+
+
+class Sealer:
+    """Streaming encryption: feed plaintext in any pieces, take sealed packages as they fill.
+
+    A full package is held back until more data arrives, because only then is it known not to
+    be the final one.
+    """
+
+    def __init__(self, cipher: PackageCipher) -> None:
+        self._cipher = cipher
+        self._buffer = bytearray()
+        self._seq = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        self._buffer += data
+        while len(self._buffer) > PACKAGE:
+            chunk = bytes(self._buffer[:PACKAGE])
+            del self._buffer[:PACKAGE]
+            yield self._cipher.seal(self._seq, chunk, False)
+            self._seq += 1
+
+    def finish(self) -> bytes:
+        sealed = self._cipher.seal(self._seq, bytes(self._buffer), True)
+        self._buffer.clear()
+        self._seq += 1
+        return sealed
+
+
+class Opener:
+    """Streaming decryption of packages first..last of an object with `total` packages."""
+
+    def __init__(self, cipher: PackageCipher, first: int, total: int) -> None:
+        self._cipher = cipher
+        self._seq = first
+        self._total = total
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        self._buffer += data
+        while len(self._buffer) >= SEALED_PACKAGE and self._seq < self._total - 1:
+            chunk = bytes(self._buffer[:SEALED_PACKAGE])
+            del self._buffer[:SEALED_PACKAGE]
+            yield self._cipher.open(self._seq, chunk, False)
+            self._seq += 1
+
+    def finish(self, expect_final: bool) -> bytes:
+        """Open what is left: the final package, or (range reads) one last whole package."""
+        if not self._buffer:
+            if expect_final:
+                raise ObjectCorrupt("the object ends before its final package")
+            return b""
+        final = self._seq == self._total - 1
+        if len(self._buffer) > SEALED_PACKAGE or (not final and len(self._buffer) != SEALED_PACKAGE):
+            raise ObjectCorrupt("the object's packages do not fit its size")
+        out = self._cipher.open(self._seq, bytes(self._buffer), final)
+        self._buffer.clear()
+        self._seq += 1
+        return out
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What the backend keeps about an encrypted object, in its user metadata."""
+
+    algorithm: Algorithm
+    sealed_key: bytes = field(repr=False)
+    base_nonce: bytes
+    size: int
+    kms_key_id: str
+    sse: str  # what the client asked for: "aws:kms" or "AES256"
+    md5: str | None = None  # plaintext MD5 (objects buffered before upload)
+    context: Mapping[str, str] | None = None  # the client's x-amz-server-side-encryption-context
+
+    def encode(self) -> dict[str, str]:
+        out = {
+            META_PREFIX: FORMAT_VERSION,
+            f"{META_PREFIX}-alg": self.algorithm.value,
+            f"{META_PREFIX}-key": base64.b64encode(self.sealed_key).decode(),
+            f"{META_PREFIX}-iv": base64.b64encode(self.base_nonce).decode(),
+            f"{META_PREFIX}-size": str(self.size),
+            f"{META_PREFIX}-kms-key": self.kms_key_id,
+            f"{META_PREFIX}-sse": self.sse,
+        }
+        if self.md5:
+            out[f"{META_PREFIX}-md5"] = self.md5
+        if self.context:
+            out[f"{META_PREFIX}-ctx"] = base64.b64encode(
+                json.dumps(dict(self.context), sort_keys=True).encode()).decode()
+        return out
+
+    @staticmethod
+    def decode(headers: Mapping[str, str]) -> ObjectMeta | None:
+        """The envelope of an object, None for a plaintext object; ObjectCorrupt if damaged."""
+        version = headers.get(META_PREFIX)
+        if version is None:
+            return None
+        if version != FORMAT_VERSION:
+            raise ObjectCorrupt(f"unknown object format version {version!r}")
+        try:
+            ctx = headers.get(f"{META_PREFIX}-ctx")
+            return ObjectMeta(
+                algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
+                sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),
+                base_nonce=base64.b64decode(headers[f"{META_PREFIX}-iv"], validate=True),
+                size=int(headers[f"{META_PREFIX}-size"]),
+                kms_key_id=headers[f"{META_PREFIX}-kms-key"],
+                sse=headers[f"{META_PREFIX}-sse"],
+                md5=headers.get(f"{META_PREFIX}-md5"),
+                context=json.loads(base64.b64decode(ctx)) if ctx else None,
+            )
+        except (KeyError, ValueError) as e:
+            raise ObjectCorrupt(f"the object's envelope metadata is damaged ({e})") from None
+
+
+def new_base_nonce() -> bytes:
+    return os.urandom(NONCE)
+
+
+def object_context(bucket: str, key: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The data key's encryption context: the object's ARN (as AWS S3 uses), plus the client's."""
+    ctx = dict(extra or {})
+    ctx["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}"
+    return ctx

@@ -1,0 +1,65 @@
+"""S3 errors: one root carrying the S3 code and HTTP status, rendered as S3 XML."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+from kms_core import errors as kms
+
+# What AWS S3 answers when the KMS refuses (SSE-KMS objects): "KMS.<exception>", mostly 400.
+_KMS_CODES: dict[type[kms.KmsError], tuple[str, int]] = {
+    kms.NotFound: ("KMS.NotFoundException", 400),
+    kms.Disabled: ("KMS.DisabledException", 400),
+    kms.InvalidState: ("KMS.KMSInvalidStateException", 400),
+    kms.InvalidCiphertext: ("KMS.InvalidCiphertextException", 400),
+    kms.InvalidKeyUsage: ("KMS.InvalidKeyUsageException", 400),
+    kms.UnsupportedOperation: ("KMS.UnsupportedOperationException", 400),
+    kms.AccountFrozen: ("AccessDenied", 403),
+    kms.AccessDenied: ("AccessDenied", 403),
+    kms.InvalidParameter: ("InvalidArgument", 400),
+    kms.KeyUnavailable: ("ServiceUnavailable", 503),
+}
+
+
+class S3Error(Exception):
+    def __init__(self, code: str, message: str, status: int = 400, resource: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.resource = resource
+
+    def to_xml(self, request_id: str) -> bytes:
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{escape(self.code)}</Code><Message>{escape(self.message)}</Message>"
+            f"<Resource>{escape(self.resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
+        ).encode()
+
+
+def from_kms(error: kms.KmsError) -> S3Error:
+    for cls in type(error).__mro__:
+        if cls in _KMS_CODES:
+            code, status = _KMS_CODES[cls]  # type: ignore[index]
+            return S3Error(code, error.message, status)
+    return S3Error("KMS.KMSInternalException", error.message, 500)
+
+
+def access_denied(message: str = "Access Denied") -> S3Error:
+    return S3Error("AccessDenied", message, 403)
+
+
+def no_such_bucket(bucket: str) -> S3Error:
+    return S3Error("NoSuchBucket", "The specified bucket does not exist", 404, f"/{bucket}")
+
+
+def no_such_key(bucket: str, key: str) -> S3Error:
+    return S3Error("NoSuchKey", "The specified key does not exist.", 404, f"/{bucket}/{key}")
+
+
+def invalid_argument(message: str) -> S3Error:
+    return S3Error("InvalidArgument", message, 400)
+
+
+def not_implemented(message: str) -> S3Error:
+    return S3Error("NotImplemented", message, 501)

@@ -1,0 +1,241 @@
+"""`ssegw serve`: the KMS HTTP API and the S3 proxy on loopback ports.
+
+On first start the data directory gets its root key, its SoftHSM2 token and a `demo` account;
+every start prints the endpoints and the demo credentials, so `make run` is all a new user needs.
+Without `--backend-url` an in-process moto S3 server is the backend (its objects live in memory
+and are gone when the process stops: a demo, not storage).
+
+With `--kms-workers N`, N processes serve the same ports (SO_REUSEPORT); the first one sets up,
+starts the embedded backend if any, and supervises the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from gateway.s3.app import create_app as create_s3_app
+from gateway.s3.auth import Authenticated
+from gateway.s3.backend import Backend, BackendConfig
+from gateway.s3.proxy import S3Proxy
+from kms_core.client import InProcessKmsClient, KmsClient
+from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
+from kms_core.errors import AccessDenied, NotFound
+from kms_core.http.app import create_app as create_kms_app
+from kms_core.http_client import HttpKmsClient
+from kms_core.sigv4 import UnknownAccessKey
+from kms_core.specs import Protection
+
+DEMO_ACCOUNT = "demo"
+MOTO_KEY = ("ssegw-backend", "ssegw-backend-secret")
+
+
+@dataclass(frozen=True)
+class DemoCredentials:
+    account_id: str
+    access_key_id: str
+    secret_access_key: str
+
+
+def ensure_demo_account(kms: Kms) -> DemoCredentials:
+    try:
+        info = kms.accounts.by_name(DEMO_ACCOUNT)
+    except NotFound:
+        info, creds = kms.accounts.create_account(DEMO_ACCOUNT)
+        return DemoCredentials(info.account_id, creds.access_key_id, creds.secret_access_key)
+    key_id = kms.accounts.access_keys(info.account_id)[0]
+    creds = kms.accounts.credentials(key_id)
+    return DemoCredentials(info.account_id, key_id, creds.secret_access_key)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
+    p.add_argument("--db-url", default=os.environ.get("SSEGW_DB_URL"))
+    p.add_argument("--region", default=os.environ.get("SSEGW_REGION", DEFAULT_REGION))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--kms-port", type=int, default=9100)
+    p.add_argument("--s3-port", type=int, default=9000)
+    p.add_argument("--backend-url", help="S3 backend (default: an in-process moto server)")
+    p.add_argument("--backend-access-key", default=os.environ.get("SSEGW_BACKEND_ACCESS_KEY"))
+    p.add_argument("--backend-secret-key", default=os.environ.get("SSEGW_BACKEND_SECRET_KEY"))
+    p.add_argument("--backend-region", default="us-east-1")
+    p.add_argument("--backend-ca", help="CA bundle to verify an HTTPS backend")
+    p.add_argument("--s3-domain", action="append", default=None,
+                   help="domain for virtual-host-style addressing (<bucket>.<domain>); repeatable; "
+                        "default localhost")
+    p.add_argument("--kms-url", help="use a remote KMS for the S3 proxy's key calls (signed with the "
+                                     "caller's own credentials) instead of the in-process one")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    p.add_argument("--kms-workers", type=int, default=1,
+                   help="processes serving the ports (SO_REUSEPORT); use the core count under load")
+    p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    # Every worker process binds the same port; the kernel spreads connections between them.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    # uvloop when installed (uvicorn[standard]): with the stdlib loop and pre-bound sockets,
+    # replies stall on Nagle/delayed-ACK and throughput drops thirtyfold.
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to us: two servers share one process and stop together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: object, args: argparse.Namespace) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off",
+        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=10,
+    )
+    return _Server(config)
+
+
+def _start_moto() -> str:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    return f"http://127.0.0.1:{port}"
+
+
+def _credentials(kms: Kms) -> Callable[[str], tuple[str, str]]:
+    def lookup(access_key_id: str) -> tuple[str, str]:
+        try:
+            creds = kms.accounts.credentials(access_key_id)
+        except AccessDenied:
+            raise UnknownAccessKey(access_key_id) from None
+        return creds.account_id, creds.secret_access_key
+
+    return lookup
+
+
+def _kms_clients(kms: Kms, kms_url: str | None, ca: str | None) -> Callable[[Authenticated], KmsClient]:
+    if kms_url is None:
+        return lambda auth: InProcessKmsClient(kms.service, auth.caller)
+    remote: dict[str, HttpKmsClient] = {}
+
+    def client(auth: Authenticated) -> KmsClient:
+        # The proxy calls the KMS as the caller, with the caller's own verified credentials.
+        c = remote.get(auth.caller.principal)
+        if c is None:
+            c = remote[auth.caller.principal] = HttpKmsClient(
+                kms_url, auth.caller.principal, auth.secret, auth.caller.region, ca_certs=ca)
+        return c
+
+    return client
+
+
+def _spawn_workers(args: argparse.Namespace, backend_url: str) -> list[subprocess.Popen[bytes]]:
+    # The same command line, marked as a child: children skip set-up and the banner.
+    argv = [sys.executable, "-m", "gateway.cli", *sys.argv[1:], "--worker-child"]
+    if not args.backend_url:
+        argv += ["--backend-url", backend_url, "--backend-access-key", MOTO_KEY[0],
+                 "--backend-secret-key", MOTO_KEY[1]]
+    return [subprocess.Popen(argv) for _ in range(max(0, args.kms_workers - 1))]
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    kms = open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
+    kms.service.keystore(Protection.HSM)  # initialise the embedded SoftHSM2 token now, not on first use
+    kms.start_background()
+    backend_url = args.backend_url or _start_moto()
+    access, secret = (args.backend_access_key, args.backend_secret_key) if args.backend_url else MOTO_KEY
+    if not access or not secret:
+        print("ssegw serve: --backend-url needs --backend-access-key and --backend-secret-key",
+              file=sys.stderr)
+        return 2
+    backend = Backend(BackendConfig(backend_url, access, secret, args.backend_region,
+                                    args.backend_ca or True))
+    proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca))
+    domains = tuple(args.s3_domain or ["localhost"])
+    servers = [
+        (_server(create_kms_app(kms), args), [_listen(args.host, args.kms_port)]),
+        (_server(create_s3_app(proxy, _credentials(kms), domains=domains), args),
+         [_listen(args.host, args.s3_port)]),
+    ]
+    if args.worker_child:
+        return _serve(kms, backend, servers, [])
+    demo = ensure_demo_account(kms)
+    workers = _spawn_workers(args, backend_url)
+    scheme = "https" if args.tls_cert else "http"
+    print(
+        f"ssegw: data dir {args.data_dir.resolve()}, region {args.region}\n"
+        f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}"
+        f"{', in-process moto: objects are kept in memory only' if not args.backend_url else ''})\n"
+        f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
+        "(AWS: X-Amz-Target TrentService.*; REST: POST /v1/kms/<operation>)\n"
+        f"  demo account {demo.account_id}\n"
+        f"    export AWS_ACCESS_KEY_ID={demo.access_key_id}\n"
+        f"    export AWS_SECRET_ACCESS_KEY={demo.secret_access_key}\n"
+        f"    export AWS_DEFAULT_REGION={args.region}\n"
+        f"  try: aws s3 mb s3://demo --endpoint-url {scheme}://{args.host}:{args.s3_port}\n"
+        f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
+        flush=True,
+    )
+    return _serve(kms, backend, servers, workers)
+
+
+def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[socket.socket]]],
+           workers: list[subprocess.Popen[bytes]]) -> int:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for server, _ in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await asyncio.gather(*(server.serve(sockets=socks) for server, socks in servers))
+        finally:
+            await backend.close()
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=30)
+        kms.close()  # flush usage counts and audit events: a clean stop loses nothing
+    return 0

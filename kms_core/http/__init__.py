@@ -1,0 +1,1 @@
+"""The KMS over HTTP: SigV4 authentication, the REST and AWS-compatible dialects, one app."""

@@ -1,0 +1,203 @@
+"""The KMS HTTP app (starlette): SigV4 authentication, then one of two dialects.
+
+    POST /v1/kms/<operation>                 REST dialect (kms_core.http.rest)
+    POST /  + X-Amz-Target: TrentService.Op  AWS-compatible dialect (kms_core.http.aws)
+    GET  /health                             liveness, unauthenticated
+
+Cryptographic calls run on the event loop: they are served from in-memory key snapshots in
+microseconds, and a thread hop would cost more than the call. Management calls write to the
+database (and may wait for its lock), so they run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kms_core.embedded import Kms
+from kms_core.errors import (
+    AccessDenied,
+    IncompleteSignature,
+    InvalidAccessKeyId,
+    KmsError,
+    MalformedRequest,
+    MissingAuthentication,
+    RequestExpired,
+    SignatureDoesNotMatch,
+    UnknownOperation,
+)
+from kms_core.http import aws, rest
+from kms_core.http.params import Params
+from kms_core.observe import REQUEST_ID
+from kms_core.sigv4 import ErrorKind, SigV4Error, UnknownAccessKey, verify_header
+from kms_core.types import Caller
+
+log = logging.getLogger("ssegw.kms.http")
+
+MAX_BODY = 64 * 1024
+AWS_JSON = "application/x-amz-json-1.1"
+# Calls that never touch the database on the hot path (see module docstring).
+INLINE_OPERATIONS = frozenset({
+    "encrypt", "decrypt", "generateDataKey", "generateDataKeyWithoutPlaintext", "reEncrypt",
+    "generateRandom", "Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "ReEncrypt", "GenerateRandom",
+})
+
+_SIGV4_ERRORS: dict[ErrorKind, type[KmsError]] = {
+    ErrorKind.MISSING: MissingAuthentication,
+    ErrorKind.MALFORMED: IncompleteSignature,
+    ErrorKind.UNKNOWN_KEY: InvalidAccessKeyId,
+    ErrorKind.EXPIRED: RequestExpired,
+    ErrorKind.MISMATCH: SignatureDoesNotMatch,
+}
+
+Handler = Callable[[Kms, Caller, Params], dict[str, Any]]
+
+
+class InternalError(KmsError):
+    pass
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_SEQUENCE = itertools.count(1)
+
+
+def _request_id() -> str:
+    # Unique across worker processes (random per-process prefix) and cheaper than a uuid4.
+    return f"{_ID_PREFIX}-{next(_ID_SEQUENCE):08x}"
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise MalformedRequest(f"the request body must be at most {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise MalformedRequest(f"the request body must be at most {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        name = name.lower()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    payload_hash = hashlib.sha256(body).hexdigest()
+    claimed = headers.get("x-amz-content-sha256")
+    if claimed is not None and not hmac.compare_digest(claimed.lower(), payload_hash):
+        raise SignatureDoesNotMatch("x-amz-content-sha256 does not match the request body")
+
+    def secret_for(access_key_id: str) -> str:
+        try:
+            return kms.accounts.credentials(access_key_id).secret_access_key
+        except AccessDenied:
+            raise UnknownAccessKey(access_key_id) from None
+
+    try:
+        signed = verify_header(
+            method=request.method,
+            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+            raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            payload_hash=payload_hash,
+            secret_for=secret_for,
+            service="kms",
+        )
+    except SigV4Error as e:
+        raise _SIGV4_ERRORS[e.kind](e.message) from None
+    account_id = kms.accounts.credentials(signed.access_key_id).account_id
+    return Caller(account_id, signed.region, signed.access_key_id)
+
+
+def _parse_json(body: bytes) -> Params:
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    return Params(data)
+
+
+async def _dispatch(kms: Kms, request: Request, op: str, table: dict[str, Handler],
+                    request_id: str) -> dict[str, Any]:
+    body = await _read_body(request)
+    caller = _authenticate(kms, request, body)
+    handler = table.get(op)
+    if handler is None:
+        raise UnknownOperation(f"unknown operation {op!r}")
+    params = _parse_json(body)
+
+    def call() -> dict[str, Any]:
+        token = REQUEST_ID.set(request_id)
+        try:
+            return handler(kms, caller, params)
+        finally:
+            REQUEST_ID.reset(token)
+
+    if op in INLINE_OPERATIONS:
+        return call()
+    return await run_in_threadpool(call)
+
+
+def _internal(exc: Exception, request_id: str) -> KmsError:
+    log.exception("request %s failed", request_id, exc_info=exc)
+    return InternalError(f"internal error (request {request_id})")
+
+
+def create_app(kms: Kms) -> Starlette:
+    async def rest_endpoint(request: Request) -> Response:
+        request_id = _request_id()
+        op = request.path_params["operation"]
+        try:
+            result = await _dispatch(kms, request, op, rest.OPERATIONS, request_id)
+            body, status = rest.success(result), 200
+        except KmsError as e:
+            body, status = rest.failure(e), e.http_status
+        except Exception as e:  # noqa: BLE001 - answer in the protocol's format, log the rest
+            err = _internal(e, request_id)
+            body, status = rest.failure(err), 500
+        body["requestId"] = request_id
+        return JSONResponse(body, status_code=status, headers={"x-request-id": request_id})
+
+    async def aws_endpoint(request: Request) -> Response:
+        request_id = _request_id()
+        target = request.headers.get("x-amz-target", "")
+        service, _, op = target.partition(".")
+        try:
+            if service != "TrentService":
+                await _read_body(request)
+                raise UnknownOperation(f"X-Amz-Target {target!r} is not a KMS operation")
+            result = await _dispatch(kms, request, op, aws.OPERATIONS, request_id)
+            content, status = json.dumps(result), 200
+        except KmsError as e:
+            content, status = json.dumps(aws.error_body(e)), aws.error_status(e)
+        except Exception as e:  # noqa: BLE001
+            err = _internal(e, request_id)
+            content, status = json.dumps(aws.error_body(err)), 500
+        return Response(content, status_code=status, media_type=AWS_JSON,
+                        headers={"x-amzn-RequestId": request_id})
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[
+        Route("/v1/kms/{operation}", rest_endpoint, methods=["POST"]),
+        Route("/", aws_endpoint, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ])

@@ -1,0 +1,164 @@
+"""The REST dialect: `POST /v1/kms/<operation>` with the guide's operation and field names.
+
+Replies are `{"statusCode": 800, "returnObj": {...}}`, or `{"statusCode": 900, "errorCode",
+"message"}` with the error's HTTP status. Handlers only translate fields; the service decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kms_core import wire
+from kms_core.embedded import Kms
+from kms_core.errors import InvalidParameter, KmsError
+from kms_core.http.params import Params
+from kms_core.types import Caller
+
+Handler = Callable[[Kms, Caller, Params], dict[str, Any]]
+
+_DATA_KEY_SPECS = {"AES_256": 32, "AES_128": 16}
+
+
+def _data_key_length(p: Params) -> int:
+    n = p.int("numberOfBytes", required=False)
+    spec = p.str("keySpec", required=False)
+    if n is not None and spec is not None:
+        raise InvalidParameter("give numberOfBytes or keySpec, not both")
+    if spec is not None:
+        if spec not in _DATA_KEY_SPECS:
+            raise InvalidParameter("keySpec must be AES_256 or AES_128")
+        return _DATA_KEY_SPECS[spec]
+    return 32 if n is None else int(n)
+
+
+def _key_or_default(k: Kms, c: Caller, p: Params, field: str) -> str:
+    """The named key, or with `product` instead (oss, ecs, sfs) that product's default key."""
+    key = p.str(field, required=False)
+    product = p.str("product", required=False)
+    if key is not None and product is not None:
+        raise InvalidParameter(f"give {field} or product, not both")
+    if key is not None:
+        return str(key)
+    if product is None:
+        raise InvalidParameter(f"{field} is required")
+    return k.service.default_key(c, product).id
+
+
+def _page(items: list[dict[str, Any]], next_marker: str | None, name: str) -> dict[str, Any]:
+    return {name: items, "nextMarker": next_marker, "truncated": next_marker is not None}
+
+
+def create_key(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    return wire.key_metadata(k.service.create_key(
+        c,
+        spec=p.str("keySpec", False, "AES_256"),
+        usage=p.str("keyUsage", False, "ENCRYPT_DECRYPT"),
+        protection=p.str("protectionLevel", False),
+        origin=p.str("origin", False, "KMS"),
+        description=p.str("description", False, ""),
+        alias=p.str("alias", False),
+        enterprise_project=p.str("enterpriseProject", False, "default"),
+    ))
+
+
+def list_keys(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    page = k.service.list_keys(c, limit=p.int("limit", False, 100), marker=p.str("marker", False))
+    return _page([wire.key_metadata(m) for m in page.items], page.next_marker, "keys")
+
+
+def list_alias(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    page = k.service.list_aliases(c, limit=p.int("limit", False, 100), marker=p.str("marker", False))
+    return _page([wire.alias_info(a) for a in page.items], page.next_marker, "aliases")
+
+
+def delete_alias(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    alias = p.str("alias")
+    k.service.delete_alias(c, alias)
+    return {"alias": alias}
+
+
+def decrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    return wire.decrypt_result(k.service.decrypt(
+        c, p.blob("ciphertextBlob"), p.context("encryptionContext"), key=p.str("cmkUuid", False)))
+
+
+def re_encrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    return wire.re_encrypt_result(k.service.re_encrypt(
+        c, p.blob("ciphertextBlob"), _key_or_default(k, c, p, "destinationCmkUuid"),
+        source_context=p.context("sourceEncryptionContext"),
+        destination_context=p.context("destinationEncryptionContext"),
+        source_key=p.str("sourceCmkUuid", False),
+    ))
+
+
+def get_usage(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    month = p.str("month", False)
+    if month is not None and not (len(month) == 7 and month[4] == "-" and month.replace("-", "").isdigit()):
+        raise InvalidParameter("month must be YYYY-MM")
+    usage = k.meter.usage(c.account_id, month)
+    return {"accountId": c.account_id, "month": month or k.config.clock().strftime("%Y-%m"),
+            "usage": usage, "total": sum(usage.values())}
+
+
+def list_audit_events(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    key = p.str("cmkUuid", False)
+    key_id = k.service.resolve_key_id(c, key) if key else None
+    limit = p.int("limit", False, 100)
+    if not 1 <= limit <= 1000:
+        raise InvalidParameter("limit must be 1-1000")
+    marker = p.str("marker", False)
+    try:
+        after = int(marker) if marker else 0
+    except ValueError:
+        raise InvalidParameter("marker is not one this API returned") from None
+    events = k.audit.query(c.account_id, key_id=key_id, after_id=after, limit=limit)
+    return {
+        "events": [wire.audit_event(e) for e in events],
+        "nextMarker": str(events[-1].id) if len(events) == limit else None,
+    }
+
+
+OPERATIONS: dict[str, Handler] = {
+    "createKey": create_key,
+    "describeKey": lambda k, c, p: wire.key_metadata(k.service.describe_key(c, p.str("cmkUuid"))),
+    "listKeys": list_keys,
+    "updateKeyDescription": lambda k, c, p: wire.key_metadata(
+        k.service.update_key_description(c, p.str("cmkUuid"), p.str("description"))),
+    "enableKey": lambda k, c, p: wire.key_metadata(k.service.enable_key(c, p.str("cmkUuid"))),
+    "disableKey": lambda k, c, p: wire.key_metadata(k.service.disable_key(c, p.str("cmkUuid"))),
+    "scheduleKeyDeletion": lambda k, c, p: wire.key_metadata(k.service.schedule_key_deletion(
+        c, p.str("cmkUuid"), p.int("pendingWindowInDays", False, 30))),
+    "cancelKeyDeletion": lambda k, c, p: wire.key_metadata(
+        k.service.cancel_key_deletion(c, p.str("cmkUuid"))),
+    "createAlias": lambda k, c, p: wire.alias_info(
+        k.service.create_alias(c, p.str("alias"), p.str("cmkUuid"))),
+    "updateAlias": lambda k, c, p: wire.alias_info(
+        k.service.update_alias(c, p.str("alias"), p.str("cmkUuid"))),
+    "deleteAlias": delete_alias,
+    "listAlias": list_alias,
+    "listAliasByUuid": lambda k, c, p: {"aliases": [
+        wire.alias_info(a) for a in k.service.list_aliases_by_key(c, p.str("cmkUuid"))]},
+    "encrypt": lambda k, c, p: wire.encrypt_result(k.service.encrypt(
+        c, p.str("cmkUuid"), p.blob("plaintext"), p.context("encryptionContext"))),
+    "decrypt": decrypt,
+    "generateDataKey": lambda k, c, p: wire.data_key_result(k.service.generate_data_key(
+        c, _key_or_default(k, c, p, "cmkUuid"), _data_key_length(p), p.context("encryptionContext"))),
+    "generateDataKeyWithoutPlaintext": lambda k, c, p: wire.data_key_result(
+        k.service.generate_data_key_without_plaintext(
+            c, _key_or_default(k, c, p, "cmkUuid"), _data_key_length(p),
+            p.context("encryptionContext"))),
+    "reEncrypt": re_encrypt,
+    "generateRandom": lambda k, c, p: {"plaintext": wire.b64(
+        k.service.generate_random(p.int("numberOfBytes", False, 32)))},
+    "getUsage": get_usage,
+    "listAuditEvents": list_audit_events,
+}
+
+
+def success(result: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": 800, "returnObj": result}
+
+
+def failure(error: KmsError) -> dict[str, Any]:
+    return {"statusCode": 900, "errorCode": error.code, "message": error.message}

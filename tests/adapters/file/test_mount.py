@@ -1,0 +1,240 @@
+"""POSIX behaviour through a real mount: what programs rely on."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.adapters.file.conftest import Mount, SfsCli, make_mount, wait_gone
+
+
+def test_files_and_directories(mounted: Mount) -> None:
+    d = mounted.mnt / "basic"
+    (d / "sub" / "deeper").mkdir(parents=True)
+    (d / "sub" / "deeper" / "f.txt").write_bytes(b"hello")
+    assert sorted(os.listdir(d / "sub")) == ["deeper"]
+    assert (d / "sub" / "deeper" / "f.txt").read_bytes() == b"hello"
+    os.rename(d / "sub", d / "moved")  # a directory rename keeps everything under it
+    assert (d / "moved" / "deeper" / "f.txt").read_bytes() == b"hello"
+    assert not (d / "sub").exists()
+    with pytest.raises(OSError) as e:
+        os.rmdir(d / "moved")
+    assert e.value.errno == errno.ENOTEMPTY
+    os.unlink(d / "moved" / "deeper" / "f.txt")
+    os.rmdir(d / "moved" / "deeper")
+    assert os.listdir(d / "moved") == []
+    with pytest.raises(FileExistsError):
+        os.mkdir(d / "moved")
+    (d / "a").write_text("A")
+    (d / "b").write_text("B")
+    os.rename(d / "a", d / "b")  # replaces the target
+    assert (d / "b").read_text() == "A" and not (d / "a").exists()
+
+
+def test_random_access_truncate_and_sparse_files(mounted: Mount) -> None:
+    p = mounted.mnt / "sparse.bin"
+    with open(p, "wb") as f:
+        f.write(b"x" * 5000)
+        f.seek(10 * 4096 + 7)
+        f.write(b"tail")
+    data = p.read_bytes()
+    assert len(data) == 10 * 4096 + 11
+    assert data[:5000] == b"x" * 5000 and data[5000 : 10 * 4096 + 7] == bytes(10 * 4096 + 7 - 5000)
+    assert data[-4:] == b"tail"
+    os.truncate(p, 3)
+    assert p.read_bytes() == b"xxx"
+    os.truncate(p, 1 << 30)  # a 1 GiB hole costs nothing in the backing store
+    assert p.stat().st_size == 1 << 30
+    with open(p, "rb") as f:
+        f.seek((1 << 30) - 10)
+        assert f.read() == bytes(10)
+        f.seek(0)
+        assert f.read(8) == b"xxx" + bytes(5)
+    backing = [f for f in mounted.backing.rglob("*") if f.is_file() and f.stat().st_size > 1 << 29]
+    assert backing and all(f.stat().st_blocks * 512 < 1 << 20 for f in backing)
+    with open(p, "r+b") as f:  # ftruncate through an open handle
+        f.truncate(4096 + 1)
+        f.seek(4095)
+        f.write(b"ab")
+    assert p.read_bytes() == b"xxx" + bytes(4092) + b"ab"
+    os.unlink(p)
+
+
+def test_unaligned_writes_match_a_plain_file(mounted: Mount, tmp_path: Path) -> None:
+    import random
+
+    rnd = random.Random(7)
+    ref, enc = tmp_path / "ref", mounted.mnt / "unaligned"
+    with open(ref, "w+b") as a, open(enc, "w+b") as b:
+        for _ in range(200):
+            off = rnd.randrange(0, 70000)
+            data = rnd.randbytes(rnd.choice([1, 17, 4095, 4096, 4097, 9000]))
+            for f in (a, b):
+                f.seek(off)
+                f.write(data)
+        a.flush()
+        b.flush()
+    assert enc.read_bytes() == ref.read_bytes()
+
+
+def test_links_modes_and_times(mounted: Mount) -> None:
+    d = mounted.mnt / "links"
+    d.mkdir()
+    (d / "target").write_bytes(b"content")
+    os.symlink("target", d / "sym")
+    os.symlink("/absolute/elsewhere/" + "n" * 300, d / "dangling")
+    assert os.readlink(d / "sym") == "target"
+    assert (d / "sym").read_bytes() == b"content"
+    assert os.lstat(d / "sym").st_size == len("target")
+    assert os.readlink(d / "dangling").endswith("n" * 300)
+    os.link(d / "target", d / "hard")
+    assert os.stat(d / "hard").st_ino == os.stat(d / "target").st_ino
+    assert os.stat(d / "target").st_nlink == 2
+    with open(d / "hard", "ab") as f:
+        f.write(b"+more")
+    assert (d / "target").read_bytes() == b"content+more"
+    os.chmod(d / "target", 0o640)
+    assert stat.S_IMODE(os.stat(d / "target").st_mode) == 0o640
+    os.chown(d / "target", 1234, 5678)
+    st = os.stat(d / "target")
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    os.utime(d / "target", ns=(1_000_000_123, 2_000_000_456))
+    st = os.stat(d / "target")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_123, 2_000_000_456)
+    with open(d / "target", "rb") as f:  # futimens with UTIME_OMIT for atime
+        os.utime(f.fileno(), ns=(st.st_atime_ns, 3_000_000_000))
+    assert os.stat(d / "target").st_mtime_ns == 3_000_000_000
+    os.mkfifo(d / "fifo")
+    assert stat.S_ISFIFO(os.lstat(d / "fifo").st_mode)
+
+
+def test_long_names(mounted: Mount) -> None:
+    d = mounted.mnt / "long"
+    d.mkdir()
+    names = ["a" * 255, "é" * 127, "b" * 160, "c" * 159]
+    for n in names:
+        (d / n).write_text(n)
+    os.mkdir(d / ("D" * 250))
+    (d / ("D" * 250) / ("e" * 240)).write_text("inside")
+    assert sorted(os.listdir(d)) == sorted([*names, "D" * 250])
+    for n in names:
+        assert (d / n).read_text() == n
+    os.rename(d / names[0], d / "short")
+    os.rename(d / "short", d / ("z" * 200))
+    os.link(d / ("z" * 200), d / ("y" * 220))
+    os.symlink("t", d / ("s" * 230))
+    assert sorted(os.listdir(d)) == sorted([*names[1:], "D" * 250, "z" * 200, "y" * 220, "s" * 230])
+    assert (d / ("y" * 220)).read_text() == "a" * 255
+    for n in [*names[1:], "z" * 200, "y" * 220, "s" * 230]:
+        os.unlink(d / n)
+    os.unlink(d / ("D" * 250) / ("e" * 240))
+    os.rmdir(d / ("D" * 250))
+    assert os.listdir(d) == []
+    # Nothing left behind in the backing directory but its IV (no orphaned sidecars).
+    leftovers = [p.name for p in mounted.backing.rglob("sfs.longname.*")]
+    assert leftovers == []
+    with pytest.raises(OSError) as e:
+        (d / ("x" * 256)).write_text("too long")
+    assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_statfs_and_fsync(mounted: Mount) -> None:
+    sv = os.statvfs(mounted.mnt)
+    assert sv.f_blocks > 0 and sv.f_namemax == 255
+    fd = os.open(mounted.mnt / "synced", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, b"durable")
+        os.fsync(fd)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(mounted.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def test_open_unlinked_file_keeps_working(mounted: Mount) -> None:
+    p = mounted.mnt / "ghost"
+    with open(p, "w+b") as f:
+        f.write(b"before")
+        os.unlink(p)
+        f.write(b" after")
+        f.truncate(9)
+        os.fchmod(f.fileno(), 0o600)
+        assert os.fstat(f.fileno()).st_size == 9
+        f.seek(0)
+        assert f.read() == b"before af"
+    assert not p.exists()
+
+
+def test_big_writes_reach_the_filesystem(sfs_cli: SfsCli, tmp_path: Path) -> None:
+    """A 1 MiB write(2) arrives as one 1 MiB request, not 4 KiB or 128 KiB pieces."""
+    m = make_mount(sfs_cli, tmp_path, "--debug")
+    try:
+        fd = os.open(m.mnt / "big", os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            assert os.write(fd, os.urandom(1 << 20)) == 1 << 20
+        finally:
+            os.close(fd)
+    finally:
+        m.unmount()
+    log = m.log.read_text()
+    assert "write[" in log and " 1048576 bytes to 0 " in log, log[-3000:]
+
+
+def test_several_processes_on_one_file(mounted: Mount) -> None:
+    """Writers in different processes, each on its own blocks of one file, and readers."""
+    p = mounted.mnt / "shared.bin"
+    p.write_bytes(bytes(8 * 64 * 1024))
+    code = (
+        "import os,sys\n"
+        "p,i=sys.argv[1],int(sys.argv[2])\n"
+        "fd=os.open(p,os.O_RDWR)\n"
+        "for r in range(40):\n"
+        "    os.pwrite(fd, bytes([i+1])*(64*1024-3), i*64*1024+1)\n"
+        "    d=os.pread(fd, 8*64*1024, 0)\n"
+        "    assert len(d)==8*64*1024, len(d)\n"
+        "os.close(fd)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(p), str(i)]) for i in range(8)]
+    assert [q.wait(timeout=120) for q in procs] == [0] * 8
+    data = p.read_bytes()
+    for i in range(8):
+        chunk = data[i * 65536 : (i + 1) * 65536]
+        assert chunk == b"\0" + bytes([i + 1]) * (65536 - 3) + b"\0\0"
+
+
+def test_sigterm_unmounts_and_exits(sfs_cli: SfsCli, tmp_path: Path) -> None:
+    m = make_mount(sfs_cli, tmp_path)
+    (m.mnt / "f").write_text("kept")
+    os.kill(m.pid, 15)
+    wait_gone(m.pid)
+    deadline = time.monotonic() + 10
+    while os.path.ismount(m.mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.ismount(m.mnt)
+    m2 = make_mount(sfs_cli, tmp_path)
+    try:
+        assert (m2.mnt / "f").read_text() == "kept"
+    finally:
+        m2.unmount()
+
+
+def test_mount_fails_cleanly(sfs_cli: SfsCli, tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    p = sfs_cli.run("fs", "mount", str(tmp_path / "nothing"), str(tmp_path / "mnt"), ok=False)
+    assert p.returncode == 1 and "not an encrypted filesystem" in json.loads(p.stderr)["message"]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    p = sfs_cli.run("fs", "init", str(tmp_path / "full"), ok=False)
+    assert p.returncode == 1 and "not empty" in p.stderr

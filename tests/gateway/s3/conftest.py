@@ -1,0 +1,114 @@
+"""The S3 stack for tests: moto's S3 server as the backend, our proxy over HTTPS in front of it.
+
+The proxy runs in a thread of the test process (so tests can use the same KMS), on a loopback
+port with a certificate generated here: boto3 sends aws-chunked bodies with checksum trailers
+only over HTTPS, so the real SDK exercises that path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import uvicorn
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from gateway.s3.app import create_app
+from gateway.s3.backend import Backend, BackendConfig
+from gateway.serve import _credentials, _kms_clients
+from gateway.s3.proxy import S3Proxy
+from kms_core.embedded import Kms
+from kms_core.types import Caller
+from tests.kms_core.http.conftest import free_port
+
+BACKEND_KEY = ("backend-key", "backend-secret")
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@dataclass
+class Tenant:
+    account_id: str
+    access_key_id: str
+    secret_access_key: str
+    caller: Caller
+
+
+@dataclass
+class S3Stack:
+    url: str
+    http_url: str
+    cert: Path
+    kms: Kms
+    backend: Any  # boto3 client straight to moto: what is really stored
+
+    def tenant(self, name: str | None = None) -> Tenant:
+        info, creds = self.kms.accounts.create_account(name or f"t-{uuid.uuid4().hex[:8]}")
+        return Tenant(info.account_id, creds.access_key_id, creds.secret_access_key,
+                      Caller(info.account_id, "cn-east-1", creds.access_key_id))
+
+    def client(self, t: Tenant, *, https: bool = True, **config: Any) -> Any:
+        return boto3.client(
+            "s3", endpoint_url=self.url if https else self.http_url, region_name="cn-east-1",
+            aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
+            verify=str(self.cert),
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, **config),
+        )
+
+
+def _run(app: Any, port: int, cert: tuple[Path, Path] | None) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+        ssl_certfile=str(cert[0]) if cert else None, ssl_keyfile=str(cert[1]) if cert else None))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "proxy did not start"
+        time.sleep(0.02)
+    return server
+
+
+@pytest.fixture
+def s3(kms: Kms, moto_url: str, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
+    backend = Backend(BackendConfig(moto_url, *BACKEND_KEY))
+    proxy = S3Proxy(backend, _kms_clients(kms, None, None))
+    app = create_app(proxy, _credentials(kms))
+    tls_port, http_port = free_port(), free_port()
+    servers = [_run(app, tls_port, tls_cert), _run(app, http_port, None)]
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                          aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1])
+    yield S3Stack(f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{http_port}", tls_cert[0],
+                  kms, direct)
+    for s in servers:
+        s.should_exit = True
+
+
+def bucket_name() -> str:
+    return f"b-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,140 @@
+"""`ssegw serve` as a user starts it: a real process, the aws CLI, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from tests.kms_core.http.conftest import free_port
+
+ROOT = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+
+
+def start(data_dir: Path, *extra: str) -> Served:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
+         "--kms-port", str(port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    banner = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while "AWS_DEFAULT_REGION" not in banner:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, f"serve exited: {banner}"
+        banner += line
+        assert time.monotonic() < deadline, banner
+    creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
+    scheme = "https" if "--tls-cert" in extra else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib3.request("GET", url + "/health", retries=False, timeout=1)
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            time.sleep(0.1)
+    return Served(proc, url, data_dir, {**env, **creds})
+
+
+def stop(s: Served) -> None:
+    s.proc.send_signal(signal.SIGTERM)
+    s.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = start(tmp_path / "var")
+    yield s
+    if s.proc.poll() is None:
+        stop(s)
+
+
+def aws(s: Served, *args: str) -> dict:
+    p = subprocess.run([str(BIN / "aws"), *args, "--endpoint-url", s.url, "--output", "json"],
+                       capture_output=True, text=True, env=s.env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+def ssegw(s: Served, *args: str) -> dict:
+    p = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--data-dir", str(s.data_dir)],
+                       capture_output=True, text=True, env=s.env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_aws_cli_encrypts_and_decrypts(served: Served, tmp_path: Path) -> None:
+    key = aws(served, "kms", "create-key", "--description", "from the aws cli")["KeyMetadata"]["KeyId"]
+    aws(served, "kms", "create-alias", "--alias-name", "alias/cli", "--target-key-id", key)
+    (tmp_path / "plain.txt").write_text("secret from a file")
+    enc = aws(served, "kms", "encrypt", "--key-id", "alias/cli",
+              "--plaintext", f"fileb://{tmp_path / 'plain.txt'}")
+    assert enc["KeyId"].endswith(key)
+    import base64
+
+    (tmp_path / "blob").write_bytes(base64.b64decode(enc["CiphertextBlob"]))
+    dec = aws(served, "kms", "decrypt", "--ciphertext-blob", f"fileb://{tmp_path / 'blob'}")
+    assert base64.b64decode(dec["Plaintext"]) == b"secret from a file"
+
+
+def test_usage_survives_a_clean_stop_and_freeze_applies(served: Served) -> None:
+    key = aws(served, "kms", "create-key")["KeyMetadata"]["KeyId"]
+    for _ in range(3):
+        aws(served, "kms", "generate-data-key", "--key-id", key, "--number-of-bytes", "32")
+    stop(served)  # buffered counts are flushed on SIGTERM
+    usage = ssegw(served, "account", "usage", "demo")
+    assert usage["usage"] == {"generateDataKey": 3}
+    audit = ssegw(served, "account", "audit", "demo", "--key", key)
+    assert [e["operation"] for e in audit["events"]] == ["createKey"] + ["generateDataKey"] * 3
+    assert ssegw(served, "account", "freeze", "demo")["frozen"] is True
+    again = start(served.data_dir)
+    try:
+        p = subprocess.run([str(BIN / "aws"), "kms", "list-keys", "--endpoint-url", again.url],
+                           capture_output=True, text=True, env=again.env, timeout=60)
+        assert p.returncode != 0 and "AccessDenied" in p.stderr
+        assert ssegw(again, "account", "thaw", "demo")["frozen"] is False
+        time.sleep(2.5)  # the server's frozen-flag cache (cache_ttl 2 s) notices the thaw
+        assert aws(again, "kms", "list-keys")["Keys"][0]["KeyId"] == key
+    finally:
+        stop(again)
+
+
+def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    s = start(tmp_path / "var", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        s.env["AWS_CA_BUNDLE"] = str(cert)
+        assert aws(s, "kms", "list-keys")["Keys"] == []
+        from kms_core.http_client import HttpKmsClient
+
+        c = HttpKmsClient(s.url, s.env["AWS_ACCESS_KEY_ID"], s.env["AWS_SECRET_ACCESS_KEY"],
+                          "cn-east-1", ca_certs=str(cert))
+        dk = c.generate_data_key("oss")
+        assert c.decrypt_data_key(dk.sealed).plaintext == dk.plaintext
+    finally:
+        stop(s)
