@@ -595,6 +595,13 @@ class S3Proxy:
                 await r.aread()
                 await r.aclose()
                 return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
+        # A stored object shorter or longer than its recorded size is damaged: say so up front
+        # rather than break off mid-body.
+        stored = r.headers.get("content-range", "").rpartition("/")[2] or r.headers.get("content-length")
+        if stored is not None and stored.isdigit() and int(stored) != envelope.sealed_size(meta.size):
+            await r.aclose()
+            raise S3Error("InternalError", "The stored object does not match its recorded size; "
+                          "it was truncated or changed and is not served", 500)
         opener = envelope.Opener(cipher, span.first, total)
         expect_final = span.last == total - 1
 

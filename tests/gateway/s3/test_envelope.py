@@ -1,0 +1,112 @@
+"""The object envelope format, pure: frozen vectors, sizes, spans, tamper and truncation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.s3.envelope import (
+    PACKAGE,
+    SEALED_PACKAGE,
+    Algorithm,
+    ObjectCorrupt,
+    ObjectMeta,
+    Opener,
+    PackageCipher,
+    Sealer,
+    package_count,
+    plain_size,
+    sealed_size,
+    span,
+)
+
+VECTORS = json.loads((Path(__file__).parents[2] / "vectors" / "object_v1.json").read_text())["vectors"]
+
+
+def seal_all(cipher: PackageCipher, data: bytes, pieces: int = 1) -> bytes:
+    s = Sealer(cipher)
+    step = max(1, len(data) // pieces)
+    out = b"".join(b"".join(s.feed(data[i:i + step])) for i in range(0, len(data), step))
+    return out + s.finish()
+
+
+def open_all(cipher: PackageCipher, sealed: bytes, size: int, first: int = 0) -> bytes:
+    o = Opener(cipher, first, package_count(size))
+    out = b"".join(o.feed(sealed))
+    return out + o.finish(True)
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_frozen_vectors(v: dict) -> None:
+    cipher = PackageCipher(Algorithm(v["algorithm"]), bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"]), v["part"])
+    pt = bytes((i * 7 + 3) % 256 for i in range(v["size"]))
+    sealed = seal_all(cipher, pt, pieces=3)
+    assert len(sealed) == v["sealed_len"] == sealed_size(v["size"])
+    assert sealed[:48].hex() == v["sealed_head"] and hashlib.sha256(sealed).hexdigest() == v["sha256_sealed"]
+    assert open_all(cipher, sealed, v["size"]) == pt
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 4 * PACKAGE + 5), st.integers(1, 9), st.sampled_from(list(Algorithm)))
+def test_round_trip_any_size_any_split(size: int, pieces: int, alg: Algorithm) -> None:
+    cipher = PackageCipher(alg, os.urandom(alg.key_len), os.urandom(12))
+    data = os.urandom(size)
+    sealed = seal_all(cipher, data, pieces)
+    assert len(sealed) == sealed_size(size) and plain_size(len(sealed)) == size
+    assert open_all(cipher, sealed, size) == data
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_spans_cover_exactly_the_range(data: st.DataObject) -> None:
+    size = data.draw(st.integers(1, 5 * PACKAGE))
+    start = data.draw(st.integers(0, size - 1))
+    end = data.draw(st.integers(start + 1, size))
+    cipher = PackageCipher(Algorithm.AES_256_GCM, bytes(32), bytes(12))
+    body = bytes(i % 251 for i in range(size))
+    sealed = seal_all(cipher, body)
+    sp = span(start, end, size)
+    o = Opener(cipher, sp.first, package_count(size))
+    plain = b"".join(o.feed(sealed[sp.sealed_start:sp.sealed_end])) + o.finish(sp.last == package_count(size) - 1)
+    assert plain[sp.skip:sp.skip + sp.length] == body[start:end]
+
+
+def test_sizes_that_cannot_be_objects() -> None:
+    for bad in (0, 1, 15, SEALED_PACKAGE + 5, SEALED_PACKAGE + 16):
+        with pytest.raises(ObjectCorrupt):
+            plain_size(bad)
+    assert plain_size(16) == 0 and plain_size(SEALED_PACKAGE) == PACKAGE
+
+
+def test_reordered_truncated_moved_or_flipped_packages_fail() -> None:
+    key, nonce = os.urandom(32), os.urandom(12)
+    cipher = PackageCipher(Algorithm.AES_256_GCM, key, nonce)
+    data = os.urandom(3 * PACKAGE)
+    sealed = seal_all(cipher, data)
+    p = [sealed[i:i + SEALED_PACKAGE] for i in range(0, len(sealed), SEALED_PACKAGE)]
+    for damaged in (p[1] + p[0] + p[2], p[0] + p[1], sealed[:-1], sealed[:5] + b"\0" + sealed[6:]):
+        with pytest.raises(ObjectCorrupt):
+            open_all(cipher, damaged, len(data))
+    with pytest.raises(ObjectCorrupt):  # same key and nonce, but sealed as another part
+        open_all(PackageCipher(Algorithm.AES_256_GCM, key, nonce, part=2), sealed, len(data))
+    # A whole-package prefix whose last package is not final must not pass as the object.
+    with pytest.raises(ObjectCorrupt):
+        open_all(cipher, p[0] + p[1], 2 * PACKAGE)
+
+
+def test_metadata_round_trip_and_damage() -> None:
+    meta = ObjectMeta(Algorithm.SM4_GCM, b"sealed", b"n" * 12, 123, "key-id", "aws:kms", "md5", {"a": "b"})
+    assert ObjectMeta.decode(meta.encode()) == meta
+    assert ObjectMeta.decode({"content-type": "text/plain"}) is None
+    broken = meta.encode()
+    del broken["x-amz-meta-ssegw-iv"]
+    with pytest.raises(ObjectCorrupt):
+        ObjectMeta.decode(broken)
+    with pytest.raises(ObjectCorrupt):
+        ObjectMeta.decode({**meta.encode(), "x-amz-meta-ssegw": "9"})
