@@ -99,7 +99,7 @@ class _Sm4Gcm:
         return enc.update(data) + enc.finalize() + enc.tag
 
     def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
-        dec = Cipher(algorithms.SM4(self._key), modes.GCM(nonce, data[-TAG:])).decryptor()
+        dec = Cipher(algorithms.SM4(self._key), modes.GCM(nonce, bytes(data[-TAG:]))).decryptor()
         dec.authenticate_additional_data(aad)
         return dec.update(data[:-TAG]) + dec.finalize()
 
@@ -137,25 +137,27 @@ class Sealer:
     """Streaming encryption: feed plaintext in any pieces, take sealed packages as they fill.
 
     A full package is held back until more data arrives, because only then is it known not to
-    be the final one.
+    be the final one. Packages are sealed straight from the caller's buffer (memoryview); only
+    the remainder under one package is copied.
     """
 
     def __init__(self, cipher: PackageCipher) -> None:
         self._cipher = cipher
-        self._buffer = bytearray()
+        self._rest = b""
         self._seq = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        self._buffer += data
-        while len(self._buffer) > PACKAGE:
-            chunk = bytes(self._buffer[:PACKAGE])
-            del self._buffer[:PACKAGE]
-            yield self._cipher.seal(self._seq, chunk, False)
+        buf = self._rest + data if self._rest else data
+        view, pos, n = memoryview(buf), 0, len(buf)
+        while n - pos > PACKAGE:
+            yield self._cipher.seal(self._seq, view[pos:pos + PACKAGE], False)  # type: ignore[arg-type]
             self._seq += 1
+            pos += PACKAGE
+        self._rest = bytes(view[pos:])
 
     def finish(self) -> bytes:
-        sealed = self._cipher.seal(self._seq, bytes(self._buffer), True)
-        self._buffer.clear()
+        sealed = self._cipher.seal(self._seq, self._rest, True)
+        self._rest = b""
         self._seq += 1
         return sealed
 
@@ -167,27 +169,28 @@ class Opener:
         self._cipher = cipher
         self._seq = first
         self._total = total
-        self._buffer = bytearray()
+        self._rest = b""
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        self._buffer += data
-        while len(self._buffer) >= SEALED_PACKAGE and self._seq < self._total - 1:
-            chunk = bytes(self._buffer[:SEALED_PACKAGE])
-            del self._buffer[:SEALED_PACKAGE]
-            yield self._cipher.open(self._seq, chunk, False)
+        buf = self._rest + data if self._rest else data
+        view, pos, n = memoryview(buf), 0, len(buf)
+        while n - pos >= SEALED_PACKAGE and self._seq < self._total - 1:
+            yield self._cipher.open(self._seq, view[pos:pos + SEALED_PACKAGE], False)  # type: ignore[arg-type]
             self._seq += 1
+            pos += SEALED_PACKAGE
+        self._rest = bytes(view[pos:])
 
     def finish(self, expect_final: bool) -> bytes:
         """Open what is left: the final package, or (range reads) one last whole package."""
-        if not self._buffer:
+        rest, self._rest = self._rest, b""
+        if not rest:
             if expect_final:
                 raise ObjectCorrupt("the object ends before its final package")
             return b""
         final = self._seq == self._total - 1
-        if len(self._buffer) > SEALED_PACKAGE or (not final and len(self._buffer) != SEALED_PACKAGE):
+        if len(rest) > SEALED_PACKAGE or (not final and len(rest) != SEALED_PACKAGE):
             raise ObjectCorrupt("the object's packages do not fit its size")
-        out = self._cipher.open(self._seq, bytes(self._buffer), final)
-        self._buffer.clear()
+        out = self._cipher.open(self._seq, rest, final)
         self._seq += 1
         return out
 

@@ -623,7 +623,7 @@ class S3Proxy:
                     cut = min(skip, len(plain))
                     plain, skip = plain[cut:], skip - cut
                 if plain and left:
-                    piece = plain[:left]
+                    piece = plain if len(plain) <= left else plain[:left]
                     left -= len(piece)
                     yield piece
             if left:

@@ -1,0 +1,164 @@
+"""S3 proxy throughput against the same backend used directly, in one run.
+
+    .venv/bin/python bench/s3_proxy.py [--rounds 3] [--large-mib 64] [--small 200]
+
+moto's S3 server runs in its own process as the backend; `ssegw serve` runs in another with it
+as `--backend-url`. The same boto3 client code PUTs and GETs 64 MiB and 4 KiB objects through
+the proxy (A) and directly (B), alternating A B A B, and the median ratio is printed. Also: the
+proxy's encryption path alone (the envelope sealer) against raw AES-GCM over the same bytes, and
+KMS calls per small PUT (from the KMS's own metering).
+Goals (issue 6): large PUT and GET >= 0.8x direct; encryption path >= 0.5x raw AES-GCM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
+from kms_core.http_client import HttpKmsClient  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client(url: str, key: str, secret: str, region: str) -> Any:
+    return boto3.client("s3", endpoint_url=url, region_name=region, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}))
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def encryption_path(mib: int) -> tuple[float, float]:
+    data = os.urandom(mib * 1024 * 1024)
+    key, nonce = os.urandom(32), os.urandom(12)
+
+    def ours() -> None:
+        s = Sealer(PackageCipher(Algorithm.AES_256_GCM, key, nonce))
+        for i in range(0, len(data), 1024 * 1024):
+            for _ in s.feed(data[i:i + 1024 * 1024]):
+                pass
+        s.finish()
+
+    aes = AESGCM(key)
+
+    def raw() -> None:
+        for i in range(0, len(data), PACKAGE):
+            aes.encrypt(nonce, data[i:i + PACKAGE], b"")
+
+    mb = len(data) / 1e6
+    return mb / min(timed(ours) for _ in range(3)), mb / min(timed(raw) for _ in range(3))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--large-mib", type=int, default=64)
+    ap.add_argument("--small", type=int, default=200, help="number of 4 KiB objects per round")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ssegw-s3-bench-"))
+    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    env["PYTHONPATH"] = str(ROOT)
+    procs = [subprocess.Popen([sys.executable, "-c", "from moto.server import ThreadedMotoServer as S;"
+                               f"import time; S(port={moto_port}).start(); time.sleep(1e6)"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp / "var"),
+         "--s3-port", str(s3_port), "--kms-port", str(kms_port),
+         "--backend-url", f"http://127.0.0.1:{moto_port}", "--backend-access-key", "bench",
+         "--backend-secret-key", "bench-secret"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    procs.append(serve)
+    try:
+        banner = ""
+        assert serve.stdout is not None
+        while "AWS_DEFAULT_REGION" not in banner:
+            line = serve.stdout.readline()
+            if not line:
+                raise RuntimeError(banner)
+            banner += line
+        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
+        proxy = client(f"http://127.0.0.1:{s3_port}", creds["AWS_ACCESS_KEY_ID"],
+                       creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
+        direct = client(f"http://127.0.0.1:{moto_port}", "bench", "bench-secret", "us-east-1")
+        for _ in range(100):
+            try:
+                proxy.create_bucket(Bucket="bench-proxy")
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.1)
+        direct.create_bucket(Bucket="bench-direct")
+        big = tmp / "big.bin"
+        big.write_bytes(os.urandom(args.large_mib * 1024 * 1024))
+        small = os.urandom(4096)
+        kms = HttpKmsClient(f"http://127.0.0.1:{kms_port}", creds["AWS_ACCESS_KEY_ID"],
+                            creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
+        results: dict[str, dict[str, list[float]]] = {}
+
+        def record(op: str, who: str, value: float) -> None:
+            results.setdefault(op, {}).setdefault(who, []).append(value)
+
+        mb = args.large_mib * 1.048576
+        calls_before = sum(kms.call("getUsage", {})["usage"].values())
+        for _ in range(args.rounds):
+            for who, c, b in (("proxy", proxy, "bench-proxy"), ("direct", direct, "bench-direct")):
+                with big.open("rb") as f:
+                    record("PUT 64 MiB (MB/s)", who, mb / timed(lambda: c.put_object(Bucket=b, Key="big", Body=f)))
+                record("GET 64 MiB (MB/s)", who,
+                       mb / timed(lambda: c.get_object(Bucket=b, Key="big")["Body"].read()))
+                record("PUT 4 KiB (ops/s)", who, args.small / timed(
+                    lambda: [c.put_object(Bucket=b, Key=f"s{i}", Body=small) for i in range(args.small)]))
+                record("GET 4 KiB (ops/s)", who, args.small / timed(
+                    lambda: [c.get_object(Bucket=b, Key=f"s{i}")["Body"].read() for i in range(args.small)]))
+        usage = kms.call("getUsage", {})["usage"]
+        puts = args.rounds * (args.small + 1)
+        print(f"{'operation':22} {'proxy':>10} {'direct':>10} {'ratio':>7}   (median of {args.rounds}, A B alternating)")
+        for op, by in results.items():
+            p, d = statistics.median(by["proxy"]), statistics.median(by["direct"])
+            print(f"{op:22} {p:10.1f} {d:10.1f} {p / d:6.2f}x")
+        ours, raw = encryption_path(args.large_mib)
+        print(f"{'encryption path (MB/s)':22} {ours:10.0f} {raw:10.0f} {ours / raw:6.2f}x   (envelope sealer vs raw AESGCM)")
+        gdk = usage.get("generateDataKey", 0)
+        print(f"KMS calls per PUT: {(sum(usage.values()) - calls_before - usage.get('decrypt', 0)) / puts:.2f} "
+              f"(generateDataKey {gdk} for {puts} PUTs; decrypt {usage.get('decrypt', 0)} for the GETs)")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
