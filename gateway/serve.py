@@ -35,6 +35,7 @@ from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, 
 from kms_core.errors import AccessDenied, NotFound
 from kms_core.http.app import create_app as create_kms_app
 from kms_core.http_client import HttpKmsClient
+from kms_core.scheduler import Scheduler, start_scheduler
 from kms_core.sigv4 import UnknownAccessKey
 from kms_core.specs import Protection
 
@@ -79,6 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "caller's own credentials) instead of the in-process one")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    p.add_argument("--scheduler-interval", type=float, default=60.0,
+                   help="seconds between runs of due rotations, deletions and expiries")
     p.add_argument("--kms-workers", type=int, default=1,
                    help="processes serving the ports (SO_REUSEPORT); use the core count under load")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
@@ -176,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     kms = open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
     kms.service.keystore(Protection.HSM)  # initialise the embedded SoftHSM2 token now, not on first use
     kms.start_background()
+    # Every worker runs the scheduler: each due action is claimed in the database, so it
+    # happens once however many processes look for it.
+    scheduler = start_scheduler(kms, args.scheduler_interval)
     backend_url = args.backend_url or _start_moto()
     access, secret = (args.backend_access_key, args.backend_secret_key) if args.backend_url else MOTO_KEY
     if not access or not secret:
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
          [_listen(args.host, args.s3_port)]),
     ]
     if args.worker_child:
-        return _serve(kms, backend, servers, [])
+        return _serve(kms, backend, servers, [], scheduler)
     demo = ensure_demo_account(kms)
     workers = _spawn_workers(args, backend_url)
     scheme = "https" if args.tls_cert else "http"
@@ -210,11 +216,11 @@ def run(args: argparse.Namespace) -> int:
         f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
         flush=True,
     )
-    return _serve(kms, backend, servers, workers)
+    return _serve(kms, backend, servers, workers, scheduler)
 
 
 def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[socket.socket]]],
-           workers: list[subprocess.Popen[bytes]]) -> int:
+           workers: list[subprocess.Popen[bytes]], scheduler: Scheduler) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
@@ -237,5 +243,6 @@ def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[
             w.send_signal(signal.SIGTERM)
         for w in workers:
             w.wait(timeout=30)
+        scheduler.stop()
         kms.close()  # flush usage counts and audit events: a clean stop loses nothing
     return 0

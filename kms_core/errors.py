@@ -164,3 +164,11 @@ class MalformedRequest(KmsError):
     code = "MalformedRequest"
     aws_code = "SerializationException"
     http_status = 400
+
+
+class SignatureInvalid(KmsError):
+    """Verify in the AWS dialect: AWS answers an invalid signature with an error, not False."""
+
+    code = "SignatureInvalid"
+    aws_code = "KMSInvalidSignatureException"
+    http_status = 400

@@ -240,6 +240,19 @@ class KmsService(LifecycleOps, AsymmetricOps):
         self._records[ck] = (now + self._cache_ttl, rec)
         return rec
 
+    def latest_version_id(self, caller: Caller, ref: str) -> str:
+        """The newest version of a key, for dialects whose calls name no version (AWS's)."""
+        with self._session() as s:
+            key = self._find_key(s, caller, ref)
+            v = s.exec(
+                select(KeyVersion)
+                .where(KeyVersion.key_id == key.id)
+                .order_by(col(KeyVersion.created_at).desc(), col(KeyVersion.id).desc())
+            ).first()
+        if v is None:
+            raise InvalidState(f"key {key.id} has no key material")
+        return v.id
+
     def resolve_key_id(self, caller: Caller, ref: str) -> str:
         """The key id an id, alias or ARN names for this caller (NotFound otherwise); not audited."""
         return self._resolve(caller, ref).id

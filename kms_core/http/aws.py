@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kms_core.embedded import Kms
-from kms_core.errors import InvalidParameter, KmsError, UnsupportedOperation
+from kms_core.asym_crypto import ENCRYPTION_ALGORITHMS, SIGNING_ALGORITHMS
+from kms_core.errors import InvalidParameter, KmsError, SignatureInvalid, UnsupportedOperation
 from kms_core.http.params import Params
+from kms_core.specs import KeySpec
 from kms_core.types import AliasInfo, Caller, KeyMetadata
 
 Handler = Callable[[Kms, Caller, Params], dict[str, Any]]
@@ -60,6 +62,12 @@ def key_metadata(m: KeyMetadata) -> dict[str, Any]:
     }
     if m.spec in ("AES_256", "SM4"):
         out["EncryptionAlgorithms"] = ["SYMMETRIC_DEFAULT"]
+    else:
+        spec = KeySpec(m.spec)
+        if m.usage == "SIGN_VERIFY":
+            out["SigningAlgorithms"] = [a.value for a in SIGNING_ALGORITHMS[spec]]
+        else:
+            out["EncryptionAlgorithms"] = [a.value for a in ENCRYPTION_ALGORITHMS[spec]]
     if m.deletion_date:
         out["DeletionDate"] = _ts(m.deletion_date)
     return out
@@ -93,6 +101,17 @@ def _check_algorithm(p: Params, name: str) -> None:
     alg = p.str(name, required=False)
     if alg not in (None, "SYMMETRIC_DEFAULT"):
         raise InvalidParameter(f"{name} {alg!r} is not supported for symmetric keys")
+
+
+def _asymmetric_algorithm(p: Params, name: str) -> str | None:
+    """The named public-key algorithm, or None for the symmetric default."""
+    alg = p.str(name, required=False)
+    return None if alg in (None, "SYMMETRIC_DEFAULT") else str(alg)
+
+
+def _version(k: Kms, c: Caller, p: Params) -> str:
+    # AWS calls name no key version; ours may (KeyVersionId), else the newest version is used.
+    return str(p.str("KeyVersionId", False) or k.service.latest_version_id(c, p.str("KeyId")))
 
 
 def create_key(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
@@ -155,18 +174,105 @@ def _key_arn(c: Caller, key_id: str) -> str:
 
 
 def encrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
-    _check_algorithm(p, "EncryptionAlgorithm")
+    alg = _asymmetric_algorithm(p, "EncryptionAlgorithm")
+    if alg is not None:
+        a = k.service.asymmetric_encrypt(c, p.str("KeyId"), _version(k, c, p), p.blob("Plaintext"),
+                                         algorithm=alg)
+        return {"CiphertextBlob": _b64(a.ciphertext), "KeyId": _key_arn(c, a.key_id),
+                "EncryptionAlgorithm": a.algorithm}
     r = k.service.encrypt(c, p.str("KeyId"), p.blob("Plaintext"), p.context("EncryptionContext"))
     return {"CiphertextBlob": _b64(r.ciphertext_blob), "KeyId": _key_arn(c, r.key_id),
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
 
 
 def decrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
-    _check_algorithm(p, "EncryptionAlgorithm")
+    alg = _asymmetric_algorithm(p, "EncryptionAlgorithm")
+    if alg is not None:
+        a = k.service.asymmetric_decrypt(c, p.str("KeyId"), _version(k, c, p),
+                                         p.blob("CiphertextBlob"), algorithm=alg)
+        return {"Plaintext": _b64(a.plaintext), "KeyId": _key_arn(c, a.key_id),
+                "EncryptionAlgorithm": a.algorithm}
     r = k.service.decrypt(c, p.blob("CiphertextBlob"), p.context("EncryptionContext"),
                           key=p.str("KeyId", False))
     return {"Plaintext": _b64(r.plaintext), "KeyId": _key_arn(c, r.key_id),
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+
+
+def sign(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    r = k.service.asymmetric_sign(c, p.str("KeyId"), _version(k, c, p), p.blob("Message"),
+                                  algorithm=p.str("SigningAlgorithm"),
+                                  message_type=p.str("MessageType", False, "RAW"))
+    return {"KeyId": _key_arn(c, r.key_id), "Signature": _b64(r.signature),
+            "SigningAlgorithm": r.algorithm}
+
+
+def verify(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    r = k.service.asymmetric_verify(c, p.str("KeyId"), _version(k, c, p), p.blob("Message"),
+                                    p.blob("Signature"), algorithm=p.str("SigningAlgorithm"),
+                                    message_type=p.str("MessageType", False, "RAW"))
+    if not r.valid:
+        raise SignatureInvalid("the signature is not valid for this message and key")
+    return {"KeyId": _key_arn(c, r.key_id), "SignatureValid": True, "SigningAlgorithm": r.algorithm}
+
+
+def get_public_key(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    r = k.service.get_public_key(c, p.str("KeyId"), _version(k, c, p))
+    out: dict[str, Any] = {
+        "KeyId": _key_arn(c, r.key_id), "PublicKey": _b64(r.public_key_der),
+        "CustomerMasterKeySpec": r.spec, "KeySpec": r.spec, "KeyUsage": r.usage,
+    }
+    if r.signing_algorithms:
+        out["SigningAlgorithms"] = list(r.signing_algorithms)
+    if r.encryption_algorithms:
+        out["EncryptionAlgorithms"] = list(r.encryption_algorithms)
+    return out
+
+
+def get_parameters_for_import(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    r = k.service.get_parameters_for_import(c, p.str("KeyId"), p.str("WrappingAlgorithm"),
+                                            p.str("WrappingKeySpec"))
+    return {"KeyId": _key_arn(c, r.key_id), "ImportToken": _b64(r.import_token),
+            "PublicKey": _b64(r.public_key), "ParametersValidTo": _ts(r.valid_to)}
+
+
+def import_key_material(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    model = p.str("ExpirationModel", False, "KEY_MATERIAL_EXPIRES")
+    valid_to = p.raw("ValidTo")  # AWS sends epoch seconds
+    if model not in ("KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"):
+        raise InvalidParameter("ExpirationModel must be KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE")
+    expires = None
+    if model == "KEY_MATERIAL_EXPIRES":
+        if not isinstance(valid_to, int | float) or isinstance(valid_to, bool):
+            raise InvalidParameter("ValidTo (epoch seconds) is required when the key material expires")
+        expires = datetime.fromtimestamp(valid_to, UTC)
+    elif valid_to is not None:
+        raise InvalidParameter("ValidTo is not allowed with KEY_MATERIAL_DOES_NOT_EXPIRE")
+    k.service.import_key_material(c, p.str("KeyId"), p.blob("EncryptedKeyMaterial"),
+                                  p.blob("ImportToken"), expires_at=expires)
+    return {}
+
+
+def rotation_status(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    r = k.service.get_key_rotation_status(c, p.str("KeyId"))
+    out: dict[str, Any] = {"KeyId": _key_arn(c, r.key_id), "KeyRotationEnabled": r.enabled}
+    if r.period_days:
+        out["RotationPeriodInDays"] = r.period_days
+    if r.next_rotation_at:
+        out["NextRotationDate"] = _ts(r.next_rotation_at)
+    return out
+
+
+def list_key_rotations(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    page = k.service.list_key_rotations(c, p.str("KeyId"), limit=p.int("Limit", False, 100),
+                                        marker=p.str("Marker", False))
+    out: dict[str, Any] = {
+        "Rotations": [{"KeyId": r.key_id, "RotationDate": _ts(r.rotated_at),
+                       "RotationType": r.rotation_type} for r in page.items],
+        "Truncated": page.truncated,
+    }
+    if page.next_marker:
+        out["NextMarker"] = page.next_marker
+    return out
 
 
 def generate_data_key(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
@@ -228,6 +334,19 @@ OPERATIONS: dict[str, Handler] = {
     "ReEncrypt": re_encrypt,
     "GenerateRandom": lambda k, c, p: {"Plaintext": _b64(
         k.service.generate_random(p.int("NumberOfBytes", False, 32)))},
+    "Sign": sign,
+    "Verify": verify,
+    "GetPublicKey": get_public_key,
+    "GetParametersForImport": get_parameters_for_import,
+    "ImportKeyMaterial": import_key_material,
+    "DeleteImportedKeyMaterial": _empty(lambda k, c, p: k.service.delete_key_material(c, p.str("KeyId"))),
+    "EnableKeyRotation": _empty(lambda k, c, p: k.service.enable_key_rotation(
+        c, p.str("KeyId"), p.int("RotationPeriodInDays", False, 365))),
+    "DisableKeyRotation": _empty(lambda k, c, p: k.service.disable_key_rotation(c, p.str("KeyId"))),
+    "GetKeyRotationStatus": rotation_status,
+    "RotateKeyOnDemand": lambda k, c, p: {"KeyId": _key_arn(
+        c, k.service.rotate_key_on_demand(c, p.str("KeyId")).key_id)},
+    "ListKeyRotations": list_key_rotations,
 }
 
 

@@ -24,6 +24,10 @@ class Params:
             return None
         return value
 
+    def raw(self, name: str) -> Any:
+        """The field as sent (None if absent), for callers that check its type themselves."""
+        return self._get(name, False)
+
     def str(self, name: str, required: bool = True, default: str | None = None) -> Any:
         value = self._get(name, required)
         if value is None:

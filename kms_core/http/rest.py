@@ -7,6 +7,7 @@ Replies are `{"statusCode": 800, "returnObj": {...}}`, or `{"statusCode": 900, "
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from kms_core import wire
@@ -59,6 +60,7 @@ def create_key(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
         description=p.str("description", False, ""),
         alias=p.str("alias", False),
         enterprise_project=p.str("enterpriseProject", False, "default"),
+        rotation_period_days=p.int("rotationPeriodInDays", False),
     ))
 
 
@@ -84,12 +86,93 @@ def decrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
 
 
 def re_encrypt(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    # With sourceKeyVersionId the source is a public-key ciphertext of that asymmetric version.
     return wire.re_encrypt_result(k.service.re_encrypt(
         c, p.blob("ciphertextBlob"), _key_or_default(k, c, p, "destinationCmkUuid"),
         source_context=p.context("sourceEncryptionContext"),
         destination_context=p.context("destinationEncryptionContext"),
         source_key=p.str("sourceCmkUuid", False),
+        source_key_version=p.str("sourceKeyVersionId", False),
+        source_algorithm=p.str("sourceEncryptionAlgorithm", False),
     ))
+
+
+def list_key_versions(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    page = k.service.list_key_versions(c, p.str("cmkUuid"), limit=p.int("limit", False, 100),
+                                       marker=p.str("marker", False))
+    return _page([wire.key_version_info(v) for v in page.items], page.next_marker, "keyVersions")
+
+
+def list_key_rotations(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    page = k.service.list_key_rotations(c, p.str("cmkUuid"), limit=p.int("limit", False, 100),
+                                        marker=p.str("marker", False))
+    return _page([wire.rotation_info(r) for r in page.items], page.next_marker, "rotations")
+
+
+def _time(p: Params, name: str) -> datetime | None:
+    value = p.str(name, False)
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an ISO 8601 time") from None
+    if ts.tzinfo is None:
+        raise InvalidParameter(f"{name} must carry a time zone (e.g. 2027-01-01T00:00:00Z)")
+    return ts
+
+
+def import_key_material(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    return wire.key_metadata(k.service.import_key_material(
+        c, p.str("cmkUuid"), p.blob("encryptedKeyMaterial"), p.blob("importToken"),
+        expires_at=_time(p, "keyMaterialValidTo")))
+
+
+ASYMMETRIC_OPERATIONS: dict[str, Handler] = {
+    "createKeyVersion": lambda k, c, p: wire.key_version_info(k.service.create_key_version(c, p.str("cmkUuid"))),
+    "listKeyVersions": list_key_versions,
+    "describeKeyVersion": lambda k, c, p: wire.key_version_info(
+        k.service.describe_key_version(c, p.str("cmkUuid"), p.str("keyVersionId"))),
+    "getPublicKey": lambda k, c, p: wire.public_key_result(
+        k.service.get_public_key(c, p.str("cmkUuid"), p.str("keyVersionId"))),
+    "asymmetricSign": lambda k, c, p: wire.sign_result(k.service.asymmetric_sign(
+        c, p.str("cmkUuid"), p.str("keyVersionId"), p.blob("message"),
+        algorithm=p.str("algorithm", False), message_type=p.str("messageType", False, "RAW"))),
+    "asymmetricVerify": lambda k, c, p: wire.verify_result(k.service.asymmetric_verify(
+        c, p.str("cmkUuid"), p.str("keyVersionId"), p.blob("message"), p.blob("signature"),
+        algorithm=p.str("algorithm", False), message_type=p.str("messageType", False, "RAW"))),
+    "asymmetricEncrypt": lambda k, c, p: wire.asymmetric_encrypt_result(k.service.asymmetric_encrypt(
+        c, p.str("cmkUuid"), p.str("keyVersionId"), p.blob("plaintext"),
+        algorithm=p.str("algorithm", False))),
+    "asymmetricDecrypt": lambda k, c, p: wire.asymmetric_decrypt_result(k.service.asymmetric_decrypt(
+        c, p.str("cmkUuid"), p.str("keyVersionId"), p.blob("ciphertextBlob"),
+        algorithm=p.str("algorithm", False))),
+    "exportDataKey": lambda k, c, p: wire.export_data_key_result(k.service.export_data_key(
+        c, p.blob("ciphertextBlob"), p.str("publicKey"), algorithm=p.str("algorithm", False),
+        context=p.context("encryptionContext"))),
+    "generateAndExportDataKey": lambda k, c, p: wire.export_data_key_result(
+        k.service.generate_and_export_data_key(
+            c, p.str("cmkUuid"), p.str("publicKey"), algorithm=p.str("algorithm", False),
+            length=_data_key_length(p), context=p.context("encryptionContext"))),
+}
+
+LIFECYCLE_OPERATIONS: dict[str, Handler] = {
+    "enableKeyRotation": lambda k, c, p: wire.rotation_status(k.service.enable_key_rotation(
+        c, p.str("cmkUuid"), p.int("rotationPeriodInDays", False, 365))),
+    "disableKeyRotation": lambda k, c, p: wire.rotation_status(
+        k.service.disable_key_rotation(c, p.str("cmkUuid"))),
+    "getKeyRotationStatus": lambda k, c, p: wire.rotation_status(
+        k.service.get_key_rotation_status(c, p.str("cmkUuid"))),
+    "rotateKeyOnDemand": lambda k, c, p: wire.rotation_info(
+        k.service.rotate_key_on_demand(c, p.str("cmkUuid"))),
+    "listKeyRotations": list_key_rotations,
+    "getParametersForImport": lambda k, c, p: wire.import_parameters(k.service.get_parameters_for_import(
+        c, p.str("cmkUuid"), p.str("wrappingAlgorithm", False, "RSAES_OAEP_SHA_256"),
+        p.str("wrappingKeySpec", False, "RSA_2048"))),
+    "importKeyMaterial": import_key_material,
+    "deleteImportedKeyMaterial": lambda k, c, p: wire.key_metadata(
+        k.service.delete_key_material(c, p.str("cmkUuid"))),
+}
 
 
 def get_usage(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
@@ -153,6 +236,8 @@ OPERATIONS: dict[str, Handler] = {
         k.service.generate_random(p.int("numberOfBytes", False, 32)))},
     "getUsage": get_usage,
     "listAuditEvents": list_audit_events,
+    **ASYMMETRIC_OPERATIONS,
+    **LIFECYCLE_OPERATIONS,
 }
 
 

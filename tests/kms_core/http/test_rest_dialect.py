@@ -110,3 +110,35 @@ def test_metering_counts_cryptographic_calls_only(kms_server: KmsServer) -> None
     assert [e["operation"] for e in events] == ["createKey", "describeKey", "encrypt", "decrypt",
                                                 "decrypt", "decrypt", "generateDataKey"]
     assert len({e["requestId"] for e in events}) == len(events)
+
+
+def test_asymmetric_and_lifecycle_operations(kms_server: KmsServer, tmp_path: object) -> None:
+    import subprocess
+    from pathlib import Path
+
+    c = client(kms_server, kms_server.tenant("rest-asym"))
+    key = c.call("createKey", {"keySpec": "SM2", "keyUsage": "SIGN_VERIFY"})["cmkUuid"]
+    v1 = c.call("listKeyVersions", {"cmkUuid": key})["keyVersions"][0]["keyVersionId"]
+    v2 = c.call("createKeyVersion", {"cmkUuid": key})["keyVersionId"]
+    msg = base64.b64encode(b"signed over REST").decode()
+    sig = c.call("asymmetricSign", {"cmkUuid": key, "keyVersionId": v2, "message": msg})["signature"]
+    ok = c.call("asymmetricVerify", {"cmkUuid": key, "keyVersionId": v2, "message": msg, "signature": sig})
+    assert ok["signatureValid"] is True
+    assert c.call("asymmetricVerify", {"cmkUuid": key, "keyVersionId": v1, "message": msg,
+                                       "signature": sig})["signatureValid"] is False
+    pem = c.call("getPublicKey", {"cmkUuid": key, "keyVersionId": v2})["publicKey"]
+    d = Path(str(tmp_path))
+    (d / "pub.pem").write_text(pem)
+    (d / "msg").write_bytes(b"signed over REST")
+    (d / "sig").write_bytes(base64.b64decode(sig))
+    out = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(d / "pub.pem"),
+                          "-in", str(d / "msg"), "-sigfile", str(d / "sig"), "-rawin", "-digest", "sm3",
+                          "-pkeyopt", "distid:1234567812345678"], capture_output=True, text=True)
+    assert "Signature Verified Successfully" in out.stdout, out.stderr
+    sym = c.call("createKey", {})["cmkUuid"]
+    assert c.call("enableKeyRotation", {"cmkUuid": sym, "rotationPeriodInDays": 30})["rotationPeriodInDays"] == 30
+    assert c.call("rotateKeyOnDemand", {"cmkUuid": sym})["rotationType"] == "ON_DEMAND"
+    assert len(c.call("listKeyRotations", {"cmkUuid": sym})["rotations"]) == 1
+    ext = c.call("createKey", {"origin": "EXTERNAL"})["cmkUuid"]
+    params = c.call("getParametersForImport", {"cmkUuid": ext, "wrappingAlgorithm": "RSAES_PKCS1_V1_5"})
+    assert params["publicKey"] and params["importToken"]
