@@ -11,6 +11,7 @@ operator working on the data directory directly.
 from __future__ import annotations
 
 import argparse
+import base64
 import hmac
 import json
 import os
@@ -20,10 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from kms_core import wire
-from kms_core.asym_cli import ASYMMETRIC_COMMANDS, asymmetric_arguments
+from kms_core.asym_cli import ASYMMETRIC_COMMANDS
+from kms_core.cli_commands import (
+    Command,
+    _fields,
+    b64,
+    both,
+    io_args,
+    key_arg,
+    page_args,
+    parse_context,
+    read_input,
+    write_out,
+)
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
 from kms_core.errors import AccessDenied, InvalidParameter, KmsError
-from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS, lifecycle_arguments
+from kms_core.http import rest
+from kms_core.http.params import Params
+from kms_core.http_client import HttpKmsClient
+from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS
 from kms_core.types import Caller
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -56,18 +72,6 @@ def caller_from_args(kms: Kms, args: argparse.Namespace) -> Caller:
     if not hmac.compare_digest(creds.secret_access_key.encode(), secret.encode()):
         raise AccessDenied("the secret access key does not match the access key id")
     return Caller(creds.account_id, args.region, key_id)
-
-
-def parse_context(pairs: list[str] | None) -> dict[str, str] | None:
-    if not pairs:
-        return None
-    ctx: dict[str, str] = {}
-    for pair in pairs:
-        k, sep, v = pair.partition("=")
-        if not sep or not k:
-            raise InvalidParameter(f"encryption context entries are KEY=VALUE, got {pair!r}")
-        ctx[k] = v
-    return ctx
 
 
 # --------------------------------------------------------------------- account
@@ -128,133 +132,114 @@ def _account_audit(args: argparse.Namespace) -> Any:
 # ------------------------------------------------------------------------- kms
 
 
-def _with_caller(fn: Callable[[Kms, Caller, argparse.Namespace], Any]) -> Handler:
-    def run(args: argparse.Namespace) -> Any:
-        kms = open_from_args(args)
-        try:
-            return fn(kms, caller_from_args(kms, args), args)
-        finally:
-            kms.close()  # writes the audit events of this command
-
-    return run
-
-
-def _read_input(args: argparse.Namespace, text_attr: str) -> bytes:
-    text = getattr(args, text_attr, None)
-    if text is not None:
-        return text.encode() if text_attr == "plaintext" else wire.unb64(text, "blob")
-    if args.infile is None:
-        raise InvalidParameter(f"give --{text_attr} or --in FILE")
-    data = sys.stdin.buffer.read() if args.infile == "-" else Path(args.infile).read_bytes()
-    return data
-
-
-def _encrypt(kms: Kms, c: Caller, a: argparse.Namespace) -> Any:
-    r = kms.service.encrypt(c, a.key, _read_input(a, "plaintext"), parse_context(a.context))
+def _encrypt_after(a: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
     if a.out:
-        Path(a.out).write_bytes(r.ciphertext_blob)
-    return wire.encrypt_result(r)
+        Path(a.out).write_bytes(base64.b64decode(out["ciphertextBlob"]))
+    return out
 
 
-def _decrypt(kms: Kms, c: Caller, a: argparse.Namespace) -> Any:
-    r = kms.service.decrypt(c, _read_input(a, "blob"), parse_context(a.context))
-    if a.out:
-        Path(a.out).write_bytes(r.plaintext)
-        return {"cmkUuid": r.key_id, "keyVersionId": r.version_id}
-    return wire.decrypt_result(r)
+def _alias_key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("alias")
+    p.add_argument("key")
 
 
-def _list_keys(kms: Kms, c: Caller, a: argparse.Namespace) -> Any:
-    page = kms.service.list_keys(c, limit=a.limit, marker=a.marker)
-    return {"keys": [wire.key_metadata(m) for m in page.items], "nextMarker": page.next_marker,
-            "truncated": page.truncated}
+def _create_key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default="AES_256", help="AES_256 | SM4 | RSA_2048 | SM2")
+    p.add_argument("--usage", default="ENCRYPT_DECRYPT", help="ENCRYPT_DECRYPT | SIGN_VERIFY")
+    p.add_argument("--protection", default=None, help="SOFTWARE | HSM")
+    p.add_argument("--description", default="")
+    p.add_argument("--alias")
+    p.add_argument("--enterprise-project", default="default")
+    p.add_argument("--origin", default="KMS", help="KMS | EXTERNAL (AES_256 only; import material afterwards)")
+    p.add_argument("--rotation-days", type=int, default=None,
+                   help="rotate automatically every N days, 7-730 (default: no rotation)")
 
 
-def _list_aliases(kms: Kms, c: Caller, a: argparse.Namespace) -> Any:
-    if a.key:
-        return {"aliases": [wire.alias_info(x) for x in kms.service.list_aliases_by_key(c, a.key)]}
-    page = kms.service.list_aliases(c, limit=a.limit, marker=a.marker)
-    return {"aliases": [wire.alias_info(x) for x in page.items], "nextMarker": page.next_marker,
-            "truncated": page.truncated}
+def _list_aliases_body(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    return ("listAliasByUuid", {"cmkUuid": a.key}) if a.key else \
+        ("listAlias", _fields(limit=a.limit, marker=a.marker))
 
 
-def _delete_alias(kms: Kms, c: Caller, a: argparse.Namespace) -> Any:
-    kms.service.delete_alias(c, a.alias)
-    return {"alias": a.alias, "deleted": True}
-
-
-KMS_COMMANDS: dict[str, tuple[str, Callable[[Kms, Caller, argparse.Namespace], Any]]] = {
-    "create-key": ("create a customer master key", lambda k, c, a: wire.key_metadata(
-        k.service.create_key(c, spec=a.spec, usage=a.usage, protection=a.protection,
-                             description=a.description, alias=a.alias,
-                             enterprise_project=a.enterprise_project, origin=a.origin,
-                             rotation_period_days=a.rotation_days))),
-    "list-keys": ("list keys of the account in the region", _list_keys),
-    "describe-key": ("describe a key", lambda k, c, a: wire.key_metadata(k.service.describe_key(c, a.key))),
-    "update-description": ("change a key's description", lambda k, c, a: wire.key_metadata(
-        k.service.update_key_description(c, a.key, a.description))),
-    "enable-key": ("enable a key", lambda k, c, a: wire.key_metadata(k.service.enable_key(c, a.key))),
-    "disable-key": ("disable a key", lambda k, c, a: wire.key_metadata(k.service.disable_key(c, a.key))),
-    "schedule-deletion": ("schedule a key's deletion in 7-30 days", lambda k, c, a: wire.key_metadata(
-        k.service.schedule_key_deletion(c, a.key, a.days))),
-    "cancel-deletion": ("cancel a scheduled deletion", lambda k, c, a: wire.key_metadata(
-        k.service.cancel_key_deletion(c, a.key))),
-    "create-alias": ("name a key", lambda k, c, a: wire.alias_info(k.service.create_alias(c, a.alias, a.key))),
-    "update-alias": ("point an alias at another key", lambda k, c, a: wire.alias_info(
-        k.service.update_alias(c, a.alias, a.key))),
-    "delete-alias": ("delete an alias (never the key)", _delete_alias),
-    "list-aliases": ("list aliases (of one key with --key)", _list_aliases),
-    "encrypt": ("encrypt up to 6144 bytes", _encrypt),
-    "decrypt": ("decrypt a ciphertext blob", _decrypt),
+KMS_COMMANDS: dict[str, Command] = {
+    "create-key": Command("create a customer master key", "createKey", lambda a: _fields(
+        keySpec=a.spec, keyUsage=a.usage, protectionLevel=a.protection, description=a.description,
+        alias=a.alias, enterpriseProject=a.enterprise_project, origin=a.origin,
+        rotationPeriodInDays=a.rotation_days), _create_key_args),
+    "list-keys": Command("list keys of the account in the region", "listKeys",
+                         lambda a: _fields(limit=a.limit, marker=a.marker), page_args),
+    "describe-key": Command("describe a key", "describeKey", lambda a: {"cmkUuid": a.key}, key_arg),
+    "update-description": Command(
+        "change a key's description", "updateKeyDescription",
+        lambda a: {"cmkUuid": a.key, "description": a.description},
+        both(key_arg, lambda p: p.add_argument("description"))),
+    "enable-key": Command("enable a key", "enableKey", lambda a: {"cmkUuid": a.key}, key_arg),
+    "disable-key": Command("disable a key", "disableKey", lambda a: {"cmkUuid": a.key}, key_arg),
+    "schedule-deletion": Command(
+        "schedule a key's deletion in 7-30 days", "scheduleKeyDeletion",
+        lambda a: {"cmkUuid": a.key, "pendingWindowInDays": a.days},
+        both(key_arg, lambda p: p.add_argument("--days", type=int, default=30, help="pending window, 7-30 days"))),
+    "cancel-deletion": Command("cancel a scheduled deletion", "cancelKeyDeletion",
+                               lambda a: {"cmkUuid": a.key}, key_arg),
+    "create-alias": Command("name a key", "createAlias", lambda a: {"alias": a.alias, "cmkUuid": a.key},
+                            _alias_key_args),
+    "update-alias": Command("point an alias at another key", "updateAlias",
+                            lambda a: {"alias": a.alias, "cmkUuid": a.key}, _alias_key_args),
+    "delete-alias": Command("delete an alias (never the key)", "deleteAlias", lambda a: {"alias": a.alias},
+                            lambda p: p.add_argument("alias"),
+                            lambda a, out: {**out, "deleted": True}),
+    "list-aliases": Command("list aliases (of one key with --key)", "listAlias",
+                            lambda a: _list_aliases_body(a)[1],
+                            both(page_args, lambda p: p.add_argument("--key", help="only the aliases of this key"))),
+    "encrypt": Command("encrypt up to 6144 bytes", "encrypt", lambda a: _fields(
+        cmkUuid=a.key, plaintext=b64(read_input(a, "plaintext")), encryptionContext=parse_context(a.context)),
+        both(key_arg, io_args("plaintext", context=True)), _encrypt_after),
+    "decrypt": Command("decrypt a ciphertext blob", "decrypt", lambda a: _fields(
+        ciphertextBlob=b64(read_input(a, None, "blob")), encryptionContext=parse_context(a.context)),
+        io_args(None, "blob", context=True), write_out("plaintext")),
+    "get-usage": Command("cryptographic calls of your account this month (or --month)", "getUsage",
+                         lambda a: _fields(month=a.month),
+                         lambda p: p.add_argument("--month", help="YYYY-MM")),
+    "list-audit-events": Command(
+        "audit events of your account (optionally of one key)", "listAuditEvents",
+        lambda a: _fields(cmkUuid=a.key, limit=a.limit, marker=a.marker),
+        both(page_args, lambda p: p.add_argument("--key", help="only events of this key"))),
 }
 KMS_COMMANDS.update(LIFECYCLE_COMMANDS)  # rotation and BYOK (kms_core.lifecycle_cli)
 KMS_COMMANDS.update(ASYMMETRIC_COMMANDS)  # versions, sign/verify, public keys (kms_core.asym_cli)
 
 
-def _kms_arguments(name: str, p: argparse.ArgumentParser) -> None:
-    p.add_argument("--account", help="act for this account (name or id) instead of the "
-                                     "SSEGW_ACCESS_KEY_ID credentials")
-    if name == "create-key":
-        p.add_argument("--spec", default="AES_256", help="AES_256 | SM4 | RSA_2048 | SM2")
-        p.add_argument("--usage", default="ENCRYPT_DECRYPT", help="ENCRYPT_DECRYPT | SIGN_VERIFY")
-        p.add_argument("--protection", default=None, help="SOFTWARE | HSM")
-        p.add_argument("--description", default="")
-        p.add_argument("--alias")
-        p.add_argument("--enterprise-project", default="default")
-        p.add_argument("--origin", default="KMS",
-                       help="KMS | EXTERNAL (AES_256 only; import material afterwards)")
-        p.add_argument("--rotation-days", type=int, default=None,
-                       help="rotate automatically every N days, 7-730 (default: no rotation)")
-    elif name in LIFECYCLE_COMMANDS:
-        lifecycle_arguments(name, p)
-    elif name in ASYMMETRIC_COMMANDS:
-        asymmetric_arguments(name, p)
-    elif name in ("list-keys", "list-aliases"):
-        p.add_argument("--limit", type=int, default=100)
-        p.add_argument("--marker")
-        if name == "list-aliases":
-            p.add_argument("--key", help="only the aliases of this key")
-    elif name in ("create-alias", "update-alias"):
-        p.add_argument("alias")
-        p.add_argument("key")
-    elif name == "delete-alias":
-        p.add_argument("alias")
-    elif name in ("encrypt", "decrypt"):
-        if name == "encrypt":
-            p.add_argument("key")
-            p.add_argument("--plaintext", help="text to encrypt")
+def _operation(name: str, a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    command = KMS_COMMANDS[name]
+    if name == "list-aliases":
+        return _list_aliases_body(a)
+    return command.operation, command.body(a)
+
+
+def http_client_from_env(url: str, region: str) -> HttpKmsClient:
+    key_id = os.environ.get("SSEGW_ACCESS_KEY_ID")
+    secret = os.environ.get("SSEGW_SECRET_ACCESS_KEY")
+    if not key_id or not secret:
+        raise AccessDenied("--kms-url needs SSEGW_ACCESS_KEY_ID and SSEGW_SECRET_ACCESS_KEY")
+    return HttpKmsClient(url, key_id, secret, region, ca_certs=os.environ.get("SSEGW_CA_BUNDLE"))
+
+
+def _run_kms_command(name: str) -> Handler:
+    def run(a: argparse.Namespace) -> Any:
+        op, body = _operation(name, a)
+        if a.kms_url:
+            if a.account:
+                raise InvalidParameter("--account works on a data dir; over --kms-url use credentials")
+            result = http_client_from_env(a.kms_url, a.region).call(op, body)
         else:
-            p.add_argument("--blob", help="base64 ciphertext blob")
-        p.add_argument("--in", dest="infile", help="read the input bytes from FILE ('-': stdin)")
-        p.add_argument("--out", help="write the raw output bytes to FILE")
-        p.add_argument("--context", action="append", metavar="KEY=VALUE",
-                       help="encryption context entry (repeatable)")
-    else:
-        p.add_argument("key", help="key id or alias")
-        if name == "schedule-deletion":
-            p.add_argument("--days", type=int, default=30, help="pending window, 7-30 days")
-        if name == "update-description":
-            p.add_argument("description")
+            kms = open_from_args(a)
+            try:
+                result = rest.OPERATIONS[op](kms, caller_from_args(kms, a), Params(body))
+            finally:
+                kms.close()  # writes the audit events of this command
+        after = KMS_COMMANDS[name].after
+        return after(a, result) if after else result
+
+    return run
 
 
 def register(sub: Any) -> None:
@@ -286,11 +271,15 @@ def register(sub: Any) -> None:
 
     kms = sub.add_parser("kms", help="key lifecycle and cryptographic calls")
     kms_sub = kms.add_subparsers(dest="kms_command", required=True)
-    for name, (help_text, fn) in KMS_COMMANDS.items():
-        p = kms_sub.add_parser(name, help=help_text)
-        _kms_arguments(name, p)
+    for name, command in KMS_COMMANDS.items():
+        p = kms_sub.add_parser(name, help=command.help)
+        command.arguments(p)
+        p.add_argument("--account", help="act for this account (name or id) on the data dir, "
+                                         "instead of the SSEGW_ACCESS_KEY_ID credentials")
+        p.add_argument("--kms-url", default=os.environ.get("SSEGW_KMS_URL"),
+                       help="a KMS server to call over HTTP (with the SSEGW_* credentials)")
         add_store_options(p)
-        p.set_defaults(handler=_with_caller(fn))
+        p.set_defaults(handler=_run_kms_command(name))
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:

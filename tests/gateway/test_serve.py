@@ -138,3 +138,30 @@ def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
         assert c.decrypt_data_key(dk.sealed).plaintext == dk.plaintext
     finally:
         stop(s)
+
+
+def test_kms_cli_over_http(served: Served, tmp_path: Path) -> None:
+    env = {**served.env, "SSEGW_ACCESS_KEY_ID": served.env["AWS_ACCESS_KEY_ID"],
+           "SSEGW_SECRET_ACCESS_KEY": served.env["AWS_SECRET_ACCESS_KEY"]}
+    elsewhere = tmp_path / "not-the-server-data-dir"  # over HTTP the data dir is never opened
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([sys.executable, "-m", "gateway.cli", "kms", *args, "--kms-url", served.url,
+                            "--data-dir", str(elsewhere)], capture_output=True, text=True, env=env, timeout=60)
+        assert (p.returncode == 0) == ok, p.stderr
+        return p
+
+    key = json.loads(cli("create-key", "--alias", "remote", "--protection", "HSM").stdout)
+    assert key["protectionLevel"] == "HSM"
+    (tmp_path / "p.txt").write_text("over the wire")
+    cli("encrypt", "alias/remote", "--in", str(tmp_path / "p.txt"), "--out", str(tmp_path / "c.bin"))
+    cli("decrypt", "--in", str(tmp_path / "c.bin"), "--out", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "over the wire"
+    usage = json.loads(cli("get-usage").stdout)
+    assert usage["usage"]["encrypt"] == 1 and usage["usage"]["decrypt"] == 1
+    bad = cli("describe-key", "alias/nope", ok=False)
+    assert json.loads(bad.stderr)["errorCode"] == "NotFound"
+    assert not elsewhere.exists()
+    env["SSEGW_SECRET_ACCESS_KEY"] = "wrong"
+    denied = cli("list-keys", ok=False)
+    assert json.loads(denied.stderr)["errorCode"] == "SignatureDoesNotMatch"
