@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.s3.app import create_app as create_s3_app
 from gateway.s3.auth import Authenticated
@@ -116,7 +117,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: object, args: argparse.Namespace) -> uvicorn.Server:
+def _server(app: Starlette, args: argparse.Namespace) -> uvicorn.Server:
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=10,

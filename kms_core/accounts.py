@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import string
 import time
@@ -113,7 +114,7 @@ class AccountService:
                 raise NotFound(f"account {name!r} does not exist")
             return _info(row)
 
-    def list(self) -> list[AccountInfo]:
+    def list(self) -> builtins.list[AccountInfo]:
         with Session(self._engine) as s:
             return [_info(a) for a in s.exec(select(Account).order_by(col(Account.created_at)))]
 
@@ -138,7 +139,7 @@ class AccountService:
             secret = self._sealer.unseal(row.sealed_secret, _secret_aad(access_key_id))
             return Credentials(row.account_id, access_key_id, secret.decode())
 
-    def access_keys(self, account_id: str) -> list[str]:
+    def access_keys(self, account_id: str) -> builtins.list[str]:
         with Session(self._engine) as s:
             return list(
                 s.exec(

@@ -88,7 +88,7 @@ class AuditLog:
         try:
             with Session(self._engine) as s:
                 params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-                s.exec(insert(AuditEvent), params=params)  # type: ignore[call-overload]
+                s.exec(insert(AuditEvent), params=params)
                 s.commit()
         except Exception:
             with self._lock:

@@ -22,7 +22,7 @@ from kms_core.errors import InvalidParameter
 
 Body = Callable[[argparse.Namespace], dict[str, Any]]
 After = Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]
-Arguments = Callable[[argparse.ArgumentParser], None]
+Arguments = Callable[[argparse.ArgumentParser], object]
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import and_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 
 class UsageCount(SQLModel, table=True):
@@ -57,15 +57,15 @@ class Meter:
 
     @staticmethod
     def _add(s: Session, account_id: str, month: str, op: str, n: int) -> None:
-        where = (UsageCount.account_id == account_id, UsageCount.month == month,
-                 UsageCount.operation == op)
-        result = s.exec(update(UsageCount).where(*where).values(count=UsageCount.count + n))  # type: ignore[call-overload]
+        where = and_(col(UsageCount.account_id) == account_id, col(UsageCount.month) == month,
+                     col(UsageCount.operation) == op)
+        result = s.exec(update(UsageCount).where(where).values(count=col(UsageCount.count) + n))
         if result.rowcount == 0:
             try:
                 with s.begin_nested():
                     s.add(UsageCount(account_id=account_id, month=month, operation=op, count=n))
             except IntegrityError:  # another process inserted the row first
-                s.exec(update(UsageCount).where(*where).values(count=UsageCount.count + n))  # type: ignore[call-overload]
+                s.exec(update(UsageCount).where(where).values(count=col(UsageCount.count) + n))
 
     def usage(self, account_id: str, month: str | None = None) -> dict[str, int]:
         """Totals per operation for a month (default: the current one), unflushed counts included."""

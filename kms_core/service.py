@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from kms_core import blob as blobfmt
+from kms_core.asymmetric_ops import AsymmetricOps
 from kms_core.blob import Aead, Algorithm, BlobHeader
 from kms_core.errors import (
     AlreadyExists,
@@ -38,7 +39,6 @@ from kms_core.errors import (
     UnsupportedOperation,
 )
 from kms_core.keystore import KeyStore
-from kms_core.asymmetric_ops import AsymmetricOps
 from kms_core.lifecycle_ops import LifecycleOps, check_rotation_period
 from kms_core.models import Alias, DefaultKey, Key, KeyVersion, utcnow
 from kms_core.observe import Observer, operation

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kms_core.embedded import Kms
 from kms_core.asym_crypto import ENCRYPTION_ALGORITHMS, SIGNING_ALGORITHMS
+from kms_core.embedded import Kms
 from kms_core.errors import InvalidParameter, KmsError, SignatureInvalid, UnsupportedOperation
 from kms_core.http.params import Params
 from kms_core.specs import KeySpec

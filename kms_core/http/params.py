@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ class Params:
     def __init__(self, body: Mapping[str, Any]) -> None:
         self._body = body
 
-    def _get(self, name: str, required: bool) -> Any:
+    def _get(self, name: builtins.str, required: builtins.bool) -> Any:
         value = self._body.get(name, _MISSING)
         if value is _MISSING or value is None:
             if required:
@@ -24,11 +25,11 @@ class Params:
             return None
         return value
 
-    def raw(self, name: str) -> Any:
+    def raw(self, name: builtins.str) -> Any:
         """The field as sent (None if absent), for callers that check its type themselves."""
         return self._get(name, False)
 
-    def str(self, name: str, required: bool = True, default: str | None = None) -> Any:
+    def str(self, name: builtins.str, required: builtins.bool = True, default: builtins.str | None = None) -> Any:
         value = self._get(name, required)
         if value is None:
             return default
@@ -36,7 +37,7 @@ class Params:
             raise InvalidParameter(f"{name} must be a string")
         return value
 
-    def int(self, name: str, required: bool = True, default: int | None = None) -> Any:
+    def int(self, name: builtins.str, required: builtins.bool = True, default: builtins.int | None = None) -> Any:
         value = self._get(name, required)
         if value is None:
             return default
@@ -44,7 +45,7 @@ class Params:
             raise InvalidParameter(f"{name} must be an integer")
         return value
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self._get(name, False)
         if value is None:
             return default
@@ -52,7 +53,7 @@ class Params:
             raise InvalidParameter(f"{name} must be true or false")
         return value
 
-    def blob(self, name: str, required: bool = True) -> Any:
+    def blob(self, name: builtins.str, required: builtins.bool = True) -> Any:
         value = self._get(name, required)
         if value is None:
             return None
@@ -63,7 +64,7 @@ class Params:
         except (binascii.Error, ValueError):
             raise InvalidParameter(f"{name} is not valid base64") from None
 
-    def context(self, name: str) -> dict[str, str] | None:
+    def context(self, name: builtins.str) -> dict[builtins.str, builtins.str] | None:
         value = self._get(name, False)
         if value is None:
             return None
