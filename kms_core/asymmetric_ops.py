@@ -152,6 +152,15 @@ class AsymmetricOps:
             caches = self.__dict__.setdefault("_asym_caches", _AsymCaches())
         return caches
 
+    def _forget_asymmetric(self, key_id: str) -> None:
+        """Drop this process's cached versions and private keys (unwrapped SM2 scalars, HSM
+        handles) of a key, e.g. once it is destroyed. Lookups already fail with NotFound then;
+        this only stops the memory from outliving the key."""
+        caches = self._asym()
+        for cache in (caches.versions, caches.private):
+            for ck in [ck for ck in cache if ck[0] == key_id]:
+                cache.pop(ck, None)
+
     @staticmethod
     def _count_asymmetric(s: Session, caller: Caller) -> int:
         q = (

@@ -200,6 +200,8 @@ class LifecycleOps:
 
         def _invalidate(self) -> None: ...
 
+        def _forget_key(self, key_id: str) -> None: ...
+
         @staticmethod
         def _find_key(s: Session, caller: Caller, ref: str) -> Key: ...
 
@@ -217,13 +219,6 @@ class LifecycleOps:
             )
         ).first()
         return found is not None
-
-    def _forget_key(self, key_id: str) -> None:
-        """Drop this process's cached snapshots and AEADs (material in memory) of a key."""
-        self._invalidate()
-        for ck in list(self._aeads):
-            if ck[0] == key_id:
-                self._aeads.pop(ck, None)
 
     def _software_sealer(self) -> RootSealer:
         sealer = getattr(self.keystore(Protection.SOFTWARE), "sealer", None)

@@ -204,6 +204,14 @@ class KmsService(LifecycleOps, AsymmetricOps):
         with Session(self._engine, expire_on_commit=False) as s:
             yield s
 
+    def _forget_key(self, key_id: str) -> None:
+        """Drop every cache this process holds of a key: snapshots, AEADs (symmetric material in
+        memory), asymmetric versions and private keys. Called when material goes away."""
+        self._invalidate()
+        for ck in [ck for ck in self._aeads if ck[0] == key_id]:
+            self._aeads.pop(ck, None)
+        self._forget_asymmetric(key_id)
+
     def _invalidate(self) -> None:
         # Mutations are rare; dropping every snapshot keeps alias and id entries consistent.
         self._records.clear()

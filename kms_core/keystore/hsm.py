@@ -176,8 +176,9 @@ class HsmAesGcm:
     def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         key = self._hsm.secret_key(self._label)
         try:
-            out: bytes = key.encrypt(data, mechanism=Mechanism.AES_GCM,
-                                     mechanism_param=GCMParams(nonce, associated_data, 128))
+            with _CALL_LOCK:  # see _CALL_LOCK: SoftHSM2 runs without locks of its own
+                out: bytes = key.encrypt(data, mechanism=Mechanism.AES_GCM,
+                                         mechanism_param=GCMParams(nonce, associated_data, 128))
         except p11e.PKCS11Error as exc:
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
@@ -187,8 +188,9 @@ class HsmAesGcm:
             raise InvalidCiphertext()
         key = self._hsm.secret_key(self._label)
         try:
-            out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM,
-                                     mechanism_param=GCMParams(nonce, associated_data, 128))
+            with _CALL_LOCK:
+                out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM,
+                                         mechanism_param=GCMParams(nonce, associated_data, 128))
         except _DECRYPT_FAILURES as exc:
             raise InvalidCiphertext() from exc
         except p11e.PKCS11Error as exc:

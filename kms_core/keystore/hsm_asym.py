@@ -9,7 +9,7 @@ as CKM_RSA_PKCS over the DER DigestInfo. Decryption runs in the HSM:
 - RSAES_OAEP_SHA_1: CKM_RSA_PKCS_OAEP with SHA-1/MGF1-SHA-1, natively.
 - RSAES_OAEP_SHA_256: SoftHSM2 2.6.1 rejects CKM_RSA_PKCS_OAEP with any hash but SHA-1
   (CKR_ARGUMENTS_BAD; measured), and the private key must not leave the token. So the token
-  runs the raw RSA private operation, CKM_RSA_X_509 (m = c^d mod n, with SoftHSM2's blinding),
+  runs the raw RSA private operation, CKM_RSA_X_509 (m = c^d mod n, inside the token),
   and `kms_core.rsa_oaep.oaep_decode` removes the OAEP-SHA-256 encoding in Python: every check
   runs on every input with no early exit, the label hash is compared in constant time, and all
   failures (PKCS#11 errors on c >= n included) are one opaque InvalidCiphertext, so there is no

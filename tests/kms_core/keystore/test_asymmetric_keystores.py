@@ -4,6 +4,7 @@ HSM root key, RSA sealed by the software root key. Private keys never come out."
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -150,3 +151,44 @@ def test_software_rsa_is_sealed_by_the_root_key() -> None:
         )
     with pytest.raises(ValueError):
         store.generate_asymmetric(KeySpec.SM2, KeyUsage.SIGN_VERIFY, vid)
+
+
+def test_hsm_calls_from_many_threads(hsm_config: HsmConfig) -> None:
+    """SoftHSM2 runs without locks under python-pkcs11 (C_Initialize(NULL)); the key store
+    serialises its calls. Without that, this crashed the process (heap corruption)."""
+    store = HsmKeyStore(hsm_config)
+    aes_v, rsa_v, sm2_v = (str(uuid.uuid4()) for _ in range(3))
+    aes = store.open_symmetric(
+        KeySpec.AES_256, aes_v, store.generate_symmetric(KeySpec.AES_256, aes_v)
+    )
+    rsa_stored, rsa_pub = store.generate_asymmetric(KeySpec.RSA_2048, KeyUsage.SIGN_VERIFY, rsa_v)
+    sm2_stored, sm2_pub = store.generate_asymmetric(KeySpec.SM2, KeyUsage.SIGN_VERIFY, sm2_v)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(30):
+                nonce = n.to_bytes(6, "big") + i.to_bytes(6, "big")
+                assert aes.decrypt(nonce, aes.encrypt(nonce, b"x", b""), b"") == b"x"
+                if i % 10 == 0:  # opening unwraps (SM2) or looks the key up (RSA) per thread
+                    for spec, vid, stored, pub in (
+                        (KeySpec.RSA_2048, rsa_v, rsa_stored, rsa_pub),
+                        (KeySpec.SM2, sm2_v, sm2_stored, sm2_pub),
+                    ):
+                        alg = (
+                            SigningAlgorithm.SM2DSA
+                            if spec is KeySpec.SM2
+                            else SigningAlgorithm.RSASSA_PSS_SHA_256
+                        )
+                        ops = store.open_asymmetric(spec, KeyUsage.SIGN_VERIFY, vid, stored, pub)
+                        assert load_public_key(pub).verify(alg, SHA256, ops.sign(alg, SHA256))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store.destroy(KeySpec.RSA_2048, rsa_v, rsa_stored)
