@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEB_PKGS := softhsm2 openssl
+DEB_PKGS := softhsm2 openssl fuse3 gocryptfs git sqlite3 qemu-utils libnbd-bin nbdkit cryptsetup-bin e2fsprogs mount s3cmd rclone s3fs
 DATA_DIR ?= ./var
 
 .PHONY: run test deps debs lint clean

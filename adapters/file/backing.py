@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from adapters.file.names import (
     DIRIV_LEN,
     DIRIV_NAME,
+    NAME_MAX,
     BadName,
     NameCipher,
     is_longname,
@@ -91,9 +92,12 @@ class Backing:
 
     def entry(self, path: str) -> Entry:
         parent, _, name = path.rpartition("/")
+        raw = os.fsencode(name)
+        if len(raw) > NAME_MAX:  # FUSE lets names up to 1024 bytes through; POSIX says 255
+            raise OSError(errno.ENAMETOOLONG, "file name too long")
         cparent, iv = self.dir(parent or "/")
         try:
-            bname, long = self.names.backing_name(os.fsencode(name), iv)
+            bname, long = self.names.backing_name(raw, iv)
         except BadName:
             raise OSError(errno.EINVAL, "invalid name") from None
         return Entry(os.path.join(cparent, bname), cparent, bname, long)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import itertools
 import logging
 import os
@@ -29,8 +30,14 @@ from typing import Any
 
 from adapters.file import contentenc as ce
 from adapters.file.backing import Backing, read_diriv, write_diriv
-from adapters.file.fuselib import FUSE, FuseOSError, Operations, fuse_get_context
-from adapters.file.names import DIRIV_NAME, BadName, NameCipher, is_reserved
+from adapters.file.fuselib import (
+    FUSE,
+    FuseOSError,
+    Operations,
+    fuse_get_context,
+    invalidate_path,
+)
+from adapters.file.names import BadName, NameCipher, is_reserved
 
 log = logging.getLogger("ssegw.fs")
 
@@ -40,6 +47,7 @@ _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _ZERO_BLOCK = bytes(ce.BLOCK_SIZE)
+_HIDDEN = b".fuse_hidden"  # libfuse's name for unlinked files that are still open
 
 
 def _renameat2(old: str, new: str, flags: int) -> None:
@@ -58,6 +66,8 @@ class Node:
     lock: threading.Lock = field(default_factory=threading.Lock)
     refs: int = 0
     cipher: ce.FileCipher | None = None
+    # Written while it had other hard links: their kernel attributes are stale until `flush`.
+    links_stale: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -80,6 +90,8 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         self._nodes: dict[tuple[int, int], Node] = {}
         self._nodes_lock = threading.Lock()
         self._ids = itertools.count(1)
+        # Names seen for files with several hard links, by (st_dev, st_ino).
+        self._link_names: dict[tuple[int, int], set[str]] = {}
         self._root_owner = os.geteuid() == 0
         self._on_ready = on_ready
 
@@ -92,9 +104,15 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         if config is not None:
             # Report backing inode numbers, so hard links show one inode (tar, git, ls -i).
             config.use_ino = 1
-            # Unlinked open files: we hold the backing fd, no .fuse_hidden renames needed.
-            config.hard_remove = 1
+            # Unlinked open files: the kernel sends fstat/fchmod of them by path, without the
+            # file handle, so libfuse must keep a path: it renames them to .fuse_hidden*
+            # (hidden from listings here) and unlinks them on the last close.
+            config.hard_remove = 0
             config.nullpath_ok = 1
+            # The high-level API gives each path its own kernel inode, so two hard links of
+            # one file have separate attribute caches; `flush` invalidates the other names of
+            # a file written through one of them (see `_note_links`).
+            config.attr_timeout = 1.0
         if self._on_ready is not None:
             self._on_ready()
 
@@ -207,7 +225,15 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         if path is None:
             raise FuseOSError(errno.EBADF)
         cpath = self.backing.cpath(path)
-        return self._attrs(os.lstat(cpath), cpath)
+        st = os.lstat(cpath)
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            self._note_links(st, path)
+        return self._attrs(st, cpath)
+
+    def _note_links(self, st: os.stat_result, path: str) -> None:
+        names = self._link_names.setdefault((st.st_dev, st.st_ino), set())
+        if len(names) < 64:  # bounded: stale names (renamed, unlinked) only cost a no-op
+            names.add(path)
 
     def readlink(self, path: str) -> str:
         try:
@@ -274,9 +300,11 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         cdir, iv = found
         dot = {"st_ino": os.lstat(cdir).st_ino, "st_mode": stat.S_IFDIR}
         dotdot = {"st_ino": os.lstat(os.path.dirname(cdir)).st_ino, "st_mode": stat.S_IFDIR}
-        return [(".", dot, 0), ("..", dotdot, 0)] + [
-            (os.fsdecode(name), {"st_ino": ino, "st_mode": kind}, 0)
-            for name, _, ino, kind in self.backing.list_dir(cdir, iv)]
+        entries: list[Any] = [(".", dot, 0), ("..", dotdot, 0)]
+        for name, _, ino, kind in self.backing.list_dir(cdir, iv):
+            if not name.startswith(_HIDDEN):
+                entries.append((os.fsdecode(name), {"st_ino": ino, "st_mode": kind}, 0))
+        return entries
 
     def releasedir(self, path: str | None, fh: int) -> int:
         self._dirs.pop(fh, None)
@@ -304,9 +332,16 @@ class EncryptedFS(Operations):  # type: ignore[misc]
 
     def rmdir(self, path: str) -> int:
         e = self.backing.entry(path)
-        if any(not is_reserved(n) or not n.startswith(DIRIV_NAME) for n in os.listdir(e.path)):
-            raise FuseOSError(errno.ENOTEMPTY)
         iv = read_diriv(e.path)
+        # Files unlinked while open (libfuse's .fuse_hidden*) do not count, as on a local
+        # filesystem; their release may still be in flight after close(2) returned. (Reads
+        # and writes through such a file's handle keep working once its directory is gone;
+        # fstat of it then fails with ESTALE, a limit of libfuse's path-based API.)
+        if any(not name.startswith(_HIDDEN) for name, *_ in self.backing.list_dir(e.path, iv)):
+            raise FuseOSError(errno.ENOTEMPTY)
+        if any(not is_reserved(n) and not self._decrypts(e.path, iv, n)
+               for n in os.listdir(e.path)):
+            raise FuseOSError(errno.ENOTEMPTY)  # undecryptable entries: never delete blindly
         for n in os.listdir(e.path):
             os.unlink(os.path.join(e.path, n))
         try:
@@ -317,6 +352,13 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         self.backing.forget(path)
         self.backing.drop_longname(e)
         return 0
+
+    def _decrypts(self, cdir: str, iv: bytes, bname: str) -> bool:
+        try:
+            self.backing.decrypt_entry(cdir, iv, bname)
+            return True
+        except BadName:
+            return False
 
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
         if path is not None:
@@ -347,11 +389,20 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         e = self.backing.entry(path)
         self.backing.add_longname(e)
         os.link(self.backing.cpath(existing), e.path, follow_symlinks=False)
+        st = os.lstat(e.path)
+        if stat.S_ISREG(st.st_mode):
+            self._note_links(st, existing)
+            self._note_links(st, path)
         return 0
 
     def unlink(self, path: str) -> int:
         e = self.backing.entry(path)
-        os.unlink(e.path)
+        try:
+            os.unlink(e.path)
+        except FileNotFoundError:
+            # libfuse unlinks a hidden file on its last close; rmdir may have removed it.
+            if not path.rpartition("/")[2].startswith(_HIDDEN.decode()):
+                raise
         self.backing.drop_longname(e)
         return 0
 
@@ -403,7 +454,18 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         return 0
 
     def flush(self, path: str | None, fh: int) -> int:
-        return 0  # every write is already in the backing file
+        # Every write is already in the backing file. What close(2) still owes: the other
+        # names of a hard-linked file must not keep showing the old size.
+        h = self._handles.get(fh)
+        if h is not None:
+            self._invalidate_links(h.node)
+        return 0
+
+    def _invalidate_links(self, node: Node) -> None:
+        if node.links_stale:
+            node.links_stale = False
+            for name in list(self._link_names.get(node.key, ())):
+                invalidate_path(name)
 
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         h = self._handle(fh)
@@ -436,7 +498,10 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     def _write(self, h: Handle, data: bytes, offset: int) -> None:
         B = ce.BLOCK_SIZE
         fd = h.fd
-        csize = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_nlink > 1:
+            h.node.links_stale = True
+        csize = st.st_size
         psize = ce.plaintext_size(csize)
         cipher = self._cipher(h.node, fd, csize, create=True)
         assert cipher is not None
@@ -476,6 +541,7 @@ class EncryptedFS(Operations):  # type: ignore[misc]
             raise
         try:
             self._truncate_fh(fh, length)
+            self._invalidate_links(self._handles[fh].node)
         finally:
             self.release(path, fh)
         return 0
@@ -488,7 +554,10 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     def _truncate(self, h: Handle, new: int) -> None:
         B = ce.BLOCK_SIZE
         fd = h.fd
-        csize = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_nlink > 1:
+            h.node.links_stale = True
+        csize = st.st_size
         psize = ce.plaintext_size(csize)
         if new == psize and (new or csize == 0):
             return
@@ -576,11 +645,15 @@ def serve(backing_root: str, mountpoint: str, master_key: bytes, *, fsname: str,
           on_ready: Callable[[], None] | None = None) -> None:
     """Mount and serve until unmounted (fusermount3 -u) or SIGTERM/SIGINT; then return."""
     os.umask(0)  # the kernel already applied the caller's umask to the modes it sends
+    # Everything imported so far (the KMS, SQLAlchemy, ...) lives as long as the daemon: keep
+    # it out of the collector, or each request's garbage collection walks all of it.
+    gc.collect()
+    gc.freeze()
     fs = EncryptedFS(backing_root, master_key, on_ready)
     opts: dict[str, Any] = {
         "foreground": True, "fsname": fsname, "subtype": "ssegw-sfs",
         "default_permissions": True,  # the kernel checks modes; we run as the mount owner
-        "use_ino": True, "hard_remove": True,
+        "use_ino": True,
         "debug": debug,
     }
     if allow_other:

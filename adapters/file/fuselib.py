@@ -22,3 +22,13 @@ FuseOSError = mfusepy.FuseOSError
 Operations = mfusepy.Operations
 fuse_get_context = mfusepy.fuse_get_context
 time_of_timespec = mfusepy.time_of_timespec
+
+
+def invalidate_path(path: str) -> int:
+    """Drop the kernel's cached attributes and pages of `path` (call from a request handler:
+    the `struct fuse` comes from the request context). Returns 0 or -errno."""
+    import ctypes
+
+    lib = mfusepy._libfuse
+    fuse_ptr = ctypes.c_void_p(lib.fuse_get_context().contents.fuse)
+    return int(lib.fuse_invalidate_path(fuse_ptr, os.fsencode(path)))

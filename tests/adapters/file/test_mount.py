@@ -101,6 +101,12 @@ def test_links_modes_and_times(mounted: Mount) -> None:
     with open(d / "hard", "ab") as f:
         f.write(b"+more")
     assert (d / "target").read_bytes() == b"content+more"
+    os.truncate(d / "hard", 4)  # by name, no handle
+    assert (d / "target").read_bytes() == b"cont"
+    with open(d / "target", "r+b") as f:  # through a handle of the other name
+        f.truncate(2)
+    assert (d / "hard").read_bytes() == b"co"
+    assert os.stat(d / "hard").st_size == 2
     os.chmod(d / "target", 0o640)
     assert stat.S_IMODE(os.stat(d / "target").st_mode) == 0o640
     os.chown(d / "target", 1234, 5678)
@@ -175,6 +181,16 @@ def test_open_unlinked_file_keeps_working(mounted: Mount) -> None:
         f.seek(0)
         assert f.read() == b"before af"
     assert not p.exists()
+    d = mounted.mnt / "ghostdir"
+    d.mkdir()
+    with open(d / "f", "w+b") as f:  # rm -rf of a directory holding an open file
+        os.unlink(d / "f")
+        assert os.listdir(d) == []
+        os.rmdir(d)
+        f.write(b"still here")
+        f.seek(0)
+        assert f.read() == b"still here"
+    assert not d.exists()
 
 
 def test_big_writes_reach_the_filesystem(sfs_cli: SfsCli, tmp_path: Path) -> None:
