@@ -256,7 +256,8 @@ def format_luks(
     try:
         cname, cmode, key_bytes = CIPHERS[cipher]
     except KeyError:
-        raise LuksError(f"cipher {cipher!r} is not supported; use one of {sorted(CIPHERS)}") from None
+        raise LuksError(f"cipher {cipher!r} is not supported; use one of {sorted(CIPHERS)}"
+                        ) from None
     if len(master_key) != key_bytes:
         raise LuksError(f"{cipher} needs a {key_bytes}-byte master key")
     hash_spec = "sha256"
@@ -292,7 +293,7 @@ def unlock(h: LuksHeader, read: Callable[[int, int], bytes], passphrase: bytes) 
             raise LuksError("the image ends inside a keyslot")
         slot_key = pbkdf2(h.hash_spec, passphrase, slot.salt, slot.iterations, h.key_bytes)
         split = sector_cipher(h.cipher, slot_key).decrypt(0, material)
-        candidate = af_merge(split, h.key_bytes, slot.stripes, h.hash_spec)
+        candidate = af_merge(bytes(split), h.key_bytes, slot.stripes, h.hash_spec)
         if hmac.compare_digest(mk_digest(h, candidate), h.mk_digest):
             return candidate
     raise LuksError("no keyslot opens with this passphrase")

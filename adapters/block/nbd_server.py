@@ -19,10 +19,11 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from adapters.block import nbd_protocol as p
 from adapters.block.sector_crypto import SECTOR_SIZE, Buffer
@@ -33,9 +34,10 @@ log = logging.getLogger("ssegw.nbd")
 # Requests up to 32 MiB (what qemu and nbdkit use as their maximum block size).
 MAX_REQUEST = 32 << 20
 PREFERRED_BLOCK = 4096
-# asyncio stops reading a socket when its buffer holds twice this; the default (64 KiB)
-# would stall every 256 KiB write, so let a few large requests queue up.
-STREAM_LIMIT = 4 << 20
+# Requests and small payloads are read through a buffer this big; larger payloads bypass it.
+RECV_BUFFER = 1 << 20
+# Corked replies are sent once they add up to this much, even if more requests are waiting.
+OUT_HIGH_WATER = 1 << 20
 # Option data beyond this is drained and refused with ERR_TOO_BIG rather than buffered.
 MAX_OPTION = 64 << 10
 
@@ -67,6 +69,184 @@ class _Closed(Exception):
     """The connection is over (abort, disconnect, or a fatal protocol error)."""
 
 
+class ConnectionIO(asyncio.BufferedProtocol):
+    """Buffered reads and writes for one connection, with as few copies as asyncio allows.
+
+    asyncio streams copy every byte three times (into the stream buffer, out of it, and a
+    memmove to drop what was read). Here the transport receives requests into one reusable
+    buffer, and a large write payload straight into the bytearray that is then encrypted.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray(RECV_BUFFER)
+        self._mv = memoryview(self._buf)
+        self._start = self._end = 0
+        self._target: memoryview | None = None  # where a large payload is being received
+        self._target_got = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._out: list[bytes | bytearray] = []
+        self._out_bytes = 0
+        self.transport: asyncio.Transport | None = None
+
+    # -- protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._target is not None:
+            return self._target[self._target_got:]
+        if self._end == len(self._buf):  # compact; the caller made sure something was consumed
+            n = self._end - self._start
+            self._buf[:n] = self._mv[self._start:self._end]
+            self._start, self._end = 0, n
+        return self._mv[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._target is not None:
+            self._target_got += nbytes
+            if self._target_got == len(self._target):
+                self._target = None  # complete: later bytes go to the normal buffer
+        else:
+            self._end += nbytes
+            if self._start == 0 and self._end == len(self._buf):
+                self._pause_reading()  # full of unread requests: let the socket back up
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    async def _more(self) -> None:
+        """Wait until more bytes arrive; IncompleteReadError once the peer is gone."""
+        self.send_out()  # about to wait for the client: it must have every reply first
+        if self._closed:
+            raise asyncio.IncompleteReadError(b"", None)
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # -- what the connection uses
+
+    async def read_message(self, n: int) -> bytes:
+        """A small message (a header, an option): at most half the receive buffer."""
+        assert n <= RECV_BUFFER // 2
+        while True:
+            avail = self._end - self._start
+            if avail >= n:
+                out = bytes(self._mv[self._start:self._start + n])
+                self._start += n
+                return out
+            if self._start + n > len(self._buf):  # make room for the whole message
+                self._buf[:avail] = self._mv[self._start:self._end]
+                self._start, self._end = 0, avail
+            await self._more()
+
+    async def read_payload(self, n: int) -> bytes | bytearray:
+        """A write payload; a large one is received straight into the buffer returned."""
+        if n <= RECV_BUFFER // 2:
+            return await self.read_message(n)
+        avail = self._end - self._start
+        if avail >= n:
+            return self._take(n)
+        payload = bytearray(n)
+        pmv = memoryview(payload)
+        pmv[:avail] = self._mv[self._start:self._end]
+        self._start = self._end = 0
+        self._target_got = avail
+        self._target = pmv
+        try:
+            while self._target_got < n:
+                await self._more()
+        finally:
+            self._target = None
+        return payload
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self._mv[self._start:self._start + n])
+        self._start += n
+        return out
+
+    async def discard(self, n: int) -> None:
+        while n > 0:
+            if self._start == self._end:
+                self._start = self._end = 0
+                await self._more()
+            take = min(n, self._end - self._start)
+            self._start += take
+            n -= take
+
+    def write(self, data: bytes | bytearray) -> None:
+        """Queue a reply. Replies are corked while more requests are already buffered: every
+        send wakes the client, and on a busy machine the woken client preempts us, which
+        cost ~150 us per 16-byte reply (measured). One send per batch instead."""
+        self._out.append(data)
+        self._out_bytes += len(data)
+
+    def send_out(self) -> None:
+        if not self._out or self.transport is None or self.transport.is_closing():
+            self._out.clear()
+            self._out_bytes = 0
+            return
+        out, self._out, self._out_bytes = self._out, [], 0
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif sum(len(x) for x in out) <= 64 << 10:
+            self.transport.write(b"".join(out))
+        else:
+            for data in out:
+                self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Send what is queued unless another request is already waiting to be served."""
+        if self._out_bytes >= OUT_HIGH_WATER or self._end - self._start < p.REQUEST_SIZE:
+            self.send_out()
+        if self._closed:
+            raise ConnectionResetError("connection lost")
+        if self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.send_out()
+            self.transport.close()  # sends what is buffered, then closes
+
+
 class NbdServer:
     def __init__(self, export: Export, *, name: str = "", description: str = "") -> None:
         self.export = export
@@ -87,11 +267,15 @@ class NbdServer:
 
     # ------------------------------------------------------------------ connection
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, sock: socket.socket) -> None:
+        """Serve one accepted connection until it ends; never raises."""
         self.stats.connections += 1
         self.stats.active += 1
-        conn = _Connection(self, reader, writer)
+        conn: _Connection | None = None
+        io: ConnectionIO | None = None
         try:
+            _, io = await asyncio.get_running_loop().connect_accepted_socket(ConnectionIO, sock)
+            conn = _Connection(self, io)
             await conn.run()
         except (_Closed, asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -101,34 +285,33 @@ class NbdServer:
             log.exception("connection failed")
         finally:
             self.stats.active -= 1
-            if conn.dirty:
-                # The client vanished with writes it may not have flushed; make what it
-                # was told is written as durable as we can, at no risk to anyone else.
+            if conn is not None and conn.dirty:
+                # The client vanished with writes it may not have flushed; make what it was
+                # told is written as durable as we can. Synchronous on purpose: this also runs
+                # while the loop shuts down, when nothing can be awaited any more.
                 try:
-                    await asyncio.get_running_loop().run_in_executor(None, self.export.flush)
+                    self.export.flush()
                 except OSError:
                     log.exception("flush after disconnect failed")
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+            if io is not None:
+                io.close()
+            else:
+                sock.close()
 
 
 class _Connection:
-    def __init__(self, server: NbdServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: NbdServer, io: ConnectionIO) -> None:
         self.server = server
         self.export = server.export
-        self.reader = reader
-        self.writer = writer
+        self.reader = io
+        self.writer = io
         self.structured = False
         self.dirty = False
 
     async def run(self) -> None:
         self.writer.write(p.server_greeting())
         await self.writer.drain()
-        flags = p.decode_client_flags(await self.reader.readexactly(p.CLIENT_FLAGS_SIZE))
+        flags = p.decode_client_flags(await self.reader.read_message(p.CLIENT_FLAGS_SIZE))
         no_zeroes = bool(flags & p.FLAG_C_NO_ZEROES)
         while not await self._option(no_zeroes):
             pass
@@ -142,14 +325,15 @@ class _Connection:
 
     async def _option(self, no_zeroes: bool) -> bool:
         """One option; True when the transmission phase begins."""
-        option, length = p.decode_option_header(await self.reader.readexactly(p.OPTION_HEADER_SIZE))
+        header = await self.reader.read_message(p.OPTION_HEADER_SIZE)
+        option, length = p.decode_option_header(header)
         if length > MAX_OPTION:
-            await _discard(self.reader, length)
+            await self.reader.discard(length)
             if option == p.Opt.EXPORT_NAME:
                 raise _Closed()
             await self._reply(option, p.Rep.ERR_TOO_BIG)
             return False
-        data = await self.reader.readexactly(length)
+        data = await self.reader.read_message(length)
         srv = self.server
         if option == p.Opt.EXPORT_NAME:
             # No error reply exists for this old option: an unknown name ends the connection.
@@ -226,16 +410,17 @@ class _Connection:
         reader, export = self.reader, self.export
         loop = asyncio.get_running_loop()
         while True:
-            req = p.decode_request(await reader.readexactly(p.REQUEST_SIZE))
+            req = p.decode_request(await reader.read_message(p.REQUEST_SIZE))
             self.server.stats.requests += 1
-            payload: bytes | None = None
+            payload: bytes | bytearray | None = None
             if req.type == p.Cmd.WRITE:
                 if req.length > MAX_REQUEST:
-                    await _discard(reader, req.length)
+                    await reader.discard(req.length)
                     await self._error(req, p.Err.EINVAL, "write larger than the maximum")
                     continue
-                payload = await reader.readexactly(req.length)
+                payload = await reader.read_payload(req.length)
             if req.type == p.Cmd.DISC:
+                self.writer.send_out()
                 await loop.run_in_executor(None, export.flush)
                 self.dirty = False
                 raise _Closed()
@@ -259,8 +444,10 @@ class _Connection:
                     self.dirty = True
                     export.trim(req.offset, req.length)
                     if req.flags & p.CmdFlag.FUA:
+                        self.writer.send_out()
                         await loop.run_in_executor(None, export.flush)
                 elif req.type == p.Cmd.FLUSH:
+                    self.writer.send_out()  # earlier replies must not wait for the sync
                     await loop.run_in_executor(None, export.flush)
                     self.dirty = False
             except PermissionError:
@@ -326,15 +513,57 @@ class _Connection:
         await self.writer.drain()
 
 
-async def _discard(reader: asyncio.StreamReader, length: int) -> None:
-    while length > 0:
-        chunk = await reader.read(min(length, 1 << 20))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", length)
-        length -= len(chunk)
-
-
 # ---------------------------------------------------------------------- running it
+
+
+def listen(socket_path: Path | None, host: str, port: int | None) -> tuple[socket.socket, str]:
+    """A listening socket and the NBD URI that reaches it."""
+    if socket_path is not None:
+        if socket_path.is_socket():
+            socket_path.unlink()  # a stale socket from a killed server
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(socket_path))
+        os.chmod(socket_path, 0o600)
+        uri = f"nbd+unix:///?socket={socket_path}"
+    else:
+        s = socket.create_server((host, port or 0))
+        uri = f"nbd://{host}:{s.getsockname()[1]}/"
+    s.listen(128)
+    s.setblocking(False)
+    return s, uri
+
+
+async def run_connections(
+    server: NbdServer,
+    incoming: Callable[[], Awaitable[socket.socket | None]],
+    stop: asyncio.Event,
+) -> None:
+    """Serve each socket `incoming` yields until it yields None or `stop` is set; then end
+    the open connections (each flushes what it wrote)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    stopper = loop.create_task(stop.wait())
+    try:
+        while True:
+            getter: asyncio.Future[socket.socket | None] = asyncio.ensure_future(incoming())
+            waits: set[asyncio.Future[Any]] = {getter, stopper}
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            sock = getter.result()
+            if sock is None:
+                break
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(server.handle(sock))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        stopper.cancel()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def serve(
@@ -346,24 +575,19 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until `stop` is set (or forever); `ready` gets the URI once listening."""
-    if socket_path is not None:
-        if socket_path.is_socket():
-            socket_path.unlink()  # a stale socket from a killed server
-        srv = await asyncio.start_unix_server(server.handle, path=str(socket_path),
-                                              limit=STREAM_LIMIT)
-        os.chmod(socket_path, 0o600)
-        uri = f"nbd+unix:///?socket={socket_path}"
-    else:
-        srv = await asyncio.start_server(server.handle, host, port or 0, limit=STREAM_LIMIT)
-        bound = srv.sockets[0].getsockname()[1]
-        uri = f"nbd://{host}:{bound}/"
-    async with srv:
+    """Serve from this process until `stop` is set (or forever); `ready` gets the URI."""
+    listener, uri = listen(socket_path, host, port)
+    loop = asyncio.get_running_loop()
+
+    async def accept() -> socket.socket:
+        conn, _ = await loop.sock_accept(listener)
+        return conn
+
+    try:
         if ready is not None:
             ready(uri)
-        if stop is None:
-            await srv.serve_forever()
-        else:
-            await stop.wait()
-    if socket_path is not None:
-        socket_path.unlink(missing_ok=True)
+        await run_connections(server, accept, stop or asyncio.Event())
+    finally:
+        listener.close()
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)

@@ -236,7 +236,8 @@ def _unseal(image: Path, client: KmsClient, rec: SealRecord) -> bytes:
     try:
         dk = client.decrypt_data_key(rec.sealed, rec.context)
     except KmsError as e:
-        raise _kms_call_failed(image, f"cannot be opened: its key {rec.key_id} refused", e) from None
+        raise _kms_call_failed(image, f"cannot be opened: its key {rec.key_id} refused",
+                               e) from None
     assert dk.plaintext is not None
     return passphrase_from_data_key(dk.plaintext)
 
@@ -343,11 +344,14 @@ class Volume:
         self._guard_write(offset, len(data))
         if not data:
             return
+        if len(data) <= CHUNK:
+            self._write_span(offset, data, fua)  # the common case: no slicing, no copy
+            return
         mv = memoryview(data)
         for pos in range(0, len(mv), CHUNK):
             self._write_span(offset + pos, mv[pos:pos + CHUNK], fua)
 
-    def _write_span(self, offset: int, data: memoryview, fua: bool) -> None:
+    def _write_span(self, offset: int, data: Buffer, fua: bool) -> None:
         first, end = offset // SECTOR_SIZE, -(-(offset + len(data)) // SECTOR_SIZE)
         head = offset - first * SECTOR_SIZE
         with self._locked(first, end - first):
@@ -404,8 +408,8 @@ _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
     # os.posix_fallocate cannot punch; fallocate(2) with PUNCH_HOLE|KEEP_SIZE can.
-    r = _libc().fallocate(ctypes.c_int(fd), ctypes.c_int(_FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE),
-                          ctypes.c_long(offset), ctypes.c_long(length))
+    mode = ctypes.c_int(_FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE)
+    r = _libc().fallocate(ctypes.c_int(fd), mode, ctypes.c_long(offset), ctypes.c_long(length))
     if r != 0:
         err = ctypes.get_errno()
         if err != errno.EOPNOTSUPP:  # the filesystem cannot punch: trim is advisory anyway

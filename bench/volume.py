@@ -1,0 +1,180 @@
+"""Block volume throughput: our NBD server against nbdkit's luks filter and its file plugin.
+
+One run measures, on the same machine and in rotating order (the machine is shared and
+noisy, so every figure is the median of --rounds):
+
+* nbdcopy sequential write of --size random bytes, and read back (to `null:`), through
+  1. `ssegw volume serve` on a volume made by `ssegw volume create`,
+  2. `nbdkit --filter=luks file` on that same image with the passphrase from
+     `ssegw volume passphrase` (the encrypted peer),
+  3. `nbdkit file` on a raw image of the same size (the unencrypted ceiling);
+* random-ish 4 KiB reads and writes, 32 in flight, with `qemu-img bench` (stride 1 MiB + 4 KiB
+  over the whole export, so consecutive requests never share a page).
+
+    .venv/bin/python bench/volume.py [--size 1G] [--rounds 3] [--workers N] [--dir DIR]
+
+Prints a table and the ratios ours/nbdkit-luks and ours/nbdkit-file. No assertions: the
+goals (>= 1.5x nbdkit-luks, >= 0.7x nbdkit-file) are reported, not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.block.volume import parse_size  # noqa: E402
+
+SSEGW = [sys.executable, "-m", "gateway.cli"]
+STRIDE = (1 << 20) + 4096
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, **kw: object) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)  # type: ignore[call-overload]
+    if r.returncode:
+        raise SystemExit(f"{cmd[0]} failed: {r.stderr}")
+    return str(r.stdout)
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    run(cmd)
+    return time.perf_counter() - t
+
+
+@contextmanager
+def ours(env: dict[str, str], image: Path, sock: Path, workers: int | None,
+         data_dir: Path) -> Iterator[str]:
+    cmd = [*SSEGW, "volume", "serve", str(image), "--socket", str(sock), "--data-dir",
+           str(data_dir)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
+    assert proc.stdout is not None
+    ready = json.loads(proc.stdout.readline())
+    try:
+        yield ready["uri"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+@contextmanager
+def nbdkit(sock: Path, *args: str) -> Iterator[str]:
+    """nbdkit in the foreground as our child, so stopping it is a plain terminate + wait."""
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen(["nbdkit", "-f", "-U", str(sock), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(600):
+        if sock.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None or not sock.exists():
+        raise SystemExit(f"nbdkit did not start: {proc.communicate()[1].decode()}")
+    try:
+        yield f"nbd+unix:///?socket={sock}"
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        sock.unlink(missing_ok=True)
+
+
+def qemu_bench(uri: str, write: bool, count: int) -> float:
+    """IOPS of `count` 4 KiB requests, 32 in flight."""
+    cmd = ["qemu-img", "bench", "-f", "raw", "-c", str(count), "-d", "32", "-s", "4096",
+           "-S", str(STRIDE), uri]
+    if write:
+        cmd.insert(2, "-w")
+    out = run(cmd)
+    secs = float(out.split("Run completed in ")[1].split(" seconds")[0])
+    return count / secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iops-count", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes of our server (default: its own default)")
+    ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    work = Path(tempfile.mkdtemp(prefix="ssegw-bench-vol-", dir=args.dir))
+    try:
+        bench(work, size, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work: Path, size: int, args: argparse.Namespace) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    data_dir = work / "var"
+    acct = json.loads(run([*SSEGW, "account", "create", "--name", "bench", "--data-dir",
+                           str(data_dir)], env))
+    env["SSEGW_ACCESS_KEY_ID"] = acct["accessKeyId"]
+    env["SSEGW_SECRET_ACCESS_KEY"] = acct["secretAccessKey"]
+    vol, raw, src = work / "vol.img", work / "raw.img", work / "src.bin"
+    run([*SSEGW, "volume", "create", str(vol), "--size", str(size), "--data-dir", str(data_dir)],
+        env)
+    passphrase = run([*SSEGW, "volume", "passphrase", str(vol), "--data-dir", str(data_dir)],
+                     env).strip()
+    with open(raw, "wb") as f:
+        f.truncate(size)
+    with open(src, "wb") as f:
+        for _ in range(size // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+        f.write(os.urandom(size % (1 << 20)))
+
+    targets: dict[str, Callable[[], object]] = {
+        "ssegw": lambda: ours(env, vol, work / "ours.sock", args.workers, data_dir),
+        "nbdkit-luks": lambda: nbdkit(work / "luks.sock", "--filter=luks", "file", str(vol),
+                                      f"passphrase={passphrase}"),
+        "nbdkit-file": lambda: nbdkit(work / "raw.sock", "file", str(raw)),
+    }
+    results: dict[str, dict[str, list[float]]] = {
+        t: {"write": [], "read": [], "randread": [], "randwrite": []} for t in targets}
+    names = list(targets)
+    for r in range(args.rounds):
+        order = names[r % 3:] + names[:r % 3]  # rotate, so no target always goes first
+        for name in order:
+            with targets[name]() as uri:  # type: ignore[attr-defined]
+                mb = size / 1e6
+                results[name]["write"].append(mb / timed(["nbdcopy", str(src), uri]))
+                results[name]["read"].append(mb / timed(["nbdcopy", uri, "null:"]))
+                results[name]["randwrite"].append(qemu_bench(uri, True, args.iops_count))
+                results[name]["randread"].append(qemu_bench(uri, False, args.iops_count))
+            print(f"round {r + 1}: {name} done", file=sys.stderr)
+
+    med = {t: {k: statistics.median(v) for k, v in m.items()} for t, m in results.items()}
+    print(f"\nblock volume benchmark: {size / (1 << 30):.2f} GiB, {args.rounds} rounds "
+          f"(median), {os.cpu_count()} CPUs")
+    print(f"{'target':<14}{'seq write MB/s':>16}{'seq read MB/s':>16}"
+          f"{'4K randwrite IOPS':>20}{'4K randread IOPS':>18}")
+    for t in names:
+        m = med[t]
+        print(f"{t:<14}{m['write']:>16.0f}{m['read']:>16.0f}{m['randwrite']:>20.0f}"
+              f"{m['randread']:>18.0f}")
+    for peer, goal in (("nbdkit-luks", 1.5), ("nbdkit-file", 0.7)):
+        ratios = {k: med["ssegw"][k] / med[peer][k] for k in med["ssegw"]}
+        shown = "  ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+        print(f"ssegw / {peer}: {shown}   (goal >= {goal}x)")
+
+
+if __name__ == "__main__":
+    main()
