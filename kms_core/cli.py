@@ -16,7 +16,8 @@ import hmac
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from kms_core.cli_commands import (
     read_input,
     write_out,
 )
+from kms_core.client import InProcessKmsClient, KmsClient
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
 from kms_core.errors import AccessDenied, InvalidParameter, KmsError
 from kms_core.http import rest
@@ -221,6 +223,23 @@ def http_client_from_env(url: str, region: str) -> HttpKmsClient:
     if not key_id or not secret:
         raise AccessDenied("--kms-url needs SSEGW_ACCESS_KEY_ID and SSEGW_SECRET_ACCESS_KEY")
     return HttpKmsClient(url, key_id, secret, region, ca_certs=os.environ.get("SSEGW_CA_BUNDLE"))
+
+
+@contextmanager
+def kms_client(args: argparse.Namespace) -> Iterator[KmsClient]:
+    """The product-facing client for a command: over HTTP with --kms-url (signed with the
+    SSEGW_* credentials), else the embedded KMS of --data-dir, closed afterwards so the
+    command's audit events and usage counts are written."""
+    if getattr(args, "kms_url", None):
+        if getattr(args, "account", None):
+            raise AccessDenied("--account works on a data dir; over --kms-url use credentials")
+        yield http_client_from_env(args.kms_url, args.region)
+        return
+    kms = open_from_args(args)
+    try:
+        yield InProcessKmsClient(kms.service, caller_from_args(kms, args))
+    finally:
+        kms.close()
 
 
 def _run_kms_command(name: str) -> Handler:

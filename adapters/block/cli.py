@@ -15,8 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +23,9 @@ from adapters.block import luks
 from adapters.block import volume as vol
 from adapters.block.nbd_server import NbdServer, serve
 from adapters.block.workers import serve_with_workers
-from kms_core.cli import add_store_options, caller_from_args, open_from_args
-from kms_core.client import InProcessKmsClient, KmsClient
-from kms_core.errors import AccessDenied
+from kms_core.cli import add_store_options, kms_client
 
 Handler = Callable[[argparse.Namespace], Any]
-
-
-@contextmanager
-def kms_client(args: argparse.Namespace) -> Iterator[KmsClient]:
-    """The product client for this command; an embedded KMS is closed (audit written) after."""
-    if args.kms_url:
-        if args.account:
-            raise AccessDenied("--account works on a data dir; over --kms-url use credentials")
-        # The same credentials and CA bundle rules as `ssegw kms --kms-url`.
-        from kms_core.cli import http_client_from_env
-
-        yield http_client_from_env(args.kms_url, args.region)
-        return
-    kms = open_from_args(args)
-    try:
-        yield InProcessKmsClient(kms.service, caller_from_args(kms, args))
-    finally:
-        kms.close()
 
 
 def _default_key(key: str | None) -> str | None:

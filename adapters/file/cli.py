@@ -15,34 +15,13 @@ import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from adapters.file import masterkey
 from adapters.file.masterkey import FsError
-from kms_core.cli import add_store_options, caller_from_args, open_from_args
-from kms_core.client import InProcessKmsClient, KmsClient
-from kms_core.errors import AccessDenied
-
-
-@contextmanager
-def kms_client(args: argparse.Namespace) -> Iterator[KmsClient]:
-    if args.kms_url:
-        from kms_core.http_client import HttpKmsClient
-
-        key_id = os.environ.get("SSEGW_ACCESS_KEY_ID")
-        secret = os.environ.get("SSEGW_SECRET_ACCESS_KEY")
-        if not key_id or not secret:
-            raise AccessDenied("--kms-url needs SSEGW_ACCESS_KEY_ID and SSEGW_SECRET_ACCESS_KEY")
-        yield HttpKmsClient(args.kms_url, key_id, secret, args.region)
-        return
-    kms = open_from_args(args)
-    try:
-        yield InProcessKmsClient(kms.service, caller_from_args(kms, args))
-    finally:
-        kms.close()  # writes this command's audit events and usage counts
+from kms_core.cli import add_store_options, kms_client
 
 
 def _fs_errors(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
