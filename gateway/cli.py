@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from adapters.block import cli as volume_cli
 from adapters.file import cli as fs_cli
 from gateway import serve
+from gateway.s3 import cli as s3_cli
 from kms_core import cli as kms_cli
 
 
@@ -20,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.set_defaults(serve=True)
     kms_cli.register(sub)
     fs_cli.register(sub)
+    volume_cli.register(sub)
+    s3_cli.register(sub)
     return parser
 
 

@@ -36,9 +36,7 @@ def split_address(host: str, path: str, domains: tuple[str, ...]) -> tuple[str |
             key = path[1:] if len(path) > 1 else None
             return bucket, key
     parts = path[1:].split("/", 1) if len(path) > 1 else [""]
-    bucket = parts[0] or None
-    key = parts[1] if len(parts) > 1 and parts[1] != "" else None
-    return bucket, key
+    return parts[0] or None, parts[1] if len(parts) > 1 and parts[1] != "" else None
 
 
 def route(proxy: S3Proxy, method: str, bucket: str | None, key: str | None,
@@ -59,15 +57,30 @@ def route(proxy: S3Proxy, method: str, bucket: str | None, key: str | None,
             ("HEAD", None): proxy.head_bucket,
             ("DELETE", None): proxy.delete_bucket,
         }
+        if "uploads" in query:
+            if method != "GET":
+                raise not_implemented(f"{method} on a bucket ?uploads is not supported")
+            return proxy.uploads.list_uploads
         sub = next((q for q in ("encryption", "location", "delete") if q in query), None)
-        if sub is None and any(q in query for q in ("uploads", "tagging", "policy", "acl", "versioning",
+        if sub is None and any(q in query for q in ("tagging", "policy", "acl", "versioning",
                                                     "lifecycle", "cors", "website", "notification")):
             raise not_implemented(f"bucket subresource ?{next(iter(query))} is not supported")
         op = table.get((method, sub))
         if op is None:
             raise not_implemented(f"{method} on a bucket{f' ?{sub}' if sub else ''} is not supported")
         return op
-    if any(q in query for q in ("uploads", "uploadId", "tagging", "acl", "retention", "legal-hold",
+    if "uploads" in query:
+        if method != "POST":
+            raise not_implemented(f"{method} on an object ?uploads is not supported")
+        return proxy.uploads.create
+    if "uploadId" in query:
+        uploads: dict[str, Operation] = {"PUT": proxy.uploads.upload_part, "POST": proxy.uploads.complete,
+                                         "DELETE": proxy.uploads.abort, "GET": proxy.uploads.list_parts}
+        upload_op = uploads.get(method)
+        if upload_op is None or (method == "PUT" and "partNumber" not in query):
+            raise not_implemented(f"{method} on a multipart upload is not supported")
+        return upload_op
+    if any(q in query for q in ("tagging", "acl", "retention", "legal-hold",
                                 "torrent", "restore", "select", "attributes")):
         raise not_implemented("this object subresource is not supported yet")
     ops: dict[str, Operation] = {"PUT": proxy.put_object, "GET": proxy.get_object,

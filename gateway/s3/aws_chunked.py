@@ -182,8 +182,8 @@ async def decode(
                            f"the body has {total} bytes, x-amz-decoded-content-length says {decoded_length}")
     if checksum is not None:
         assert trailer is not None
-        given = trailers.get(trailer.strip().lower())
-        if given is None:
+        sent = trailers.get(trailer.strip().lower())
+        if sent is None:
             raise ChunkedError("InvalidRequest", f"the {trailer} trailer is missing")
-        if not hmac.compare_digest(given.encode(), checksum.value().encode()):
+        if not hmac.compare_digest(sent.encode(), checksum.value().encode()):
             raise ChunkedError("BadDigest", f"the {trailer} trailer does not match the body")

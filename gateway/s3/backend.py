@@ -12,11 +12,18 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
 
+import httpcore
 import httpx
 
 from kms_core.sigv4 import UNSIGNED_PAYLOAD, sign_headers
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+# httpcore reads response bodies 64 KiB at a time, each read a trip through anyio, h11 and a
+# timeout scope: for multi-megabyte objects those trips cost more than the decryption. Larger
+# reads return whatever has arrived (up to this), so small replies are not delayed.
+READ_SIZE = 1024 * 1024
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
 
 
 @dataclass(frozen=True)

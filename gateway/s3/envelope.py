@@ -13,6 +13,15 @@ package, so sizes and the ciphertext range of any plaintext range are arithmetic
 The sealed data key and parameters travel as the backend object's user metadata
 (`x-amz-meta-ssegw-*`); the data key is sealed by the KMS with the object's ARN as encryption
 context, so a copy or re-keying re-seals ~100 bytes of metadata and never re-encrypts data.
+
+Format version 2 (written only when one of its fields is used; version 1 objects stay readable
+and are still written for plain single PUTs) adds:
+
+- `ssegw-mp: 1`, a multipart object: each part p (numbered 1..N) is its own package stream with
+  base nonce `part_nonce(base, p)` and p in the AAD. The plaintext size is not in the metadata
+  (it is not known when the upload starts); it follows from the part sizes (`multipart.py`).
+- `ssegw-bk: <salt>`, a bucket-key object: the sealed key is a bucket-level key sealed with the
+  bucket's ARN as context, and the object's data key is HKDF(bucket key, salt) (`derive_key`).
 """
 
 from __future__ import annotations
@@ -26,10 +35,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 FORMAT_VERSION = "1"
+FORMAT_VERSION_2 = "2"
+KNOWN_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2)
+SALT = 16
+MAX_PART = 10_000  # part numbers 1..MAX_PART
+MAX_PART_SIZE = 5 * 1024**3  # plaintext bytes in one part, as S3
+_HKDF_INFO = b"ssegw/obj/bucket-key/v2"
 PACKAGE = 64 * 1024
 TAG = 16
 SEALED_PACKAGE = PACKAGE + TAG
@@ -202,27 +219,38 @@ class ObjectMeta:
     algorithm: Algorithm
     sealed_key: bytes = field(repr=False)
     base_nonce: bytes
-    size: int
+    size: int | None  # plaintext size; None for multipart objects (it follows from the parts)
     kms_key_id: str
     sse: str  # what the client asked for: "aws:kms" or "AES256"
     md5: str | None = None  # plaintext MD5 (objects buffered before upload)
     context: Mapping[str, str] | None = None  # the client's x-amz-server-side-encryption-context
+    multipart: bool = False
+    bucket_key_salt: bytes | None = None  # set: sealed_key is a bucket key, see derive_key
+
+    @property
+    def version(self) -> str:
+        return FORMAT_VERSION_2 if self.multipart or self.bucket_key_salt else FORMAT_VERSION
 
     def encode(self) -> dict[str, str]:
         out = {
-            META_PREFIX: FORMAT_VERSION,
+            META_PREFIX: self.version,
             f"{META_PREFIX}-alg": self.algorithm.value,
             f"{META_PREFIX}-key": base64.b64encode(self.sealed_key).decode(),
             f"{META_PREFIX}-iv": base64.b64encode(self.base_nonce).decode(),
-            f"{META_PREFIX}-size": str(self.size),
             f"{META_PREFIX}-kms-key": self.kms_key_id,
             f"{META_PREFIX}-sse": self.sse,
         }
+        if self.size is not None:
+            out[f"{META_PREFIX}-size"] = str(self.size)
         if self.md5:
             out[f"{META_PREFIX}-md5"] = self.md5
         if self.context:
             out[f"{META_PREFIX}-ctx"] = base64.b64encode(
                 json.dumps(dict(self.context), sort_keys=True).encode()).decode()
+        if self.multipart:
+            out[f"{META_PREFIX}-mp"] = "1"
+        if self.bucket_key_salt:
+            out[f"{META_PREFIX}-bk"] = base64.b64encode(self.bucket_key_salt).decode()
         return out
 
     @staticmethod
@@ -231,22 +259,58 @@ class ObjectMeta:
         version = headers.get(META_PREFIX)
         if version is None:
             return None
-        if version != FORMAT_VERSION:
+        if version not in KNOWN_VERSIONS:
             raise ObjectCorrupt(f"unknown object format version {version!r}")
         try:
             ctx = headers.get(f"{META_PREFIX}-ctx")
-            return ObjectMeta(
+            multipart = version == FORMAT_VERSION_2 and headers.get(f"{META_PREFIX}-mp") == "1"
+            salt = headers.get(f"{META_PREFIX}-bk") if version == FORMAT_VERSION_2 else None
+            meta = ObjectMeta(
                 algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
                 sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),
                 base_nonce=base64.b64decode(headers[f"{META_PREFIX}-iv"], validate=True),
-                size=int(headers[f"{META_PREFIX}-size"]),
+                size=None if multipart else int(headers[f"{META_PREFIX}-size"]),
                 kms_key_id=headers[f"{META_PREFIX}-kms-key"],
                 sse=headers[f"{META_PREFIX}-sse"],
                 md5=headers.get(f"{META_PREFIX}-md5"),
                 context=json.loads(base64.b64decode(ctx)) if ctx else None,
+                multipart=multipart,
+                bucket_key_salt=base64.b64decode(salt, validate=True) if salt else None,
             )
         except (KeyError, ValueError) as e:
             raise ObjectCorrupt(f"the object's envelope metadata is damaged ({e})") from None
+        if meta.bucket_key_salt is not None and len(meta.bucket_key_salt) != SALT:
+            raise ObjectCorrupt("the object's bucket-key salt has the wrong length")
+        if len(meta.base_nonce) != NONCE:
+            raise ObjectCorrupt("the object's nonce has the wrong length")
+        return meta
+
+
+def part_nonce(base: bytes, part: int) -> bytes:
+    """The base nonce of part `part` of a multipart object (part 0: a single PUT, `base` itself).
+
+    The part number is XORed into the 4-byte prefix and the package number into the 8-byte
+    counter (PackageCipher), so (part, package) pairs never share a nonce under one key.
+    """
+    if not 0 <= part <= MAX_PART or len(base) != NONCE:
+        raise ValueError("part number or nonce out of range")
+    return (int.from_bytes(base[:4], "big") ^ part).to_bytes(4, "big") + base[4:]
+
+
+def derive_key(bucket_key: bytes, salt: bytes, algorithm: Algorithm) -> bytes:
+    """An object's data key from its bucket key and per-object salt (bucket-key objects).
+
+    HKDF with SM3 for SM4 objects (keeps SM objects on SM algorithms), SHA-256 otherwise; the
+    algorithm is in `info`, so one bucket key never yields the same key for both.
+    """
+    if len(salt) != SALT or len(bucket_key) < 16:
+        raise ValueError("bucket key or salt too short")
+    digest = hashes.SM3() if algorithm is Algorithm.SM4_GCM else hashes.SHA256()
+    return HKDF(digest, algorithm.key_len, salt, _HKDF_INFO + b"/" + algorithm.value.encode()).derive(bucket_key)
+
+
+def new_salt() -> bytes:
+    return os.urandom(SALT)
 
 
 def new_base_nonce() -> bytes:
@@ -258,3 +322,15 @@ def object_context(bucket: str, key: str, extra: Mapping[str, str] | None) -> di
     ctx = dict(extra or {})
     ctx["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}"
     return ctx
+
+
+def bucket_context(bucket: str) -> dict[str, str]:
+    """A bucket key's encryption context: the bucket's ARN (as AWS S3 Bucket Keys use)."""
+    return {"aws:s3:arn": f"arn:aws:s3:::{bucket}"}
+
+
+def key_context(bucket: str, key: str, meta: ObjectMeta) -> dict[str, str]:
+    """The context the object's sealed key was sealed with."""
+    if meta.bucket_key_salt is not None:
+        return bucket_context(bucket)
+    return object_context(bucket, key, meta.context)

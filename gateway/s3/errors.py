@@ -40,7 +40,7 @@ class S3Error(Exception):
 def from_kms(error: kms.KmsError) -> S3Error:
     for cls in type(error).__mro__:
         if cls in _KMS_CODES:
-            code, status = _KMS_CODES[cls]  # type: ignore[index]
+            code, status = _KMS_CODES[cls]
             return S3Error(code, error.message, status)
     return S3Error("KMS.KMSInternalException", error.message, 500)
 

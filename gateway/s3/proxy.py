@@ -2,7 +2,9 @@
 
 Every object written is sealed with the envelope format (`envelope.py`); every read opens and
 authenticates packages before a byte reaches the client. Objects that were put into the backend
-without the proxy (no envelope metadata) are served as they are.
+without the proxy (no envelope metadata) are served as they are. Multipart uploads live in
+`uploads.py`, CopyObject and re-keying in `copy.py`; data keys come from `objkeys.py` and
+stored objects are read through `reader.py`.
 """
 
 from __future__ import annotations
@@ -13,40 +15,40 @@ import binascii
 import hashlib
 import hmac
 import json
-import time
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-import anyio
 import httpx
 
 from gateway.s3 import aws_chunked, envelope
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend
 from gateway.s3.buckets import BucketEncryption, BucketInfo, Buckets
-from gateway.s3.envelope import Algorithm, ObjectCorrupt, ObjectMeta
-from gateway.s3.errors import S3Error, from_kms, invalid_argument, no_such_key, not_implemented
+from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
+from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
+from gateway.s3.keycache import DEFAULT_TTL
+from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
-from kms_core.client import DataKey, KmsClient
-from kms_core.errors import KmsError
+from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged
+from kms_core.client import KmsClient
 
-T = TypeVar("T")
-
-PRODUCT = "oss"
 BUFFER_LIMIT = 16 * 1024 * 1024  # objects up to this size get the plaintext MD5 as ETag
 MAX_PUT = 5 * 1024**3
 SSE = "x-amz-server-side-encryption"
 SSE_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
 SSE_CTX = "x-amz-server-side-encryption-context"
 SSE_BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
-_PUT_HEADERS = ("content-type", "cache-control", "content-disposition", "content-language",
-                "expires", "x-amz-storage-class", "x-amz-tagging", "x-amz-website-redirect-location")
+PUT_HEADERS = ("content-type", "cache-control", "content-disposition", "content-language",
+               "expires", "x-amz-storage-class", "x-amz-tagging", "x-amz-website-redirect-location")
+# Kept from the stored object when a copy keeps its metadata (x-amz-metadata-directive: COPY).
+COPIED_HEADERS = ("content-type", "cache-control", "content-disposition", "content-encoding",
+                  "content-language", "expires", "x-amz-website-redirect-location")
 _GET_HEADERS = ("content-type", "cache-control", "content-disposition", "content-encoding",
                 "content-language", "expires", "last-modified", "x-amz-storage-class",
                 "x-amz-tagging-count", "x-amz-version-id", "x-amz-website-redirect-location")
@@ -72,50 +74,69 @@ class Reply:
     body: bytes | AsyncIterator[bytes] = b""
 
 
-def _xml(body: str) -> bytes:
+@dataclass(frozen=True)
+class Encryption:
+    """How a new object is to be encrypted, from the request's headers and the bucket's default."""
+
+    sse: str  # "aws:kms" or "AES256" (the product default key)
+    cmk: str | None  # None: the product default key
+    bucket_key: bool
+    context: dict[str, str] | None  # the client's x-amz-server-side-encryption-context
+
+
+def xml_doc(body: str) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode()
 
 
-async def _sync(fn: Callable[[], T]) -> T:
-    """KMS calls may do I/O (an HTTP KMS, a first-use database write): off the event loop."""
-    return await anyio.to_thread.run_sync(fn)
+_xml = xml_doc
+
+
+def backend_failure(e: httpx.HTTPError) -> S3Error:
+    """An S3 error for a failed backend request: ours when our own body generator raised."""
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, S3Error):
+        return cause
+    if isinstance(cause, aws_chunked.ChunkedError):
+        return S3Error(cause.code, cause.message, 403 if cause.code == "SignatureDoesNotMatch" else 400)
+    if isinstance(cause, ObjectCorrupt):
+        return damaged(str(cause))
+    return S3Error("ServiceUnavailable", f"the storage backend failed: {type(e).__name__}", 503)
 
 
 class S3Proxy:
-    def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient]) -> None:
+    def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
+                 key_cache_ttl: float | None = None) -> None:
+        from gateway.s3.copy import Copier
+        from gateway.s3.uploads import Uploads
+
+        if key_cache_ttl is None:
+            key_cache_ttl = float(os.environ.get("SSEGW_KEY_CACHE_SECONDS", DEFAULT_TTL))
         self.backend = backend
         self.buckets = Buckets(backend)
-        self._kms_for = kms_for
-        self._specs: dict[tuple[str, str], tuple[float, str, str]] = {}
+        self.keys = ObjectKeys(kms_for, key_cache_ttl)
+        self.reader = Reader(backend)
+        self.uploads = Uploads(self)
+        self.copier = Copier(self)
         self._list_cache: dict[tuple[str, str, str], tuple[int, str]] = {}
 
     # ------------------------------------------------------------------ helpers
 
-    async def _kms(self, req: S3Request, call: Callable[[KmsClient], T]) -> T:
-        client = self._kms_for(req.auth)
-        try:
-            return await _sync(lambda: call(client))
-        except KmsError as e:
-            raise from_kms(e) from None
-
     async def _owned(self, req: S3Request) -> BucketInfo:
         assert req.bucket is not None
         return await self.buckets.check_owner(req.bucket, req.auth.caller.account_id)
+
+    owned = _owned
 
     @staticmethod
     async def _backend_error(r: httpx.Response) -> Reply:
         body = await r.aread() if not r.is_closed else r.content
         return Reply(r.status_code, {"content-type": "application/xml"}, body)
 
+    backend_error = _backend_error
+
     async def _key_spec(self, req: S3Request, key: str) -> tuple[str, str]:
-        """(key id, spec) of a user-named key, cached for a minute (specs never change)."""
-        ck = (req.auth.caller.account_id, key)
-        hit = self._specs.get(ck)
-        if hit and hit[0] > time.monotonic():
-            return hit[1], hit[2]
-        meta = await self._kms(req, lambda c: c.describe_key(key))
-        self._specs[ck] = (time.monotonic() + 60, meta.key_id, meta.spec)
-        return meta.key_id, meta.spec
+        """(key id, spec) of a user-named key (cached: specs never change)."""
+        return await self.keys.spec(req.auth, key)
 
     # ------------------------------------------------------------------ buckets
 
@@ -227,21 +248,19 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ listing
 
-    async def _plain_stat(self, bucket: str, key: str, etag: str, size: int) -> tuple[int, str]:
+    async def plain_stat(self, bucket: str, key: str, etag: str, size: int) -> tuple[int, str]:
         """Plaintext (size, ETag) of a listed object; HEADs it once per backend ETag."""
         ck = (bucket, key, etag)
         hit = self._list_cache.get(ck)
         if hit:
             return hit
-        r = await self.backend.send("HEAD", bucket, key)
         result = (size, etag)
-        if r.status_code == 200:
-            try:
-                meta = ObjectMeta.decode(r.headers)
-            except ObjectCorrupt:
-                meta = None
-            if meta is not None:
-                result = (meta.size, f'"{meta.md5}"' if meta.md5 else etag)
+        try:
+            stored = await self.reader.stat(bucket, key)
+        except S3Error:
+            stored = None  # damaged metadata: list what the backend says, reads will refuse it
+        if stored is not None and stored.meta is not None:
+            result = (stored.size, stored.etag)
         if len(self._list_cache) > 100_000:
             self._list_cache.clear()
         self._list_cache[ck] = result
@@ -269,8 +288,8 @@ class S3Proxy:
             if size_el is None or etag_el is None:
                 return
             async with sem:
-                size, etag = await self._plain_stat(req.bucket or "", unquote(key) if url_encoded else key,
-                                                    etag_el.text or "", int(size_el.text or 0))
+                size, etag = await self.plain_stat(req.bucket or "", unquote(key) if url_encoded else key,
+                                                   etag_el.text or "", int(size_el.text or 0))
             size_el.text, etag_el.text = str(size), etag
 
         await asyncio.gather(*(fix(el) for el in contents))
@@ -288,27 +307,37 @@ class S3Proxy:
                                     headers={"content-md5": md5, "content-type": "application/xml"})
         return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
 
-    # ------------------------------------------------------------------ objects
+    # ------------------------------------------------------------------ encryption of new objects
 
-    def _requested_encryption(self, req: S3Request, info: BucketInfo) -> tuple[str, str | None]:
-        """(sse, key) the object is to be encrypted with: request headers, else bucket default."""
+    def encryption(self, req: S3Request, info: BucketInfo) -> Encryption:
+        """How a new object is encrypted: request headers, else the bucket's default.
+
+        Bucket keys: the request's bucket-key header, else the bucket's BucketKeyEnabled (AWS
+        applies it to requests that name their own key too).
+        """
         sse = req.headers.get(SSE)
         key = req.headers.get(SSE_KEY)
         if any(h.startswith("x-amz-server-side-encryption-customer-") for h in req.headers):
             raise not_implemented("SSE-C (customer-provided keys) is not supported by this proxy")
+        bk_header = req.headers.get(SSE_BUCKET_KEY)
+        if bk_header is not None and bk_header.lower() not in ("true", "false"):
+            raise invalid_argument(f"{SSE_BUCKET_KEY} must be true or false")
+        bucket_key = (bk_header.lower() == "true" if bk_header is not None
+                      else bool(info.encryption and info.encryption.bucket_key))
+        context = self._user_context(req)
         if sse is None:
             if key:
                 raise invalid_argument(f"{SSE_KEY} requires {SSE}: aws:kms")
             if info.encryption is not None:
-                return info.encryption.sse, info.encryption.kms_key
-            return "AES256", None
+                return Encryption(info.encryption.sse, info.encryption.kms_key, bucket_key, context)
+            return Encryption("AES256", None, bucket_key, context)
         if sse not in ("AES256", "aws:kms"):
             raise invalid_argument(f"{SSE} must be AES256 or aws:kms")
         if key and sse != "aws:kms":
             raise invalid_argument(f"{SSE_KEY} is allowed only with aws:kms")
         if sse == "aws:kms" and not key and info.encryption is not None and info.encryption.sse == "aws:kms":
             key = info.encryption.kms_key
-        return sse, key or None
+        return Encryption(sse, key or None, bucket_key, context)
 
     @staticmethod
     def _user_context(req: S3Request) -> dict[str, str] | None:
@@ -323,26 +352,31 @@ class S3Proxy:
             raise invalid_argument(f"{SSE_CTX} must be a JSON object of strings")
         return ctx
 
-    async def _data_key(self, req: S3Request, sse: str, key: str | None,
-                        context: dict[str, str]) -> tuple[DataKey, Algorithm]:
-        algorithm = Algorithm.AES_256_GCM
-        if key:
-            _, spec = await self._key_spec(req, key)
-            if spec == "SM4":
-                algorithm = Algorithm.SM4_GCM
-        dk = await self._kms(req, lambda c: c.generate_data_key(PRODUCT, key, context, algorithm.key_len))
-        return dk, algorithm
+    async def new_key(self, req: S3Request, enc: Encryption, bucket: str, key: str) -> ObjectKey:
+        return await self.keys.new_key(req.auth, enc.cmk, bucket, key, enc.context, enc.bucket_key)
 
-    def _sse_headers(self, req: S3Request, meta: ObjectMeta) -> dict[str, str]:
+    async def open_key(self, auth: Authenticated, stored: Stored) -> bytes | None:
+        """The data key of a stored object; None for plaintext objects."""
+        meta = stored.meta
+        if meta is None:
+            return None
+        return await self.keys.open(auth, stored.bucket, stored.key, meta.algorithm, meta.sealed_key,
+                                    meta.bucket_key_salt, meta.context)
+
+    def sse_headers(self, auth: Authenticated, meta: ObjectMeta) -> dict[str, str]:
         out = {SSE: meta.sse}
         if meta.sse == "aws:kms":
-            c = req.auth.caller
+            c = auth.caller
             out[SSE_KEY] = f"arn:aws:kms:{c.region}:{c.account_id}:key/{meta.kms_key_id}"
         if meta.context:
             out[SSE_CTX] = base64.b64encode(json.dumps(dict(meta.context)).encode()).decode()
+        if meta.bucket_key_salt is not None:
+            out[SSE_BUCKET_KEY] = "true"
         return out
 
-    def _body_stream(self, req: S3Request) -> tuple[AsyncIterator[bytes], int]:
+    # ------------------------------------------------------------------ request bodies
+
+    def body_stream(self, req: S3Request) -> tuple[AsyncIterator[bytes], int]:
         """The decoded request body and its plaintext length (411 if unknown)."""
         h = req.headers
         payload = req.auth.payload
@@ -364,13 +398,15 @@ class S3Proxy:
         digest = hashlib.sha256() if payload != "UNSIGNED-PAYLOAD" else None
         checksum = None
         for name in req.headers:
-            if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type":
+            if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-type", "x-amz-checksum-algorithm"):
                 try:
                     checksum = (name, aws_chunked.Checksum(name[len("x-amz-checksum-"):]))
                 except aws_chunked.ChunkedError as e:
                     raise S3Error(e.code, e.message, 501) from None
         seen = 0
         async for chunk in req.body:
+            if not chunk:
+                continue
             seen += len(chunk)
             if seen > length:
                 raise S3Error("IncompleteBody", "the body is longer than Content-Length")
@@ -387,14 +423,34 @@ class S3Proxy:
         if checksum is not None and not hmac.compare_digest(checksum[1].value(), req.headers[checksum[0]]):
             raise S3Error("BadDigest", f"The {checksum[0]} you specified did not match the calculated checksum.")
 
-    def _put_headers(self, req: S3Request) -> dict[str, str]:
+    @staticmethod
+    def content_md5(req: S3Request) -> bytes | None:
+        """The body's declared MD5 (Content-MD5), checked by whoever reads the body."""
+        value = req.headers.get("content-md5")
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(raw) != 16:
+            raise S3Error("InvalidDigest", "The Content-MD5 you specified is not valid.")
+        return raw
+
+    @staticmethod
+    def check_md5(expected: bytes | None, md5: hashlib._Hash | None) -> None:
+        if expected is not None and md5 is not None and not hmac.compare_digest(expected, md5.digest()):
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+
+    def put_headers(self, req: S3Request) -> dict[str, str]:
+        """The client's metadata and standard headers to store with a new object."""
         out = {}
         for name, value in req.headers.items():
             if name.startswith("x-amz-meta-"):
                 if name.startswith(envelope.META_PREFIX):
                     raise invalid_argument(f"metadata names starting with {envelope.META_PREFIX} are reserved")
                 out[name] = value
-            elif name in _PUT_HEADERS:
+            elif name in PUT_HEADERS:
                 out[name] = value
         enc = req.headers.get("content-encoding")
         if enc:
@@ -403,27 +459,28 @@ class S3Proxy:
                 out["content-encoding"] = rest
         return out
 
+    # ------------------------------------------------------------------ objects
+
     async def put_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
         info = await self._owned(req)
         if "x-amz-copy-source" in req.headers:
-            raise not_implemented("CopyObject is not supported yet")
-        sse, key = self._requested_encryption(req, info)
-        user_ctx = self._user_context(req)
-        stream, size = self._body_stream(req)
+            return await self.copier.copy_object(req, info)
+        enc = self.encryption(req, info)
+        stream, size = self.body_stream(req)
         if size > MAX_PUT:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
-        context = envelope.object_context(req.bucket, req.key, user_ctx)
-        dk, algorithm = await self._data_key(req, sse, key, context)
-        assert dk.plaintext is not None
-        cipher = envelope.PackageCipher(algorithm, dk.plaintext, nonce := envelope.new_base_nonce())
-        sealer = envelope.Sealer(cipher)
-        headers = self._put_headers(req)
+        expected_md5 = self.content_md5(req)
+        ok = await self.new_key(req, enc, req.bucket, req.key)
+        nonce = envelope.new_base_nonce()
+        sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce))
+        headers = self.put_headers(req)
         headers["content-length"] = str(envelope.sealed_size(size))
         headers.setdefault("content-type", "binary/octet-stream")
 
         def meta_for(md5: str | None) -> ObjectMeta:
-            return ObjectMeta(algorithm, dk.sealed, nonce, size, dk.key_id, sse, md5, user_ctx)
+            return ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, md5,
+                              enc.context, bucket_key_salt=ok.salt)
 
         try:
             if size <= BUFFER_LIMIT:
@@ -434,6 +491,7 @@ class S3Proxy:
                 async for chunk in stream:
                     md5.update(chunk)
                     sealed.extend(sealer.feed(chunk))
+                self.check_md5(expected_md5, md5)
                 sealed.append(sealer.finish())
                 meta = meta_for(md5.hexdigest())
                 headers.update(meta.encode())
@@ -442,83 +500,107 @@ class S3Proxy:
                 meta = meta_for(None)
                 headers.update(meta.encode())
                 r = await self.backend.send("PUT", req.bucket, req.key, headers=headers,
-                                            body=self._sealed_stream(stream, sealer))
+                                            body=sealed_stream(stream, sealer, expected_md5))
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
         except httpx.HTTPError as e:
             # Raised out of our own body generator (bad chunk, short body): the backend saw an
             # incomplete upload and stored nothing.
-            cause = e.__cause__ or e.__context__
-            if isinstance(cause, S3Error):
-                raise cause from None
-            if isinstance(cause, aws_chunked.ChunkedError):
-                raise S3Error(cause.code, cause.message, 400) from None
-            raise S3Error("ServiceUnavailable", f"the storage backend failed: {type(e).__name__}", 503) from None
+            raise backend_failure(e) from None
         if r.status_code != 200:
             return await self._backend_error(r)
-        etag = f'"{meta.md5}"' if meta.md5 else r.headers.get("etag", "")
-        return Reply(200, {"etag": etag, **self._sse_headers(req, meta)})
-
-    @staticmethod
-    async def _sealed_stream(stream: AsyncIterator[bytes], sealer: envelope.Sealer) -> AsyncIterator[bytes]:
-        # The final package is sealed only after the whole body verified (the decoders raise
-        # at the end otherwise), so a bad body aborts the upload before it can complete.
-        async for chunk in stream:
-            for sealed in sealer.feed(chunk):
-                yield sealed
-        yield sealer.finish()
+        return Reply(200, {"etag": client_etag(meta, r.headers.get("etag", "")), **self.sse_headers(req.auth, meta)})
 
     def _refuse_sse_on_read(self, req: S3Request) -> None:
         for h in (SSE, SSE_KEY, SSE_CTX, SSE_BUCKET_KEY):
             if h in req.headers:
                 raise S3Error("InvalidArgument", f"The {h} header is not supported for this operation.", 400)
 
-    def _object_headers(self, req: S3Request, backend_headers: Mapping[str, str], meta: ObjectMeta | None) -> dict[str, str]:
+    def object_headers(self, auth: Authenticated, stored: Stored) -> dict[str, str]:
         out = {"accept-ranges": "bytes"}
-        for name, value in backend_headers.items():
+        for name, value in stored.headers.items():
             name = name.lower()
             if (name.startswith("x-amz-meta-") and not name.startswith(envelope.META_PREFIX)) or name in _GET_HEADERS:
                 out[name] = value
-        if meta is None:
-            for name in ("etag", "content-length", SSE, SSE_KEY):
-                if name in backend_headers:
-                    out[name] = backend_headers[name]
+        if stored.meta is None:
+            for name in ("etag", SSE, SSE_KEY):
+                if name in stored.headers:
+                    out[name] = stored.headers[name]
             return out
-        out["etag"] = f'"{meta.md5}"' if meta.md5 else backend_headers.get("etag", "")
-        out.update(self._sse_headers(req, meta))
+        out["etag"] = stored.etag
+        out.update(self.sse_headers(auth, stored.meta))
         return out
+
+    @staticmethod
+    def _part_number(req: S3Request) -> int | None:
+        text = req.query.get("partNumber")
+        if text is None:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= envelope.MAX_PART:
+            raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive")
+        if "range" in req.headers:
+            raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter.")
+        return int(text)
+
+    @staticmethod
+    def _wanted(req: S3Request, stored: Stored, part: int | None, headers: dict[str, str]) -> tuple[int, int] | None:
+        """The plaintext [start, end) a GET or HEAD asks for (None: the whole object)."""
+        size = stored.size
+        if part is not None:
+            count = stored.parts_count
+            if count is None:  # a single-PUT object is its own part 1 (as S3 does)
+                if part != 1:
+                    raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+                headers["x-amz-mp-parts-count"] = "1"
+                return (0, size)
+            if part > count:
+                raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+            assert stored.layout is not None
+            headers["x-amz-mp-parts-count"] = str(count)
+            return stored.layout.part_range(part)
+        try:
+            return parse_range(req.headers.get("range"), size)
+        except RangeNotSatisfiable:
+            raise S3Error("InvalidRange", "The requested range is not satisfiable", 416) from None
 
     async def head_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
         await self._owned(req)
         self._refuse_sse_on_read(req)
-        r = await self.backend.send("HEAD", req.bucket, req.key)
-        if r.status_code == 404:
-            return Reply(404)
-        if r.status_code != 200:
-            return Reply(r.status_code)
-        meta = self._meta(r.headers)
-        headers = self._object_headers(req, r.headers, meta)
-        size = meta.size if meta else int(r.headers.get("content-length", 0))
-        status = check_conditions(req.headers, headers.get("etag", ""), _last_modified(r.headers))
-        if status is not None:
-            return Reply(status, {"etag": headers.get("etag", "")} if status == 304 else None)
-        headers["content-length"] = str(size)
-        return Reply(200, headers)
-
-    @staticmethod
-    def _meta(headers: Mapping[str, str]) -> ObjectMeta | None:
+        part = self._part_number(req)
         try:
-            return ObjectMeta.decode(headers)
-        except ObjectCorrupt as e:
-            raise S3Error("InternalError", f"The object's encryption metadata is damaged: {e}", 500) from None
+            stored = await self.reader.stat(req.bucket, req.key)
+        except S3Error as e:
+            return Reply(e.status)
+        if stored is None:
+            return Reply(404)
+        headers = self.object_headers(req.auth, stored)
+        status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
+        if status is not None:
+            return Reply(status, {"etag": stored.etag} if status == 304 else None)
+        try:
+            wanted = self._wanted(req, stored, part, headers)
+        except S3Error as e:
+            return Reply(e.status)
+        if part is not None and wanted is not None:
+            start, end = wanted
+            headers["content-length"] = str(end - start)
+            if end > start:
+                headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
+            return Reply(206, headers)
+        headers["content-length"] = str(stored.size)
+        return Reply(200, headers)
 
     async def get_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
         await self._owned(req)
         self._refuse_sse_on_read(req)
-        if "partNumber" in req.query:
-            raise not_implemented("GetObject by partNumber is not supported yet")
+        part = self._part_number(req)
+        if part is not None or "range" in req.headers:
+            # A piece of the object: learn its envelope with a HEAD, then fetch only the
+            # packages needed. A plain GET first would make the backend start sending the
+            # whole object, once per piece (clients fetch big objects in many ranges).
+            return await self._get_piece(req, part)
         r = await self.backend.send("GET", req.bucket, req.key, stream=True)
         if r.status_code != 200:
             await r.aread()
@@ -527,128 +609,43 @@ class S3Proxy:
                 raise no_such_key(req.bucket, req.key)
             return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
         try:
-            meta = self._meta(r.headers)
-            headers = self._object_headers(req, r.headers, meta)
-            size = meta.size if meta else int(r.headers.get("content-length", 0))
-            status = check_conditions(req.headers, headers.get("etag", ""), _last_modified(r.headers))
+            stored = await self.reader.stat(req.bucket, req.key, r)
+            assert stored is not None
+            headers = self.object_headers(req.auth, stored)
+            status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
             if status is not None:
                 await r.aclose()
-                return Reply(status, {"etag": headers.get("etag", "")} if status == 304 else None)
-            try:
-                wanted = parse_range(req.headers.get("range"), size)
-            except RangeNotSatisfiable:
-                await r.aclose()
-                raise S3Error("InvalidRange", "The requested range is not satisfiable", 416) from None
-            if meta is None:
-                return self._plain_reply(r, headers, wanted, size)
-            if wanted is not None:
-                await r.aclose()  # re-fetch only the packages the range needs
-            return await self._sealed_reply(req, r, headers, meta, wanted)
+                return Reply(status, {"etag": stored.etag} if status == 304 else None)
+            wanted = self._wanted(req, stored, part, headers)
+            start, end = wanted or (0, stored.size)
+            data_key = await self.open_key(req.auth, stored)
+            stream = await self.reader.plaintext(stored, data_key, start, end, r)
         except BaseException:
             await r.aclose()
             raise
-
-    def _plain_reply(self, r: httpx.Response, headers: dict[str, str], wanted: tuple[int, int] | None,
-                     size: int) -> Reply:
-        start, end = wanted or (0, size)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                pos = 0
-                async for chunk in r.aiter_bytes():
-                    lo, hi = max(start - pos, 0), min(end - pos, len(chunk))
-                    if lo < hi:
-                        yield chunk[lo:hi]
-                    pos += len(chunk)
-                    if pos >= end:
-                        break
-            finally:
-                await r.aclose()
-
+        body = await first_checked(stream)
         headers["content-length"] = str(end - start)
-        if wanted is not None:
-            headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
-        return Reply(206 if wanted else 200, headers, body())
+        if wanted is not None and end > start:
+            headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
+        return Reply(206 if wanted is not None else 200, headers, body)
 
-    async def _sealed_reply(self, req: S3Request, r: httpx.Response, headers: dict[str, str],
-                            meta: ObjectMeta, wanted: tuple[int, int] | None) -> Reply:
+    async def _get_piece(self, req: S3Request, part: int | None) -> Reply:
         assert req.bucket is not None and req.key is not None
-        context = envelope.object_context(req.bucket, req.key, meta.context)
-        dk = await self._kms(req, lambda c: c.decrypt_data_key(meta.sealed_key, context))
-        assert dk.plaintext is not None
-        try:
-            cipher = envelope.PackageCipher(meta.algorithm, dk.plaintext, meta.base_nonce)
-        except ValueError:
-            raise S3Error("InternalError", "The object's data key does not fit its format", 500) from None
-        total = envelope.package_count(meta.size)
-        if meta.size == 0:
-            start, end = 0, 0
-            span = envelope.PackageSpan(0, 0, 0, envelope.sealed_size(0), 0, 0)
-        else:
-            start, end = wanted or (0, meta.size)
-            span = envelope.span(start, end, meta.size)
-        if wanted is not None:
-            r = await self.backend.send(
-                "GET", req.bucket, req.key, stream=True,
-                headers={"range": f"bytes={span.sealed_start}-{span.sealed_end - 1}"})
-            if r.status_code not in (200, 206):
-                await r.aread()
-                await r.aclose()
-                return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
-        # A stored object shorter or longer than its recorded size is damaged: say so up front
-        # rather than break off mid-body.
-        stored = r.headers.get("content-range", "").rpartition("/")[2] or r.headers.get("content-length")
-        if stored is not None and stored.isdigit() and int(stored) != envelope.sealed_size(meta.size):
-            await r.aclose()
-            raise S3Error("InternalError", "The stored object does not match its recorded size; "
-                          "it was truncated or changed and is not served", 500)
-        opener = envelope.Opener(cipher, span.first, total)
-        expect_final = span.last == total - 1
-
-        async def packages() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in r.aiter_bytes():
-                    for plain in opener.feed(chunk):
-                        yield plain
-                tail = opener.finish(expect_final)
-                if tail:
-                    yield tail
-            finally:
-                await r.aclose()
-
-        async def trimmed(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            skip, left = span.skip, span.length
-            async for plain in source:
-                if skip:
-                    cut = min(skip, len(plain))
-                    plain, skip = plain[cut:], skip - cut
-                if plain and left:
-                    piece = plain if len(plain) <= left else plain[:left]
-                    left -= len(piece)
-                    yield piece
-            if left:
-                raise ObjectCorrupt("the object is shorter than its recorded size")
-
-        stream = trimmed(packages())
-        # Open the first package before answering, so a damaged object gets an S3 error rather
-        # than a 200 that breaks off; later damage breaks the connection, never sends bad bytes.
-        try:
-            first = await stream.__anext__()
-        except StopAsyncIteration:
-            first = b""
-        except ObjectCorrupt as e:
-            raise S3Error("InternalError", f"The object failed authentication and was not served: {e}", 500) from None
-
-        async def body() -> AsyncIterator[bytes]:
-            if first:
-                yield first
-            async for piece in stream:
-                yield piece
-
+        stored = await self.reader.stat(req.bucket, req.key)
+        if stored is None:
+            raise no_such_key(req.bucket, req.key)
+        headers = self.object_headers(req.auth, stored)
+        status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
+        if status is not None:
+            return Reply(status, {"etag": stored.etag} if status == 304 else None)
+        wanted = self._wanted(req, stored, part, headers)
+        start, end = wanted or (0, stored.size)
+        data_key = await self.open_key(req.auth, stored)
+        body = await first_checked(await self.reader.plaintext(stored, data_key, start, end))
         headers["content-length"] = str(end - start)
-        if wanted is not None:
-            headers["content-range"] = f"bytes {start}-{end - 1}/{meta.size}"
-        return Reply(206 if wanted is not None else 200, headers, body())
+        if wanted is not None and end > start:
+            headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
+        return Reply(206 if wanted is not None else 200, headers, body)
 
     async def delete_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
@@ -659,6 +656,51 @@ class S3Proxy:
         return Reply(204)
 
 
+async def first_checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`stream` with its first piece opened now: a damaged object gets an S3 error rather than a
+    200 that breaks off; later damage breaks the connection and never sends bad bytes."""
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except ObjectCorrupt as e:
+        raise damaged(str(e)) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for piece in stream:
+            yield piece
+
+    return body()
+
+
+async def sealed_stream(stream: AsyncIterator[bytes], sealer: envelope.Sealer,
+                        expected_md5: bytes | None = None,
+                        md5: hashlib._Hash | None = None) -> AsyncIterator[bytes]:
+    """Sealed packages of `stream` as they fill. The final package is sealed only after the
+    whole body verified (the decoders raise at the end otherwise, as does a wrong Content-MD5),
+    so a bad body aborts the backend upload before it can complete."""
+    if expected_md5 is not None and md5 is None:
+        md5 = hashlib.md5()
+    # Sealed packages go out in pieces of about OUT_CHUNK: each piece is one trip through
+    # httpx, httpcore and anyio, which cost more than sealing when done per 64 KiB package.
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        if md5 is not None:
+            md5.update(chunk)
+        for sealed in sealer.feed(chunk):
+            pending.append(sealed)
+            size += len(sealed)
+        if size >= OUT_CHUNK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    S3Proxy.check_md5(expected_md5, md5)
+    pending.append(sealer.finish())
+    yield b"".join(pending)
+
+
 def _last_modified(headers: Mapping[str, str]) -> datetime | None:
     value = headers.get("last-modified")
     try:
@@ -666,3 +708,5 @@ def _last_modified(headers: Mapping[str, str]) -> datetime | None:
     except (TypeError, ValueError):
         return None
 
+
+last_modified = _last_modified

@@ -24,8 +24,8 @@ from moto.server import ThreadedMotoServer
 
 from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
-from gateway.serve import _credentials, _kms_clients
 from gateway.s3.proxy import S3Proxy
+from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
 from kms_core.types import Caller
 from tests.kms_core.http.conftest import free_port
@@ -68,6 +68,7 @@ class S3Stack:
     cert: Path
     kms: Kms
     backend: Any  # boto3 client straight to moto: what is really stored
+    proxy: S3Proxy
 
     def tenant(self, name: str | None = None) -> Tenant:
         info, creds = self.kms.accounts.create_account(name or f"t-{uuid.uuid4().hex[:8]}")
@@ -105,7 +106,7 @@ def s3(kms: Kms, moto_url: str, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack
     direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
                           aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1])
     yield S3Stack(f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{http_port}", tls_cert[0],
-                  kms, direct)
+                  kms, direct, proxy)
     for s in servers:
         s.should_exit = True
 

@@ -1,0 +1,285 @@
+"""CopyObject and re-keying: re-seal ~100 bytes of metadata, never re-encrypt when avoidable.
+
+An object's data key is sealed with its ARN as context (bucket-key objects: its bucket key with
+the bucket's ARN), so a copy to another name, bucket or CMK only needs the sealed key
+re-sealed by the KMS (`reseal_data_key`: the plaintext key never leaves the KMS) and the
+ciphertext copied by the backend itself. Multipart objects are copied part by part
+(UploadPartCopy) so their layout survives: their packages are bound to their part numbers.
+
+The data is re-encrypted through the proxy only when it must be: the source is a plaintext
+object, the destination CMK needs the other package algorithm (AES <-> SM4), or a bucket-key
+object is to be bound to a client encryption context.
+
+Rewrap (`x-ssegw-rewrap: true` on a copy of an object onto itself, used by `ssegw s3 rewrap`)
+re-seals the key under the object's own CMK's primary version, or the CMK named by the
+request, keeping everything else; an object already sealed under that version is left alone
+(`x-ssegw-rewrap-result: current`), which is what makes an interrupted rewrap resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+from xml.sax.saxutils import escape
+
+import httpx
+
+from gateway.s3 import envelope
+from gateway.s3.backend import S3_NS
+from gateway.s3.buckets import BucketInfo
+from gateway.s3.envelope import ObjectMeta
+from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
+from gateway.s3.ranges import check_conditions
+from gateway.s3.reader import Stored, client_etag
+from kms_core.blob import decode_blob
+
+if TYPE_CHECKING:
+    from gateway.s3.proxy import Encryption, Reply, S3Proxy, S3Request
+
+REWRAP = "x-ssegw-rewrap"
+REWRAP_RESULT = "x-ssegw-rewrap-result"
+COPY_LIMIT = 5 * 1024**3  # the backend's largest single CopyObject (S3: 5 GiB)
+COPY_PIECE = 1024**3  # pieces of a part-by-part copy of a single-stream object
+_COPY_CONCURRENCY = 4
+_NS = f"{{{S3_NS}}}"
+
+
+def _text(root: ET.Element, name: str) -> str | None:
+    el = root.find(_NS + name)
+    return el.text if el is not None else None
+
+
+class Copier:
+    def __init__(self, proxy: S3Proxy) -> None:
+        self.proxy = proxy
+        self.backend = proxy.backend
+
+    async def source(self, req: S3Request) -> Stored:
+        """The object named by x-amz-copy-source: owned by the caller, conditions checked."""
+        raw = req.headers.get("x-amz-copy-source", "")
+        path, _, query = raw.partition("?")
+        if query and not query.startswith("versionId=null"):
+            raise not_implemented("copying a version of an object is not supported")
+        bucket, _, key = unquote(path).lstrip("/").partition("/")
+        if not bucket or not key:
+            raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+        await self.proxy.buckets.check_owner(bucket, req.auth.caller.account_id)
+        stored = await self.proxy.reader.stat(bucket, key)
+        if stored is None:
+            raise no_such_key(bucket, key)
+        conditions = {name[len("x-amz-copy-source-"):]: value for name, value in req.headers.items()
+                      if name.startswith("x-amz-copy-source-if-")}
+        last = _parse_date(stored.headers.get("last-modified"))
+        if conditions and check_conditions(conditions, stored.etag, last) is not None:
+            # For copies every failed condition is 412 (S3 answers no 304 here).
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+        return stored
+
+    async def copy_object(self, req: S3Request, info: BucketInfo) -> Reply:
+        from gateway.s3.proxy import SSE, SSE_BUCKET_KEY, SSE_CTX, SSE_KEY, Encryption
+
+        assert req.bucket is not None and req.key is not None
+        src = await self.source(req)
+        directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise invalid_argument("Unknown metadata directive.")
+        rewrap = req.headers.get(REWRAP, "").lower() in ("1", "true")
+        same = (src.bucket, src.key) == (req.bucket, req.key)
+        asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX))
+        if rewrap and not same:
+            raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself")
+        if same and directive == "COPY" and not asks_sse and not rewrap:
+            raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an "
+                          "object to itself without changing the object's metadata, storage class, website "
+                          "redirect location or encryption attributes.", 400)
+        if directive == "REPLACE":
+            headers = self.proxy.put_headers(req)
+        else:
+            headers = _kept_headers(src)
+            if "x-amz-storage-class" in req.headers:
+                headers["x-amz-storage-class"] = req.headers["x-amz-storage-class"]
+        headers.setdefault("content-type", "binary/octet-stream")
+        if rewrap:
+            if src.meta is None:
+                return await self._result(req, src, None, "plaintext")
+            # The object's own CMK (its new primary version), or the one the request names.
+            cmk = req.headers.get(SSE_KEY) or src.meta.kms_key_id
+            sse = "aws:kms" if SSE_KEY in req.headers else src.meta.sse
+            context = dict(src.meta.context) if src.meta.context else None
+            enc = Encryption(sse, cmk, src.meta.bucket_key_salt is not None, context)
+        else:
+            enc = self.proxy.encryption(req, info)
+            if enc.context is None and src.meta is not None and src.meta.context and SSE_CTX not in req.headers:
+                enc = dataclasses.replace(enc, context=dict(src.meta.context))
+        meta = src.meta
+        if (meta is not None and not (meta.bucket_key_salt is not None and enc.context)
+                and await self.proxy.keys.algorithm(req.auth, enc.cmk) == meta.algorithm):
+            return await self._rekey(req, src, meta, enc, headers, rewrap)
+        if src.size > COPY_LIMIT:
+            raise invalid_argument("The specified copy source is larger than the maximum allowable size "
+                                   f"for a copy source: {COPY_LIMIT}")
+        return await self._reencrypt(req, src, enc, headers)
+
+    async def _rekey(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
+                     headers: dict[str, str], rewrap: bool) -> Reply:
+        """Backend copy of the ciphertext with a re-sealed key: no data passes through here."""
+        assert req.bucket is not None and req.key is not None
+        if meta.bucket_key_salt is not None:
+            src_ctx, dst_ctx = envelope.bucket_context(src.bucket), envelope.bucket_context(req.bucket)
+        else:
+            src_ctx = envelope.object_context(src.bucket, src.key, meta.context)
+            dst_ctx = envelope.object_context(req.bucket, req.key, enc.context)
+        resealed = await self.proxy.keys.reseal(req.auth, meta.sealed_key, src_ctx, enc.cmk, dst_ctx)
+        if rewrap:
+            old = decode_blob(meta.sealed_key).header
+            if (old.key_id, old.version_id) == (resealed.key_id, resealed.version_id) and meta.sse == enc.sse:
+                return await self._result(req, src, meta, "current")
+        new = dataclasses.replace(meta, sealed_key=resealed.sealed, kms_key_id=resealed.key_id, sse=enc.sse,
+                                  context=enc.context if meta.bucket_key_salt is None else None)
+        headers.update(new.encode())
+        assert src.layout is not None
+        etag, modified = await self._backend_copy(src, req.bucket, req.key, headers)
+        stored_etag = client_etag(new, etag)
+        if new.multipart:
+            self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
+        return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None)
+
+    async def _backend_copy(self, src: Stored, bucket: str, key: str, headers: dict[str, str]) -> tuple[str, str]:
+        """Copy `src`'s bytes to bucket/key with `headers` as its metadata: (ETag, LastModified)."""
+        assert src.layout is not None
+        layout = src.layout
+        copy_source = "/" + quote(src.bucket, safe="") + "/" + quote(src.key, safe="-_.~/")
+        guard = {"x-amz-copy-source": copy_source}
+        if src.backend_etag:
+            guard["x-amz-copy-source-if-match"] = src.backend_etag
+        if layout.first == 1 and layout.count > 1:
+            pieces = [(o, o + s) for o, s in zip(layout.sealed_offsets, layout.sealed, strict=True)]
+        elif layout.sealed_total > COPY_LIMIT:
+            total = layout.sealed_total
+            pieces = [(o, min(o + COPY_PIECE, total)) for o in range(0, total, COPY_PIECE)]
+        else:
+            r = await self.backend.send("PUT", bucket, key, headers={
+                **headers, **guard, "x-amz-metadata-directive": "REPLACE"})
+            return self._copy_answer(r, "CopyObjectResult")
+        return await self._copy_in_parts(bucket, key, headers, guard, pieces)
+
+    async def _copy_in_parts(self, bucket: str, key: str, headers: dict[str, str], guard: dict[str, str],
+                             pieces: list[tuple[int, int]]) -> tuple[str, str]:
+        r = await self.backend.send("POST", bucket, key, query={"uploads": ""}, headers=headers)
+        if r.status_code != 200:
+            raise S3Error("InternalError", f"the backend answered {r.status_code} starting a copy", 500)
+        upload = _text(ET.fromstring(r.content), "UploadId") or ""
+        sem = asyncio.Semaphore(_COPY_CONCURRENCY)
+
+        async def piece(n: int, start: int, end: int) -> str:
+            async with sem:
+                r = await self.backend.send("PUT", bucket, key, query={"partNumber": str(n), "uploadId": upload},
+                                            headers={**guard, "x-amz-copy-source-range": f"bytes={start}-{end - 1}"})
+                return self._copy_answer(r, "CopyPartResult")[0]
+
+        try:
+            etags = await asyncio.gather(*(piece(n, s, e) for n, (s, e) in enumerate(pieces, 1)))
+            parts = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(t)}</ETag></Part>"
+                            for n, t in enumerate(etags, 1))
+            r = await self.backend.send(
+                "POST", bucket, key, query={"uploadId": upload}, headers={"content-type": "application/xml"},
+                body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts}</CompleteMultipartUpload>'.encode())
+            etag, _ = self._copy_answer(r, "CompleteMultipartUploadResult")
+        except BaseException:
+            await self.backend.send("DELETE", bucket, key, query={"uploadId": upload})
+            raise
+        return etag, _iso(datetime.now(UTC))
+
+    @staticmethod
+    def _copy_answer(r: httpx.Response, element: str) -> tuple[str, str]:
+        # S3 may answer a copy 200 and put an <Error> in the body (it answers before it ends).
+        if r.status_code == 412:
+            raise S3Error("PreconditionFailed", "The source object changed during the copy; retry", 412)
+        if r.status_code == 404:
+            raise S3Error("NoSuchKey", "The source object disappeared during the copy", 404)
+        if r.status_code != 200 or b"<Error>" in r.content:
+            raise S3Error("InternalError", f"the backend could not copy the object ({r.status_code})", 500)
+        root = ET.fromstring(r.content)
+        return _text(root, "ETag") or r.headers.get("etag", ""), _text(root, "LastModified") or _iso(datetime.now(UTC))
+
+    async def _reencrypt(self, req: S3Request, src: Stored, enc: Encryption, headers: dict[str, str]) -> Reply:
+        """The slow path: decrypt (or read) the source and seal it afresh as a single stream."""
+        from gateway.s3.proxy import BUFFER_LIMIT, backend_failure, sealed_stream
+
+        assert req.bucket is not None and req.key is not None
+        ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
+        nonce = envelope.new_base_nonce()
+        sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce))
+        src_key = await self.proxy.open_key(req.auth, src)
+        size = src.size
+        plain = await self.proxy.reader.plaintext(src, src_key, 0, size)
+        headers["content-length"] = str(envelope.sealed_size(size))
+        try:
+            if size <= BUFFER_LIMIT:
+                md5 = hashlib.md5()
+                sealed: list[bytes] = []
+                async for chunk in plain:
+                    md5.update(chunk)
+                    sealed.extend(sealer.feed(chunk))
+                sealed.append(sealer.finish())
+                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, md5.hexdigest(),
+                                 enc.context, bucket_key_salt=ok.salt)
+                headers.update(new.encode())
+                r = await self.backend.send("PUT", req.bucket, req.key, headers=headers, body=b"".join(sealed))
+            else:
+                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, None,
+                                 enc.context, bucket_key_salt=ok.salt)
+                headers.update(new.encode())
+                r = await self.backend.send("PUT", req.bucket, req.key, headers=headers,
+                                            body=sealed_stream(plain, sealer))
+        except envelope.ObjectCorrupt as e:
+            from gateway.s3.reader import damaged
+
+            raise damaged(str(e)) from None
+        except httpx.HTTPError as e:
+            raise backend_failure(e) from None
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None)
+
+    async def _result(self, req: S3Request, src: Stored, meta: ObjectMeta | None, result: str) -> Reply:
+        modified = _parse_date(src.headers.get("last-modified")) or datetime.now(UTC)
+        return self._reply(req, meta, src.etag, _iso(modified), result)
+
+    def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None) -> Reply:
+        from gateway.s3.proxy import Reply, xml_doc
+
+        headers = {"content-type": "application/xml"}
+        if meta is not None:
+            headers.update(self.proxy.sse_headers(req.auth, meta))
+        if rewrap is not None:
+            headers[REWRAP_RESULT] = rewrap
+        body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'
+                f"<ETag>{escape(etag)}</ETag></CopyObjectResult>")
+        return Reply(200, headers, xml_doc(body))
+
+
+def _kept_headers(src: Stored) -> dict[str, str]:
+    from gateway.s3.proxy import COPIED_HEADERS
+
+    out = {}
+    for name, value in src.headers.items():
+        name = name.lower()
+        if (name.startswith("x-amz-meta-") and not name.startswith(envelope.META_PREFIX)) or name in COPIED_HEADERS:
+            out[name] = value
+    return out
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    from gateway.s3.proxy import last_modified
+
+    return last_modified({"last-modified": value} if value else {})

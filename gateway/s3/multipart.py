@@ -1,0 +1,322 @@
+"""Multipart objects, pure: part layouts, plaintext ranges across parts, upload tokens.
+
+A multipart object is N independent package streams (envelope.py), part p sealed with
+`part_nonce(base, p)` and p in every package's AAD. The backend keeps the parts back to back
+and remembers nothing we can put in metadata after the upload started, so the plaintext size
+and the place of a byte follow from the parts' sealed sizes (the *layout*). Readers learn it
+from the backend: HEAD with partNumber=1 gives part 1's size and the part count, HEAD with
+partNumber=N the last part's; when the parts in between must then all be as big as part 1
+(`Layout.guess`), that is the layout, else every part is asked for. Completion refuses the
+rare layouts for which that guess would be wrong (`ambiguous`), so the guess is exact for
+every object this proxy completed; AEAD still fails on any wrong guess (never garbage).
+
+The UploadId we hand out is a token: the backend's upload id plus what UploadPart needs to
+seal (sealed data key, nonce, algorithm) and a MAC under a key derived from the data key, so
+the proxy keeps no upload state and a client cannot choose nonces.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.s3.envelope import (
+    PACKAGE,
+    Algorithm,
+    ObjectCorrupt,
+    Opener,
+    PackageCipher,
+    package_count,
+    plain_size,
+    span,
+)
+
+MIN_PART = 5 * 1024 * 1024  # plaintext; every part but the last
+TOKEN_PREFIX = "ssegw1_"
+_MAC = 16
+
+
+class LayoutAmbiguous(Exception):
+    """Parts whose sizes a reader would guess wrong: refused at completion."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sealed sizes of the parts of a stored object, in order.
+
+    `first` is the number of the first part: 0 for a single-PUT object (one stream, "part 0"),
+    1 for a multipart object (parts 1..N).
+    """
+
+    sealed: tuple[int, ...]
+    first: int = 1
+    plain: tuple[int, ...] = field(init=False, repr=False)
+    plain_offsets: tuple[int, ...] = field(init=False, repr=False)
+    sealed_offsets: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.sealed:
+            raise ObjectCorrupt("an object has at least one part")
+        plain = tuple(plain_size(s) for s in self.sealed)  # ObjectCorrupt for impossible sizes
+        po, so, p, s = [], [], 0, 0
+        for ps, ss in zip(plain, self.sealed, strict=True):
+            po.append(p)
+            so.append(s)
+            p += ps
+            s += ss
+        object.__setattr__(self, "plain", plain)
+        object.__setattr__(self, "plain_offsets", tuple(po))
+        object.__setattr__(self, "sealed_offsets", tuple(so))
+
+    @property
+    def size(self) -> int:
+        return sum(self.plain)
+
+    @property
+    def sealed_total(self) -> int:
+        return sum(self.sealed)
+
+    @property
+    def count(self) -> int:
+        return len(self.sealed)
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """Plaintext [start, end) of part `number` (1-based, as S3's partNumber)."""
+        i = number - 1
+        return self.plain_offsets[i], self.plain_offsets[i] + self.plain[i]
+
+    @staticmethod
+    def guess(total: int, count: int, first: int, last: int | None) -> Layout | None:
+        """The layout when parts 2..N-1 must be as big as part 1; None when they cannot be."""
+        try:
+            if count == 1:
+                return Layout((total,)) if first == total else None
+            if count == 2:
+                return Layout((first, total - first)) if 0 < total - first else None
+            if last is None or total != (count - 1) * first + last or not 0 < last:
+                return None
+            return Layout((first,) * (count - 1) + (last,))
+        except ObjectCorrupt:
+            return None
+
+
+def ambiguous(sealed: tuple[int, ...]) -> bool:
+    """True when `Layout.guess` from part 1, part N and the total would give another layout."""
+    n = len(sealed)
+    if n < 3:
+        return False
+    first, last = sealed[0], sealed[-1]
+    return sum(sealed) == (n - 1) * first + last and any(s != first for s in sealed[1:-1])
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The packages of one part that a plaintext range needs."""
+
+    part: int  # part number (0 for a single-PUT object)
+    first: int  # first package, within the part
+    total: int  # packages in the part
+    sealed_len: int  # bytes of the sealed stream this segment covers
+    skip: int  # plaintext bytes to drop from the segment's first package
+    length: int  # plaintext bytes wanted from the segment
+    final: bool  # the segment ends with the part's final package
+
+
+def plan(layout: Layout, start: int, end: int) -> tuple[int, int, list[Segment]]:
+    """(sealed start, sealed end, segments) for plaintext bytes [start, end); 0 <= start <= end.
+
+    Segments of consecutive parts lie back to back in the sealed stream, so one backend range
+    request covers them all. An empty range (or an empty object) reads one final package: it
+    is authenticated, so an empty body is as trustworthy as any other.
+    """
+    if start == end:
+        if layout.size == 0:
+            # An empty object: read and authenticate its one empty final package.
+            return 0, layout.sealed[0], [Segment(layout.first, 0, 1, layout.sealed[0], 0, 0, True)]
+        raise ValueError("empty range of a non-empty object")
+    if not 0 <= start < end <= layout.size:
+        raise ValueError("range outside the object")
+    segs: list[Segment] = []
+    sealed_start = sealed_end = -1
+    for i, (off, size) in enumerate(zip(layout.plain_offsets, layout.plain, strict=True)):
+        lo, hi = max(start, off), min(end, off + size)
+        if lo >= hi:
+            continue
+        sp = span(lo - off, hi - off, size)
+        total = package_count(size)
+        if sealed_start < 0:
+            sealed_start = layout.sealed_offsets[i] + sp.sealed_start
+        sealed_end = layout.sealed_offsets[i] + sp.sealed_end
+        segs.append(Segment(layout.first + i, sp.first, total, sp.sealed_end - sp.sealed_start,
+                            sp.skip, sp.length, sp.last == total - 1))
+    return sealed_start, sealed_end, segs
+
+
+class SegmentOpener:
+    """Streaming decryption of a planned range: sealed bytes in, wanted plaintext out.
+
+    Each segment gets its own Opener (its part's cipher); the plaintext is trimmed to the
+    range here, so no further generator layer touches the bytes.
+    """
+
+    def __init__(self, segments: list[Segment], cipher_for: Callable[[int], PackageCipher]) -> None:
+        self._segments = segments
+        self._cipher_for = cipher_for
+        self._index = -1
+        self._opener: Opener | None = None
+        self._left_sealed = 0
+        self._skip = 0
+        self._left = 0
+        self._next()
+
+    def _next(self) -> None:
+        self._index += 1
+        if self._index < len(self._segments):
+            seg = self._segments[self._index]
+            self._opener = Opener(self._cipher_for(seg.part), seg.first, seg.total)
+            self._left_sealed, self._skip, self._left = seg.sealed_len, seg.skip, seg.length
+        else:
+            self._opener = None
+
+    def _trim(self, plain: bytes) -> bytes:
+        if self._skip:
+            cut = min(self._skip, len(plain))
+            plain, self._skip = plain[cut:], self._skip - cut
+        if len(plain) > self._left:
+            plain = plain[: self._left]
+        self._left -= len(plain)
+        return plain
+
+    def _close_segment(self) -> Iterator[bytes]:
+        assert self._opener is not None
+        seg = self._segments[self._index]
+        tail = self._opener.finish(seg.final)
+        if tail:
+            out = self._trim(tail)
+            if out:
+                yield out
+        if self._left:
+            raise ObjectCorrupt("a part is shorter than its recorded size")
+        self._next()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._opener is None:
+                raise ObjectCorrupt("the object is longer than its recorded size")
+            take = data if len(data) <= self._left_sealed else data[: self._left_sealed]
+            data = data[len(take):] if len(take) < len(data) else b""
+            self._left_sealed -= len(take)
+            for plain in self._opener.feed(take):
+                if self._skip or len(plain) > self._left:
+                    plain = self._trim(plain)
+                else:
+                    self._left -= len(plain)
+                if plain:
+                    yield plain
+            if self._left_sealed == 0:
+                yield from self._close_segment()
+
+    def finish(self) -> None:
+        if self._opener is not None:
+            raise ObjectCorrupt("the object ends before its recorded size")
+
+
+# ---------------------------------------------------------------------- upload tokens
+
+
+@dataclass(frozen=True)
+class UploadToken:
+    """What an UploadId carries: the backend upload and the sealing parameters of its parts."""
+
+    backend_id: str
+    bucket: str
+    key: str
+    algorithm: Algorithm
+    base_nonce: bytes
+    sealed_key: bytes = field(repr=False)
+    kms_key_id: str
+    sse: str
+    context: dict[str, str] | None = None
+    bucket_key_salt: bytes | None = None
+
+    def _body(self) -> bytes:
+        fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
+                  self.algorithm.value.encode(), self.base_nonce, self.sealed_key,
+                  self.kms_key_id.encode(), self.sse.encode(),
+                  json.dumps(self.context, sort_keys=True).encode() if self.context else b"",
+                  self.bucket_key_salt or b""]
+        return b"\x01" + b"".join(struct.pack(">H", len(f)) + f for f in fields)
+
+    def encode(self, data_key: bytes) -> str:
+        body = self._body()
+        mac = hmac.new(_mac_key(data_key), body, hashlib.sha256).digest()[:_MAC]
+        return TOKEN_PREFIX + base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+
+    def verify(self, token: str, data_key: bytes) -> bool:
+        raw = _raw(token)
+        want = hmac.new(_mac_key(data_key), raw[:-_MAC], hashlib.sha256).digest()[:_MAC]
+        return len(raw) > _MAC and hmac.compare_digest(want, raw[-_MAC:])
+
+
+def _mac_key(data_key: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, None, b"ssegw/upload-token/v1").derive(data_key)
+
+
+def _raw(token: str) -> bytes:
+    b64 = token[len(TOKEN_PREFIX):]
+    return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+
+
+def is_token(upload_id: str) -> bool:
+    return upload_id.startswith(TOKEN_PREFIX)
+
+
+def decode_token(token: str) -> UploadToken:
+    """Parse an UploadId we issued (ValueError if it is not one); the MAC is checked by
+    `UploadToken.verify` once the data key is known."""
+    if not is_token(token):
+        raise ValueError("not an upload token")
+    try:
+        raw = _raw(token)
+    except (ValueError, TypeError):
+        raise ValueError("malformed upload token") from None
+    if len(raw) < 1 + _MAC or raw[0] != 1:
+        raise ValueError("unknown upload token version")
+    body, pos, fields = raw[:-_MAC], 1, []
+    while pos < len(body):
+        if pos + 2 > len(body):
+            raise ValueError("malformed upload token")
+        (n,) = struct.unpack_from(">H", body, pos)
+        fields.append(body[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    if pos != len(body) or len(fields) != 10:
+        raise ValueError("malformed upload token")
+    try:
+        return UploadToken(
+            backend_id=fields[0].decode(), bucket=fields[1].decode(), key=fields[2].decode(),
+            algorithm=Algorithm(fields[3].decode()), base_nonce=fields[4], sealed_key=fields[5],
+            kms_key_id=fields[6].decode(), sse=fields[7].decode(),
+            context=json.loads(fields[8]) if fields[8] else None,
+            bucket_key_salt=fields[9] or None,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("malformed upload token") from None
+
+
+def backend_upload_id(upload_id: str) -> str:
+    """The backend's upload id for an UploadId we issued, or the id itself (from a listing)."""
+    if not is_token(upload_id):
+        return upload_id
+    return decode_token(upload_id).backend_id
+
+
+__all__ = ["Layout", "LayoutAmbiguous", "MIN_PART", "PACKAGE", "Segment", "SegmentOpener",
+           "UploadToken", "ambiguous", "backend_upload_id", "decode_token", "is_token", "plan"]

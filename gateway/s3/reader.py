@@ -1,0 +1,279 @@
+"""Reading stored objects: what the backend holds, its layout, and its plaintext as a stream.
+
+`stat` turns a backend HEAD (or GET) into a `Stored`: envelope, plaintext size and ETag, and
+for multipart objects the part layout, learnt from the backend (multipart.py) and cached by
+backend ETag (an object's ETag changes whenever its bytes do, so a cached layout is never
+stale; the cache only saves round trips and is not state: any proxy can rebuild it).
+`plaintext` streams a range: one backend request, decrypted package by package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.s3 import envelope
+from gateway.s3.backend import Backend
+from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
+from gateway.s3.errors import S3Error
+from gateway.s3.multipart import Layout, SegmentOpener, plan
+
+_PARTS_CONCURRENCY = 16
+OUT_CHUNK = 1024 * 1024
+_LAYOUT_CACHE = 10_000
+_MP_ETAG = re.compile(r'^"?[0-9a-fA-F]+-(\d+)"?$')
+
+
+@dataclass
+class Stored:
+    """An object as the backend holds it (from a HEAD or the headers of a GET)."""
+
+    bucket: str
+    key: str
+    headers: httpx.Headers
+    meta: ObjectMeta | None  # None: a plaintext object put into the backend directly
+    layout: Layout | None  # None for plaintext objects
+
+    @property
+    def backend_etag(self) -> str:
+        return str(self.headers.get("etag", ""))
+
+    @property
+    def size(self) -> int:
+        if self.layout is not None:
+            return self.layout.size
+        return int(self.headers.get("content-length", 0))
+
+    @property
+    def etag(self) -> str:
+        return client_etag(self.meta, self.backend_etag)
+
+    @property
+    def parts_count(self) -> int | None:
+        return self.layout.count if self.layout is not None and self.layout.first == 1 else None
+
+
+def client_etag(meta: ObjectMeta | None, backend_etag: str) -> str:
+    """The ETag clients see: the plaintext MD5 when we know it (objects buffered before upload).
+
+    Otherwise the backend's ETag, which is the MD5 of ciphertext: given as is, clients such as
+    rclone would take it for the plaintext MD5 and call every streamed upload corrupt, so it
+    gets the multipart form ("...-1"), which they know is not an MD5 (AWS SSE-KMS ETags are
+    not MD5s either).
+    """
+    if meta is None:
+        return backend_etag
+    if meta.md5:
+        return f'"{meta.md5}"'
+    bare = backend_etag.strip('"')
+    if not bare or "-" in bare:
+        return backend_etag
+    return f'"{bare}-1"'
+
+
+def decode_meta(headers: Mapping[str, str]) -> ObjectMeta | None:
+    try:
+        return ObjectMeta.decode(headers)
+    except ObjectCorrupt as e:
+        raise S3Error("InternalError", f"The object's encryption metadata is damaged: {e}", 500) from None
+
+
+def damaged(message: str) -> S3Error:
+    return S3Error("InternalError", f"The object failed authentication and was not served: {message}", 500)
+
+
+class Reader:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._layouts: OrderedDict[tuple[str, str, str], Layout] = OrderedDict()
+
+    def remember(self, bucket: str, key: str, etag: str, layout: Layout) -> None:
+        self._layouts[(bucket, key, etag)] = layout
+        self._layouts.move_to_end((bucket, key, etag))
+        while len(self._layouts) > _LAYOUT_CACHE:
+            self._layouts.popitem(last=False)
+
+    def forget(self, bucket: str, key: str, etag: str) -> None:
+        self._layouts.pop((bucket, key, etag), None)
+
+    async def stat(self, bucket: str, key: str, r: httpx.Response | None = None,
+                   headers: Mapping[str, str] | None = None) -> Stored | None:
+        """The object from `r` (an open GET) or from a HEAD; None when it does not exist."""
+        if r is None:
+            r = await self.backend.send("HEAD", bucket, key, headers=headers)
+            if r.status_code == 404:
+                return None
+            if r.status_code != 200:
+                raise S3Error("InternalError", f"the backend answered {r.status_code} to HEAD", 500)
+        meta = decode_meta(r.headers)
+        total = _stored_length(r)
+        layout = None
+        if meta is not None:
+            if meta.multipart:
+                layout = await self.layout(bucket, key, r.headers.get("etag", ""), total)
+            else:
+                assert meta.size is not None
+                try:
+                    layout = Layout((envelope.sealed_size(meta.size),), first=0)
+                except ObjectCorrupt as e:
+                    raise S3Error("InternalError", f"The object's size is damaged: {e}", 500) from None
+            if total is not None and total != layout.sealed_total:
+                # Shorter or longer than recorded: damaged. Say so up front, not mid-body.
+                raise S3Error("InternalError", "The stored object does not match its recorded size; "
+                              "it was truncated or changed and is not served", 500)
+        return Stored(bucket, key, r.headers, meta, layout)
+
+    async def layout(self, bucket: str, key: str, etag: str, total: int | None) -> Layout:
+        hit = self._layouts.get((bucket, key, etag))
+        if hit is not None:
+            return hit
+        first = await self._part_head(bucket, key, 1)
+        s1 = int(first.headers.get("content-length", -1))
+        count_text = first.headers.get("x-amz-mp-parts-count")
+        m = _MP_ETAG.match(etag)
+        count = int(count_text) if count_text and count_text.isdigit() else int(m.group(1)) if m else 1
+        if total is None:
+            total = _stored_length(first)
+            if total is None:
+                raise S3Error("InternalError", "the backend did not say how big the object is", 500)
+        last = None
+        if count >= 3:
+            last = int((await self._part_head(bucket, key, count)).headers.get("content-length", -1))
+        layout = Layout.guess(total, count, s1, last)
+        if layout is None:
+            # Parts of different sizes: ask for every one (rare: clients use one part size).
+            sem = asyncio.Semaphore(_PARTS_CONCURRENCY)
+
+            async def size(n: int) -> int:
+                async with sem:
+                    return int((await self._part_head(bucket, key, n)).headers.get("content-length", -1))
+
+            sizes = await asyncio.gather(*(size(n) for n in range(1, count + 1)))
+            try:
+                layout = Layout(tuple(sizes))
+            except ObjectCorrupt as e:
+                raise S3Error("InternalError", f"The object's parts do not fit the format: {e}", 500) from None
+            if layout.sealed_total != total:
+                raise S3Error("InternalError", "The object's parts do not add up to its size", 500)
+        self.remember(bucket, key, etag, layout)
+        return layout
+
+    async def _part_head(self, bucket: str, key: str, number: int) -> httpx.Response:
+        r = await self.backend.send("HEAD", bucket, key, query={"partNumber": str(number)})
+        if r.status_code not in (200, 206):
+            raise S3Error("InternalError", f"the backend answered {r.status_code} to HEAD part {number}", 500)
+        return r
+
+    async def plaintext(self, stored: Stored, data_key: bytes | None, start: int, end: int,
+                        r: httpx.Response | None = None) -> AsyncIterator[bytes]:
+        """Plaintext bytes [start, end) of `stored`, streamed; `r`, if given, is an open GET of
+        the whole object (used when the range needs all of it, closed otherwise).
+
+        Raises ObjectCorrupt from the iterator when a package fails authentication: callers
+        must stop sending at once (never forward unauthenticated bytes).
+        """
+        if stored.meta is None or stored.layout is None:
+            return self._plain(stored, start, end, r)
+        assert data_key is not None
+        layout = stored.layout
+        sealed_start, sealed_end, segments = plan(layout, start, end)
+        if r is not None and (sealed_start, sealed_end) != (0, layout.sealed_total):
+            await r.aclose()
+            r = None
+        if r is None:
+            headers = {"if-match": stored.backend_etag} if stored.backend_etag else {}
+            if (sealed_start, sealed_end) != (0, layout.sealed_total):
+                headers["range"] = f"bytes={sealed_start}-{sealed_end - 1}"
+            r = await self.backend.send("GET", stored.bucket, stored.key, headers=headers, stream=True)
+            if r.status_code not in (200, 206):
+                await r.aread()
+                await r.aclose()
+                if r.status_code == 412:
+                    raise S3Error("InternalError", "The object changed while it was read; retry", 500)
+                raise S3Error("InternalError", f"the backend answered {r.status_code} to GET", 500)
+        meta = stored.meta
+        ciphers: dict[int, PackageCipher] = {}
+
+        def cipher_for(part: int) -> PackageCipher:
+            c = ciphers.get(part)
+            if c is None:
+                try:
+                    c = ciphers[part] = PackageCipher(meta.algorithm, data_key,
+                                                      envelope.part_nonce(meta.base_nonce, part), part)
+                except ValueError:
+                    raise S3Error("InternalError", "The object's data key does not fit its format",
+                                  500) from None
+            return c
+
+        opener = SegmentOpener(segments, cipher_for)
+        return _decrypted(r, opener)
+
+    def _plain(self, stored: Stored, start: int, end: int, r: httpx.Response | None) -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[bytes]:
+            resp = r
+            if resp is not None and (start, end) != (0, stored.size):
+                await resp.aclose()
+                resp = None
+            if resp is None:
+                if start == end:
+                    return
+                resp = await self.backend.send("GET", stored.bucket, stored.key, stream=True,
+                                               headers={"range": f"bytes={start}-{end - 1}"})
+                if resp.status_code not in (200, 206):
+                    await resp.aclose()
+                    raise S3Error("InternalError", f"the backend answered {resp.status_code} to GET", 500)
+                skip = start if resp.status_code == 200 else 0
+            else:
+                skip = 0
+            try:
+                left = end - start
+                async for chunk in resp.aiter_raw():
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                    if len(chunk) > left:
+                        chunk = chunk[:left]
+                    if chunk:
+                        left -= len(chunk)
+                        yield chunk
+                    if not left:
+                        break
+            finally:
+                await resp.aclose()
+
+        return body()
+
+
+async def _decrypted(r: httpx.Response, opener: SegmentOpener) -> AsyncIterator[bytes]:
+    # Raw bytes: a Content-Encoding the client gave its object describes the plaintext, and
+    # must not make httpx "decode" ciphertext. Plaintext leaves in pieces of about OUT_CHUNK:
+    # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
+    # packages one by one made those trips a third of a large GET's time.
+    try:
+        pending: list[bytes] = []
+        size = 0
+        async for chunk in r.aiter_raw():
+            for plain in opener.feed(chunk):
+                pending.append(plain)
+                size += len(plain)
+            if size >= OUT_CHUNK:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, size = [], 0
+        opener.finish()
+        if pending:
+            yield b"".join(pending)
+    finally:
+        await r.aclose()
+
+
+def _stored_length(r: httpx.Response) -> int | None:
+    total = r.headers.get("content-range", "").rpartition("/")[2]
+    if total.isdigit():
+        return int(total)
+    length = r.headers.get("content-length")
+    return int(length) if length is not None and length.isdigit() else None

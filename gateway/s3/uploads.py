@@ -1,0 +1,358 @@
+"""Multipart uploads through the proxy: each part sealed on its own as it streams.
+
+CreateMultipartUpload makes one data key for the upload (per-object or bucket-key, as for a
+PUT), sealed once: the envelope goes into the backend upload's initiation metadata (so the
+completed object carries it) and, with a MAC, into the UploadId we return (multipart.py), so
+UploadPart needs no state and no lookup. Part p is sealed under `part_nonce(nonce, p)` with p in
+every package's AAD. Completion checks the parts (numbered 1..N, each but the last at least
+5 MiB of plaintext, a layout readers can learn) and completes the backend upload.
+
+ListMultipartUploads lists the backend's upload ids; ListParts and AbortMultipartUpload take
+those or ours, UploadPart needs ours (the data key travels in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+import httpx
+
+from gateway.s3 import aws_chunked, envelope
+from gateway.s3.backend import S3_NS
+from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
+from gateway.s3.errors import S3Error, invalid_argument
+from gateway.s3.multipart import (
+    MIN_PART,
+    Layout,
+    UploadToken,
+    ambiguous,
+    backend_upload_id,
+    decode_token,
+    is_token,
+)
+
+if TYPE_CHECKING:
+    from gateway.s3.proxy import Reply, S3Proxy, S3Request
+
+_NS = f"{{{S3_NS}}}"
+
+
+def no_such_upload() -> S3Error:
+    return S3Error("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, "
+                   "or the upload may have been aborted or completed.", 404)
+
+
+def _text(el: ET.Element, name: str) -> str | None:
+    found = el.find(_NS + name)
+    if found is None:
+        found = el.find(name)
+    return found.text if found is not None else None
+
+
+class Uploads:
+    def __init__(self, proxy: S3Proxy) -> None:
+        self.proxy = proxy
+        self.backend = proxy.backend
+
+    # ------------------------------------------------------------------ create
+
+    async def create(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply, xml_doc
+
+        assert req.bucket is not None and req.key is not None
+        info = await self.proxy.owned(req)
+        enc = self.proxy.encryption(req, info)
+        ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
+        nonce = envelope.new_base_nonce()
+        meta = ObjectMeta(ok.algorithm, ok.sealed, nonce, None, ok.kms_key_id, enc.sse, None, enc.context,
+                          multipart=True, bucket_key_salt=ok.salt)
+        headers = self.proxy.put_headers(req)
+        headers.setdefault("content-type", "binary/octet-stream")
+        headers.update(meta.encode())
+        r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        backend_id = _text(ET.fromstring(r.content), "UploadId")
+        if not backend_id:
+            raise S3Error("InternalError", "the backend returned no UploadId", 500)
+        token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
+                            enc.sse, enc.context, ok.salt).encode(ok.plaintext)
+        body = (f'<InitiateMultipartUploadResult xmlns="{S3_NS}"><Bucket>{escape(req.bucket)}</Bucket>'
+                f"<Key>{escape(req.key)}</Key><UploadId>{token}</UploadId></InitiateMultipartUploadResult>")
+        return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, meta)},
+                     xml_doc(body))
+
+    # ------------------------------------------------------------------ parts
+
+    async def _token(self, req: S3Request) -> tuple[UploadToken, bytes, str]:
+        """(token, data key, UploadId) of the upload a part request names."""
+        assert req.bucket is not None and req.key is not None
+        upload_id = req.query.get("uploadId", "")
+        if not is_token(upload_id):
+            raise S3Error("NoSuchUpload", "This proxy needs the UploadId that CreateMultipartUpload "
+                          "returned (upload ids from ListMultipartUploads can list or abort only)", 404)
+        try:
+            token = decode_token(upload_id)
+        except ValueError:
+            raise no_such_upload() from None
+        if (token.bucket, token.key) != (req.bucket, req.key):
+            raise no_such_upload()
+        data_key = await self.proxy.keys.open(req.auth, req.bucket, req.key, token.algorithm, token.sealed_key,
+                                              token.bucket_key_salt, token.context)
+        if not token.verify(upload_id, data_key):
+            raise no_such_upload()
+        return token, data_key, upload_id
+
+    def _meta(self, token: UploadToken) -> ObjectMeta:
+        return ObjectMeta(token.algorithm, token.sealed_key, token.base_nonce, None, token.kms_key_id,
+                          token.sse, None, token.context, multipart=True, bucket_key_salt=token.bucket_key_salt)
+
+    async def upload_part(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply
+
+        await self.proxy.owned(req)
+        number = self._number(req)
+        token, data_key, _ = await self._token(req)
+        if "x-amz-copy-source" in req.headers:
+            return await self._upload_part_copy(req, number, token, data_key)
+        stream, size = self.proxy.body_stream(req)
+        if size > envelope.MAX_PART_SIZE:
+            raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
+        md5 = hashlib.md5()
+        r = await self._send_part(req, number, token, data_key, stream, size,
+                                  self.proxy.content_md5(req), md5)
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        # The ETag is the plaintext MD5, as S3 gives for SSE-S3 parts (clients such as s3cmd
+        # check it); completion matches parts by number against the backend's own list.
+        return Reply(200, {"etag": f'"{md5.hexdigest()}"', **self.proxy.sse_headers(req.auth, self._meta(token))})
+
+    @staticmethod
+    def _number(req: S3Request) -> int:
+        text = req.query.get("partNumber", "")
+        if not text.isdigit() or not 1 <= int(text) <= envelope.MAX_PART:
+            raise invalid_argument("Part number must be an integer between 1 and 10000, inclusive")
+        return int(text)
+
+    async def _send_part(self, req: S3Request, number: int, token: UploadToken, data_key: bytes,
+                         stream: AsyncIterator[bytes], size: int, expected_md5: bytes | None,
+                         md5: hashlib._Hash) -> httpx.Response:
+        from gateway.s3.proxy import backend_failure, sealed_stream
+
+        assert req.bucket is not None and req.key is not None
+        cipher = envelope.PackageCipher(token.algorithm, data_key, envelope.part_nonce(token.base_nonce, number),
+                                        number)
+        sealer = envelope.Sealer(cipher)
+        try:
+            return await self.backend.send(
+                "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
+                headers={"content-length": str(envelope.sealed_size(size))},
+                body=sealed_stream(stream, sealer, expected_md5, md5))
+        except aws_chunked.ChunkedError as e:
+            raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
+        except httpx.HTTPError as e:
+            raise backend_failure(e) from None
+
+    async def _upload_part_copy(self, req: S3Request, number: int, token: UploadToken, data_key: bytes) -> Reply:
+        """UploadPartCopy: the source's plaintext (any object we can read), sealed as part `number`.
+
+        The backend cannot copy it for us: the part must be sealed with this upload's key,
+        nonce and part number.
+        """
+        from gateway.s3.proxy import Reply, last_modified, xml_doc
+
+        source = await self.proxy.copier.source(req)
+        size = source.size
+        start, end = 0, size
+        rng = req.headers.get("x-amz-copy-source-range")
+        if rng is not None:
+            parsed = _copy_range(rng, size)
+            start, end = parsed
+        if end - start > envelope.MAX_PART_SIZE:
+            raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
+        src_key = await self.proxy.open_key(req.auth, source)
+        plain = await self.proxy.reader.plaintext(source, src_key, start, end)
+        md5 = hashlib.md5()
+        r = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        modified = last_modified(r.headers)
+        when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
+                f'<ETag>"{md5.hexdigest()}"</ETag></CopyPartResult>')
+        return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, self._meta(token))},
+                     xml_doc(body))
+
+    # ------------------------------------------------------------------ complete, abort, list
+
+    async def _backend_parts(self, bucket: str, key: str, backend_id: str) -> dict[int, tuple[int, str]]:
+        """Every part of a backend upload: number -> (sealed size, backend ETag)."""
+        parts: dict[int, tuple[int, str]] = {}
+        marker = "0"
+        while True:
+            r = await self.backend.send("GET", bucket, key, query={"uploadId": backend_id,
+                                                                    "part-number-marker": marker})
+            if r.status_code == 404:
+                raise no_such_upload()
+            if r.status_code != 200:
+                raise S3Error("InternalError", f"the backend answered {r.status_code} listing parts", 500)
+            root = ET.fromstring(r.content)
+            for p in root.iter(_NS + "Part"):
+                n, size, etag = _text(p, "PartNumber"), _text(p, "Size"), _text(p, "ETag")
+                if n and size and etag:
+                    parts[int(n)] = (int(size), etag)
+            if (_text(root, "IsTruncated") or "false").lower() != "true":
+                return parts
+            nxt = _text(root, "NextPartNumberMarker")
+            if not nxt or nxt == marker:
+                return parts
+            marker = nxt
+
+    async def complete(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply, xml_doc
+
+        assert req.bucket is not None and req.key is not None
+        await self.proxy.owned(req)
+        upload_id = req.query.get("uploadId", "")
+        try:
+            backend_id = backend_upload_id(upload_id)
+        except ValueError:
+            raise no_such_upload() from None
+        body = b"".join([c async for c in req.body])
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400) from None
+        wanted: list[int] = []
+        for p in list(root.iter(_NS + "Part")) + list(root.iter("Part")):
+            number = _text(p, "PartNumber")
+            if number is None or not number.strip().isdigit():
+                raise S3Error("MalformedXML", "every Part needs a PartNumber", 400)
+            wanted.append(int(number))
+        if not wanted:
+            raise S3Error("MalformedXML", "The XML you provided did not list any parts", 400)
+        if wanted != sorted(wanted) or len(set(wanted)) != len(wanted):
+            raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. "
+                          "Parts must be ordered by part number.", 400)
+        have = await self._backend_parts(req.bucket, req.key, backend_id)
+        for n in wanted:
+            if n not in have:
+                raise S3Error("InvalidPart", f"Part {n} could not be found.", 400)
+        if wanted != list(range(1, len(wanted) + 1)):
+            # Readers find part p by its place among the parts (HEAD partNumber), and its
+            # packages carry the number it was uploaded as: the two must agree.
+            raise S3Error("InvalidPart", "This proxy completes uploads whose parts are numbered "
+                          "1, 2, 3, ... without gaps", 400)
+        sealed = tuple(have[n][0] for n in wanted)
+        try:
+            layout = Layout(sealed)
+        except ObjectCorrupt:
+            raise S3Error("InvalidPart", "A part is not a sealed part of this proxy", 400) from None
+        if any(p < MIN_PART for p in layout.plain[:-1]):
+            raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed "
+                          "object size.", 400)
+        if ambiguous(sealed):
+            raise S3Error("InvalidPart", "The parts' sizes would make the object's layout ambiguous: "
+                          "use one size for all parts but the last", 400)
+        parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag></Part>"
+                            for n in wanted)
+        done = await self.backend.send(
+            "POST", req.bucket, req.key, query={"uploadId": backend_id},
+            body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts_xml}</CompleteMultipartUpload>'.encode(),
+            headers={"content-type": "application/xml"})
+        # S3 may answer 200 and still put an <Error> in the body (the answer starts before it ends).
+        if done.status_code != 200 or b"<Error>" in done.content:
+            status = done.status_code if done.status_code != 200 else 500
+            return Reply(status, {"content-type": "application/xml"}, done.content)
+        etag = _text(ET.fromstring(done.content), "ETag") or ""
+        self.proxy.reader.remember(req.bucket, req.key, etag, layout)
+        sse: dict[str, str] = {}
+        if is_token(upload_id):
+            sse = self.proxy.sse_headers(req.auth, self._meta(decode_token(upload_id)))
+        location = f"/{req.bucket}/{req.key}"
+        out = (f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{escape(location)}</Location>'
+               f"<Bucket>{escape(req.bucket)}</Bucket><Key>{escape(req.key)}</Key>"
+               f"<ETag>{escape(etag)}</ETag></CompleteMultipartUploadResult>")
+        return Reply(200, {"content-type": "application/xml", **sse}, xml_doc(out))
+
+    async def abort(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply
+
+        assert req.bucket is not None and req.key is not None
+        await self.proxy.owned(req)
+        try:
+            backend_id = backend_upload_id(req.query.get("uploadId", ""))
+        except ValueError:
+            raise no_such_upload() from None
+        r = await self.backend.send("DELETE", req.bucket, req.key, query={"uploadId": backend_id})
+        if r.status_code == 404:
+            raise no_such_upload()
+        if r.status_code not in (200, 204):
+            return await self.proxy.backend_error(r)
+        return Reply(204)
+
+    async def list_parts(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply
+
+        assert req.bucket is not None and req.key is not None
+        await self.proxy.owned(req)
+        upload_id = req.query.get("uploadId", "")
+        try:
+            backend_id = backend_upload_id(upload_id)
+        except ValueError:
+            raise no_such_upload() from None
+        query = {k: v for k, v in req.query.items() if k in ("max-parts", "part-number-marker", "encoding-type")}
+        query["uploadId"] = backend_id
+        r = await self.backend.send("GET", req.bucket, req.key, query=query)
+        if r.status_code == 404:
+            raise no_such_upload()
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        ET.register_namespace("", S3_NS)
+        root = ET.fromstring(r.content)
+        for el in root.iter(_NS + "UploadId"):
+            el.text = upload_id
+        for p in root.iter(_NS + "Part"):
+            size_el = p.find(_NS + "Size")
+            if size_el is not None and size_el.text and size_el.text.isdigit():
+                try:
+                    size_el.text = str(envelope.plain_size(int(size_el.text)))
+                except ObjectCorrupt:
+                    pass  # not one of ours: leave the backend's size
+        return Reply(200, {"content-type": "application/xml"},
+                     b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
+
+    async def list_uploads(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply
+
+        assert req.bucket is not None
+        await self.proxy.owned(req)
+        allowed = ("delimiter", "encoding-type", "key-marker", "max-uploads", "prefix", "upload-id-marker")
+        query = {k: v for k, v in req.query.items() if k in allowed}
+        query["uploads"] = ""
+        r = await self.backend.send("GET", req.bucket, query=query)
+        if r.status_code != 200:
+            return await self.proxy.backend_error(r)
+        return Reply(200, {"content-type": "application/xml"}, r.content)
+
+
+def _copy_range(value: str, size: int) -> tuple[int, int]:
+    """x-amz-copy-source-range: `bytes=first-last`, both given and inside the source."""
+    text = value.strip()
+    if not text.startswith("bytes="):
+        raise invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last")
+    first, _, last = text[len("bytes="):].partition("-")
+    if not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last")
+    if int(last) >= size:
+        raise S3Error("InvalidRange", "The requested range is not satisfiable", 416)
+    return int(first), int(last) + 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
