@@ -20,9 +20,7 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +34,9 @@ import boto3
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.s3_proxy import client, free_port  # noqa: E402
+from bench.s3_proxy import client  # noqa: E402
+from bench.stack import BACKEND_KEY  # noqa: E402
+from bench.stack import start as start_stack  # noqa: E402
 from kms_core.http_client import HttpKmsClient  # noqa: E402
 
 AWS = str(Path(sys.executable).parent / "aws")
@@ -58,31 +58,14 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1000, help="small PUTs per bucket-key measurement")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssegw-mp-bench-"))
-    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
+    stack = start_stack(tmp / "var")
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith("AWS_")}
     env["PYTHONPATH"] = str(ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", "from moto.server import ThreadedMotoServer as S;"
-                               f"import time; S(port={moto_port}).start(); time.sleep(1e6)"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp / "var"),
-         "--s3-port", str(s3_port), "--kms-port", str(kms_port),
-         "--backend-url", f"http://127.0.0.1:{moto_port}", "--backend-access-key", "bench",
-         "--backend-secret-key", "bench-secret"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    procs.append(serve)
     try:
-        banner = ""
-        assert serve.stdout is not None
-        while "AWS_DEFAULT_REGION" not in banner:
-            line = serve.stdout.readline()
-            if not line:
-                raise RuntimeError(banner)
-            banner += line
-        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-        proxy_url, direct_url = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{moto_port}"
+        creds = stack.credentials
+        proxy_url, direct_url = stack.proxy_url, stack.backend_url
         proxy = client(proxy_url, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
-        direct = client(direct_url, "bench", "bench-secret", "us-east-1")
+        direct = client(direct_url, *BACKEND_KEY, "us-east-1")
         for _ in range(100):
             try:
                 proxy.create_bucket(Bucket="mp-proxy")
@@ -141,7 +124,7 @@ def main() -> None:
         print(f"  (the proxy's copy has {parts} parts, each sealed on its own)")
 
         # ---------------------------------------------------------------- rewrap
-        kms_boto: Any = boto3.client("kms", endpoint_url=f"http://127.0.0.1:{kms_port}", region_name="cn-east-1",
+        kms_boto: Any = boto3.client("kms", endpoint_url=stack.kms_url, region_name="cn-east-1",
                                      aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
                                      aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
         proxy.create_bucket(Bucket="rewrap")
@@ -163,7 +146,7 @@ def main() -> None:
               f"{again['current']} current at {again['objectsPerSecond']} objects/s")
 
         # ---------------------------------------------------------------- bucket keys
-        kms = HttpKmsClient(f"http://127.0.0.1:{kms_port}", creds["AWS_ACCESS_KEY_ID"],
+        kms = HttpKmsClient(stack.kms_url, creds["AWS_ACCESS_KEY_ID"],
                             creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
         counts = {}
         for label, bucket_key in (("without bucket keys", False), ("with bucket keys", True)):
@@ -182,13 +165,7 @@ def main() -> None:
             print(f"KMS calls per 1,000 small PUTs {label}: {calls * 1000 / args.small:.1f} "
                   f"({calls} for {args.small} PUTs, {args.small / elapsed:.0f} PUTs/s)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

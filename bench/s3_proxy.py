@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,14 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import BACKEND_KEY, free_port  # noqa: E402,F401  (free_port: for other benches)
+from bench.stack import start as start_stack  # noqa: E402
 from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
 from kms_core.http_client import HttpKmsClient  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client(url: str, key: str, secret: str, region: str) -> Any:
@@ -82,31 +75,12 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=200, help="number of 4 KiB objects per round")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssegw-s3-bench-"))
-    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
-    env["PYTHONPATH"] = str(ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", "from moto.server import ThreadedMotoServer as S;"
-                               f"import time; S(port={moto_port}).start(); time.sleep(1e6)"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp / "var"),
-         "--s3-port", str(s3_port), "--kms-port", str(kms_port),
-         "--backend-url", f"http://127.0.0.1:{moto_port}", "--backend-access-key", "bench",
-         "--backend-secret-key", "bench-secret"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    procs.append(serve)
+    stack = start_stack(tmp / "var")
     try:
-        banner = ""
-        assert serve.stdout is not None
-        while "AWS_DEFAULT_REGION" not in banner:
-            line = serve.stdout.readline()
-            if not line:
-                raise RuntimeError(banner)
-            banner += line
-        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-        proxy = client(f"http://127.0.0.1:{s3_port}", creds["AWS_ACCESS_KEY_ID"],
+        creds = stack.credentials
+        proxy = client(stack.proxy_url, creds["AWS_ACCESS_KEY_ID"],
                        creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
-        direct = client(f"http://127.0.0.1:{moto_port}", "bench", "bench-secret", "us-east-1")
+        direct = client(stack.backend_url, *BACKEND_KEY, "us-east-1")
         for _ in range(100):
             try:
                 proxy.create_bucket(Bucket="bench-proxy")
@@ -117,7 +91,7 @@ def main() -> None:
         big = tmp / "big.bin"
         big.write_bytes(os.urandom(args.large_mib * 1024 * 1024))
         small = os.urandom(4096)
-        kms = HttpKmsClient(f"http://127.0.0.1:{kms_port}", creds["AWS_ACCESS_KEY_ID"],
+        kms = HttpKmsClient(stack.kms_url, creds["AWS_ACCESS_KEY_ID"],
                             creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
         results: dict[str, dict[str, list[float]]] = {}
 
@@ -129,8 +103,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for who, c, b in (("proxy", proxy, "bench-proxy"), ("direct", direct, "bench-direct")):
                 with big.open("rb") as f:
-                    record("PUT 64 MiB (MB/s)", who, mb / timed(lambda: c.put_object(Bucket=b, Key="big", Body=f)))
-                record("GET 64 MiB (MB/s)", who,
+                    record(f"PUT {args.large_mib} MiB (MB/s)", who, mb / timed(lambda: c.put_object(Bucket=b, Key="big", Body=f)))
+                record(f"GET {args.large_mib} MiB (MB/s)", who,
                        mb / timed(lambda: c.get_object(Bucket=b, Key="big")["Body"].read()))
                 record("PUT 4 KiB (ops/s)", who, args.small / timed(
                     lambda: [c.put_object(Bucket=b, Key=f"s{i}", Body=small) for i in range(args.small)]))
@@ -148,15 +122,7 @@ def main() -> None:
         print(f"KMS calls per PUT: {(sum(usage.values()) - calls_before - usage.get('decrypt', 0)) / puts:.2f} "
               f"(generateDataKey {gdk} for {puts} PUTs; decrypt {usage.get('decrypt', 0)} for the GETs)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        import shutil
-
+        stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

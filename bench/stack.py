@@ -1,0 +1,72 @@
+"""What the S3 benchmarks share: moto as a backend process and `ssegw serve` in front of it.
+
+Both run as separate processes, so the proxy, the backend and the client each have their own
+interpreter (and GIL), as they would in production.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKEND_KEY = ("bench", "bench-secret")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    proxy_url: str
+    kms_url: str
+    backend_url: str
+    credentials: dict[str, str]
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start(data_dir: Path) -> Stack:
+    """moto on a free port, then `ssegw serve` with it as --backend-url; waits for the banner."""
+    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith("AWS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    stack = Stack(f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{kms_port}",
+                  f"http://127.0.0.1:{moto_port}", {})
+    stack.procs.append(subprocess.Popen(
+        [sys.executable, "-c", "from moto.server import ThreadedMotoServer as S; import time;"
+                               f"S(port={moto_port}).start(); time.sleep(1e6)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
+         "--s3-port", str(s3_port), "--kms-port", str(kms_port), "--backend-url", stack.backend_url,
+         "--backend-access-key", BACKEND_KEY[0], "--backend-secret-key", BACKEND_KEY[1]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    stack.procs.append(serve)
+    banner = ""
+    assert serve.stdout is not None
+    while "AWS_DEFAULT_REGION" not in banner:
+        line = serve.stdout.readline()
+        if not line:
+            stack.stop()
+            raise RuntimeError(banner)
+        banner += line
+    stack.credentials = dict(re.findall(r"export (\w+)=(\S+)", banner))
+    return stack
