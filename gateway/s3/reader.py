@@ -10,6 +10,7 @@ stale; the cache only saves round trips and is not state: any proxy can rebuild 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -257,7 +258,7 @@ async def _decrypted(r: httpx.Response, opener: SegmentOpener) -> AsyncIterator[
     try:
         pending: list[bytes] = []
         size = 0
-        async for chunk in r.aiter_raw():
+        async for chunk in _read_ahead(r):
             for plain in opener.feed(chunk):
                 pending.append(plain)
                 size += len(plain)
@@ -269,6 +270,36 @@ async def _decrypted(r: httpx.Response, opener: SegmentOpener) -> AsyncIterator[
             yield b"".join(pending)
     finally:
         await r.aclose()
+
+
+async def _read_ahead(r: httpx.Response, depth: int = 4) -> AsyncIterator[bytes]:
+    """The backend body, read by a task of its own a few chunks ahead of the consumer.
+
+    Without it the backend socket is idle whenever the consumer waits for the client to take
+    what it sent, so reading the backend and writing the client never overlap."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+
+    async def pump() -> None:
+        try:
+            async for chunk in r.aiter_raw():
+                await queue.put(chunk)
+            await queue.put(None)
+        except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put(e)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 def _stored_length(r: httpx.Response) -> int | None:
