@@ -116,6 +116,11 @@ class AsymmetricOps:
         _clock: Callable[[], datetime]
         observer: Observer | None
 
+        def _new_key_row(self, caller: Caller, key_id: str, spec: KeySpec, usage: KeyUsage,
+                         level: Protection, origin: Origin, state: KeyState, description: str,
+                         enterprise_project: str, primary_version_id: str | None,
+                         default_product: str | None, now: datetime) -> Key: ...
+
         def keystore(self, protection: Protection) -> KeyStore: ...
 
         def _session(self) -> AbstractContextManager[Session]: ...
@@ -213,22 +218,8 @@ class AsymmetricOps:
         key_id, version_id = str(uuid.uuid4()), str(uuid.uuid4())
         store, stored, public_der = self._generate_pair(caller, spec, usage, level, version_id)
         now = self._clock()
-        key = Key(
-            id=key_id,
-            account_id=caller.account_id,
-            region=caller.region,
-            enterprise_project=enterprise_project or "default",
-            description=description,
-            spec=spec.value,
-            usage=usage.value,
-            protection=level.value,
-            origin=Origin.KMS.value,
-            state=KeyState.ENABLED.value,
-            creator=caller.principal or caller.account_id,
-            primary_version_id=None,
-            created_at=now,
-            updated_at=now,
-        )
+        key = self._new_key_row(caller, key_id, spec, usage, level, Origin.KMS, KeyState.ENABLED,
+                                description, enterprise_project, None, None, now)
         try:
             with self._session() as s:
                 self._check_quota(s, caller, lock=True)

@@ -194,6 +194,11 @@ class LifecycleOps:
         _aeads: dict[tuple[str, str], Aead]
         observer: Observer | None
 
+        def _new_key_row(self, caller: Caller, key_id: str, spec: KeySpec, usage: KeyUsage,
+                         level: Protection, origin: Origin, state: KeyState, description: str,
+                         enterprise_project: str, primary_version_id: str | None,
+                         default_product: str | None, now: datetime) -> Key: ...
+
         def keystore(self, protection: Protection) -> KeyStore: ...
 
         def _session(self) -> AbstractContextManager[Session]: ...
@@ -252,23 +257,8 @@ class LifecycleOps:
         """An EXTERNAL-origin key: no material and no version until importKeyMaterial."""
         self.keystore(level)  # fail now, not at import time, if the level has no key store
         now = self._clock()
-        key = Key(
-            id=str(uuid.uuid4()),
-            account_id=caller.account_id,
-            region=caller.region,
-            enterprise_project=enterprise_project or "default",
-            description=description,
-            spec=spec.value,
-            usage=usage.value,
-            protection=level.value,
-            origin=Origin.EXTERNAL.value,
-            state=KeyState.PENDING_IMPORT.value,
-            creator=caller.principal or caller.account_id,
-            default_product=None,
-            primary_version_id=None,
-            created_at=now,
-            updated_at=now,
-        )
+        key = self._new_key_row(caller, str(uuid.uuid4()), spec, usage, level, Origin.EXTERNAL,
+                                KeyState.PENDING_IMPORT, description, enterprise_project, None, None, now)
         try:
             with self._session() as s:
                 s.add(key)

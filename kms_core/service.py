@@ -351,23 +351,8 @@ class KmsService(LifecycleOps, AsymmetricOps):
         key_id, version_id = str(uuid.uuid4()), str(uuid.uuid4())
         stored = store.generate_symmetric(spec, version_id)
         now = self._clock()
-        key = Key(
-            id=key_id,
-            account_id=caller.account_id,
-            region=caller.region,
-            enterprise_project=enterprise_project or "default",
-            description=description,
-            spec=spec.value,
-            usage=usage.value,
-            protection=level.value,
-            origin=origin.value,
-            state=KeyState.ENABLED.value,
-            creator=caller.principal or caller.account_id,
-            default_product=default_product,
-            primary_version_id=version_id,
-            created_at=now,
-            updated_at=now,
-        )
+        key = self._new_key_row(caller, key_id, spec, usage, level, origin, KeyState.ENABLED,
+                                description, enterprise_project, version_id, default_product, now)
         try:
             with self._session() as s:
                 s.add(key)
@@ -387,6 +372,31 @@ class KmsService(LifecycleOps, AsymmetricOps):
             if default_product:
                 raise
             raise AlreadyExists(f"alias {alias_name!r} already exists") from None
+
+    @staticmethod
+    def _new_key_row(
+        caller: Caller,
+        key_id: str,
+        spec: KeySpec,
+        usage: KeyUsage,
+        level: Protection,
+        origin: Origin,
+        state: KeyState,
+        description: str,
+        enterprise_project: str,
+        primary_version_id: str | None,
+        default_product: str | None,
+        now: datetime,
+    ) -> Key:
+        """The metadata row of a new key, whichever kind (symmetric, asymmetric, imported)."""
+        return Key(
+            id=key_id, account_id=caller.account_id, region=caller.region,
+            enterprise_project=enterprise_project or "default", description=description,
+            spec=spec.value, usage=usage.value, protection=level.value, origin=origin.value,
+            state=state.value, creator=caller.principal or caller.account_id,
+            default_product=default_product, primary_version_id=primary_version_id,
+            created_at=now, updated_at=now,
+        )
 
     @operation("describeKey", metered=False)
     def describe_key(self, caller: Caller, ref: str) -> KeyMetadata:
