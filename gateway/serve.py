@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -173,10 +175,29 @@ def _spawn_workers(args: argparse.Namespace, backend_url: str) -> list[subproces
     return [subprocess.Popen(argv) for _ in range(max(0, args.kms_workers - 1))]
 
 
+def keep_freed_buffers(mmap_threshold: int = 8 << 20, trim_threshold: int = 32 << 20) -> bool:
+    """Let glibc reuse freed megabyte buffers instead of returning them to the kernel.
+
+    Streaming an object allocates and frees ~1 MiB buffers all the time (socket reads, sealed
+    and opened packages). By default glibc hands such blocks back with munmap or a heap trim,
+    so every new one is faulted in page by page: ~7,000 page faults per 64 MiB GET, about a
+    third of the proxy's CPU on a VM. Keeping up to `trim_threshold` of freed heap costs that
+    much memory at most. Returns False where there is no glibc mallopt (nothing changes).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(mallopt(m_trim_threshold, trim_threshold))
+
+
 def run(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    keep_freed_buffers()
     kms = open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
     kms.service.keystore(Protection.HSM)  # initialise the embedded SoftHSM2 token now, not on first use
     kms.start_background()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.s3.auth import authenticate
+from gateway.s3.backend import BackendError
 from gateway.s3.errors import S3Error, not_implemented
 from gateway.s3.proxy import Reply, S3Proxy, S3Request
 from kms_core.sigv4 import UnknownAccessKey
@@ -117,6 +119,9 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
         except Exception as exc:
             if isinstance(exc, S3Error):
                 e = exc
+            elif isinstance(exc, BackendError):
+                log.warning("request %s: %s", request_id, exc)
+                e = S3Error("ServiceUnavailable", "The storage backend is unavailable. Please try again.", 503)
             elif isinstance(exc, UnknownAccessKey):
                 e = S3Error("InvalidAccessKeyId",
                             "The AWS Access Key Id you provided does not exist in our records.", 403)
@@ -140,6 +145,11 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
             return Response(reply.body, reply.status, out_headers)
         return StreamingResponse(reply.body, reply.status, out_headers)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await proxy.backend.close()  # this server's loop's backend connections
+
     methods = ["GET", "PUT", "POST", "DELETE", "HEAD"]
     return Starlette(routes=[Route("/", handle, methods=methods),
-                             Route("/{path:path}", handle, methods=methods)])
+                             Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from gateway.s3.digests import Digests
 from kms_core.sigv4 import EMPTY_SHA256
 
 SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -131,6 +132,7 @@ async def decode(
         if not name.startswith("x-amz-checksum-"):
             raise ChunkedError("InvalidRequest", f"unsupported trailer {trailer!r}")
         checksum = Checksum(name[len("x-amz-checksum-"):])
+    digests = Digests(checksum)
     reader = _Reader(stream)
     previous = signing.seed_signature if signing else ""
     total = 0
@@ -163,8 +165,7 @@ async def decode(
         total += size
         if decoded_length is not None and total > decoded_length:
             raise ChunkedError("IncompleteBody", "the body is longer than x-amz-decoded-content-length")
-        if checksum is not None:
-            checksum.update(data)
+        await digests.feed(data)
         yield data
     trailers: dict[str, str] = {}
     while True:
@@ -180,6 +181,7 @@ async def decode(
     if decoded_length is not None and total != decoded_length:
         raise ChunkedError("IncompleteBody",
                            f"the body has {total} bytes, x-amz-decoded-content-length says {decoded_length}")
+    await digests.finish()
     if checksum is not None:
         assert trailer is not None
         sent = trailers.get(trailer.strip().lower())

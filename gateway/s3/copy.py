@@ -27,10 +27,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
-import httpx
-
 from gateway.s3 import envelope
-from gateway.s3.backend import S3_NS
+from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.buckets import BucketInfo
 from gateway.s3.envelope import ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
@@ -196,7 +194,7 @@ class Copier:
         return etag, _iso(datetime.now(UTC))
 
     @staticmethod
-    def _copy_answer(r: httpx.Response, element: str) -> tuple[str, str]:
+    def _copy_answer(r: BackendResponse, element: str) -> tuple[str, str]:
         # S3 may answer a copy 200 and put an <Error> in the body (it answers before it ends).
         if r.status_code == 412:
             raise S3Error("PreconditionFailed", "The source object changed during the copy; retry", 412)
@@ -205,7 +203,7 @@ class Copier:
         if r.status_code != 200 or b"<Error>" in r.content:
             raise S3Error("InternalError", f"the backend could not copy the object ({r.status_code})", 500)
         root = ET.fromstring(r.content)
-        return _text(root, "ETag") or r.headers.get("etag", ""), _text(root, "LastModified") or _iso(datetime.now(UTC))
+        return _text(root, "ETag") or (r.headers.get("etag") or ""), _text(root, "LastModified") or _iso(datetime.now(UTC))
 
     async def _reencrypt(self, req: S3Request, src: Stored, enc: Encryption, headers: dict[str, str]) -> Reply:
         """The slow path: decrypt (or read) the source and seal it afresh as a single stream."""
@@ -241,7 +239,7 @@ class Copier:
             from gateway.s3.reader import damaged
 
             raise damaged(str(e)) from None
-        except httpx.HTTPError as e:
+        except BackendError as e:
             raise backend_failure(e) from None
         if r.status_code != 200:
             return await self.proxy.backend_error(r)

@@ -164,8 +164,19 @@ class Sealer:
         self._seq = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        buf = self._rest + data if self._rest else data
-        view, pos, n = memoryview(buf), 0, len(buf)
+        view = memoryview(data)
+        if self._rest:
+            # Complete the held package from the front of `data`; copying all of `data` onto
+            # the remainder would copy every byte of the body once more.
+            need = PACKAGE - len(self._rest)
+            if len(view) <= need:  # still possibly the final package: hold it
+                self._rest += bytes(view)
+                return
+            full, self._rest = self._rest + bytes(view[:need]), b""
+            yield self._cipher.seal(self._seq, full, False)
+            self._seq += 1
+            view = view[need:]
+        pos, n = 0, len(view)
         while n - pos > PACKAGE:
             yield self._cipher.seal(self._seq, view[pos:pos + PACKAGE], False)  # type: ignore[arg-type]
             self._seq += 1
@@ -189,8 +200,17 @@ class Opener:
         self._rest = b""
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        buf = self._rest + data if self._rest else data
-        view, pos, n = memoryview(buf), 0, len(buf)
+        view = memoryview(data)
+        if self._rest:
+            need = SEALED_PACKAGE - len(self._rest)
+            if len(view) < need or self._seq >= self._total - 1:  # no whole package yet, or the final one
+                self._rest += bytes(view)
+                return
+            full, self._rest = self._rest + bytes(view[:need]), b""
+            yield self._cipher.open(self._seq, full, False)
+            self._seq += 1
+            view = view[need:]
+        pos, n = 0, len(view)
         while n - pos >= SEALED_PACKAGE and self._seq < self._total - 1:
             yield self._cipher.open(self._seq, view[pos:pos + SEALED_PACKAGE], False)  # type: ignore[arg-type]
             self._seq += 1

@@ -24,12 +24,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-import httpx
-
 from gateway.s3 import aws_chunked, envelope
 from gateway.s3.auth import Authenticated
-from gateway.s3.backend import S3_NS, Backend
+from gateway.s3.backend import S3_NS, Backend, BackendError, BackendResponse
 from gateway.s3.buckets import BucketEncryption, BucketInfo, Buckets
+from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
 from gateway.s3.keycache import DEFAULT_TTL
@@ -91,16 +90,8 @@ def xml_doc(body: str) -> bytes:
 _xml = xml_doc
 
 
-def backend_failure(e: httpx.HTTPError) -> S3Error:
-    """An S3 error for a failed backend request: ours when our own body generator raised."""
-    cause = e.__cause__ or e.__context__
-    if isinstance(cause, S3Error):
-        return cause
-    if isinstance(cause, aws_chunked.ChunkedError):
-        return S3Error(cause.code, cause.message, 403 if cause.code == "SignatureDoesNotMatch" else 400)
-    if isinstance(cause, ObjectCorrupt):
-        return damaged(str(cause))
-    return S3Error("ServiceUnavailable", f"the storage backend failed: {type(e).__name__}", 503)
+def backend_failure(e: BackendError) -> S3Error:
+    return S3Error("ServiceUnavailable", f"the storage backend failed: {e}", 503)
 
 
 class S3Proxy:
@@ -128,7 +119,7 @@ class S3Proxy:
     owned = _owned
 
     @staticmethod
-    async def _backend_error(r: httpx.Response) -> Reply:
+    async def _backend_error(r: BackendResponse) -> Reply:
         body = await r.aread() if not r.is_closed else r.content
         return Reply(r.status_code, {"content-type": "application/xml"}, body)
 
@@ -152,7 +143,8 @@ class S3Proxy:
                 if isinstance(info, BucketInfo) and info.owner == req.auth.caller.account_id]
         items = "".join(f"<Bucket><Name>{escape(n)}</Name><CreationDate>{d}</CreationDate></Bucket>"
                         for n, d in mine)
-        owner = f"<Owner><ID>{req.auth.caller.account_id}</ID><DisplayName>{req.auth.caller.account_id}</DisplayName></Owner>"
+        account = req.auth.caller.account_id
+        owner = f"<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner>"
         return Reply(200, {"content-type": "application/xml"},
                      _xml(f'<ListAllMyBucketsResult xmlns="{S3_NS}">{owner}<Buckets>{items}</Buckets>'
                           "</ListAllMyBucketsResult>"))
@@ -403,6 +395,7 @@ class S3Proxy:
                     checksum = (name, aws_chunked.Checksum(name[len("x-amz-checksum-"):]))
                 except aws_chunked.ChunkedError as e:
                     raise S3Error(e.code, e.message, 501) from None
+        digests = Digests(digest, checksum[1] if checksum is not None else None)
         seen = 0
         async for chunk in req.body:
             if not chunk:
@@ -410,13 +403,12 @@ class S3Proxy:
             seen += len(chunk)
             if seen > length:
                 raise S3Error("IncompleteBody", "the body is longer than Content-Length")
-            if digest is not None:
-                digest.update(chunk)
-            if checksum is not None:
-                checksum[1].update(chunk)
+            await digests.feed(chunk)
             yield chunk
+        await digests.finish()
         if seen != length:
-            raise S3Error("IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header")
+            raise S3Error("IncompleteBody",
+                          "You did not provide the number of bytes specified by the Content-Length HTTP header")
         if digest is not None and not hmac.compare_digest(digest.hexdigest(), payload.lower()):
             raise S3Error("XAmzContentSHA256Mismatch",
                           "The provided 'x-amz-content-sha256' header does not match what was computed.")
@@ -487,10 +479,12 @@ class S3Proxy:
                 # Small enough to hold: read and verify it all first, so the plaintext MD5 can
                 # travel as metadata (the ETag) and a bad body never reaches the backend.
                 md5 = hashlib.md5()
+                digests = Digests(md5)
                 sealed: list[bytes] = []
                 async for chunk in stream:
-                    md5.update(chunk)
+                    await digests.feed(chunk)
                     sealed.extend(sealer.feed(chunk))
+                await digests.finish()
                 self.check_md5(expected_md5, md5)
                 sealed.append(sealer.finish())
                 meta = meta_for(md5.hexdigest())
@@ -503,9 +497,9 @@ class S3Proxy:
                                             body=sealed_stream(stream, sealer, expected_md5))
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
-        except httpx.HTTPError as e:
-            # Raised out of our own body generator (bad chunk, short body): the backend saw an
-            # incomplete upload and stored nothing.
+        except ObjectCorrupt as e:
+            raise damaged(str(e)) from None
+        except BackendError as e:
             raise backend_failure(e) from None
         if r.status_code != 200:
             return await self._backend_error(r)
@@ -683,19 +677,20 @@ async def sealed_stream(stream: AsyncIterator[bytes], sealer: envelope.Sealer,
     so a bad body aborts the backend upload before it can complete."""
     if expected_md5 is not None and md5 is None:
         md5 = hashlib.md5()
+    digests = Digests(md5)
     # Sealed packages go out in pieces of about OUT_CHUNK: each piece is one trip through
-    # httpx, httpcore and anyio, which cost more than sealing when done per 64 KiB package.
+    # aiohttp's writer and the event loop, which cost more than sealing when done per 64 KiB package.
     pending: list[bytes] = []
     size = 0
     async for chunk in stream:
-        if md5 is not None:
-            md5.update(chunk)
+        await digests.feed(chunk)
         for sealed in sealer.feed(chunk):
             pending.append(sealed)
             size += len(sealed)
         if size >= OUT_CHUNK:
             yield b"".join(pending)
             pending, size = [], 0
+    await digests.finish()
     S3Proxy.check_md5(expected_md5, md5)
     pending.append(sealer.finish())
     yield b"".join(pending)

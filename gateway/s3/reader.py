@@ -16,10 +16,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
-
 from gateway.s3 import envelope
-from gateway.s3.backend import Backend
+from gateway.s3.backend import Backend, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
 from gateway.s3.errors import S3Error
 from gateway.s3.multipart import Layout, SegmentOpener, plan
@@ -36,7 +34,7 @@ class Stored:
 
     bucket: str
     key: str
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive (the backend's answer)
     meta: ObjectMeta | None  # None: a plaintext object put into the backend directly
     layout: Layout | None  # None for plaintext objects
 
@@ -102,7 +100,7 @@ class Reader:
     def forget(self, bucket: str, key: str, etag: str) -> None:
         self._layouts.pop((bucket, key, etag), None)
 
-    async def stat(self, bucket: str, key: str, r: httpx.Response | None = None,
+    async def stat(self, bucket: str, key: str, r: BackendResponse | None = None,
                    headers: Mapping[str, str] | None = None) -> Stored | None:
         """The object from `r` (an open GET) or from a HEAD; None when it does not exist."""
         if r is None:
@@ -164,14 +162,14 @@ class Reader:
         self.remember(bucket, key, etag, layout)
         return layout
 
-    async def _part_head(self, bucket: str, key: str, number: int) -> httpx.Response:
+    async def _part_head(self, bucket: str, key: str, number: int) -> BackendResponse:
         r = await self.backend.send("HEAD", bucket, key, query={"partNumber": str(number)})
         if r.status_code not in (200, 206):
             raise S3Error("InternalError", f"the backend answered {r.status_code} to HEAD part {number}", 500)
         return r
 
     async def plaintext(self, stored: Stored, data_key: bytes | None, start: int, end: int,
-                        r: httpx.Response | None = None) -> AsyncIterator[bytes]:
+                        r: BackendResponse | None = None) -> AsyncIterator[bytes]:
         """Plaintext bytes [start, end) of `stored`, streamed; `r`, if given, is an open GET of
         the whole object (used when the range needs all of it, closed otherwise).
 
@@ -214,7 +212,7 @@ class Reader:
         opener = SegmentOpener(segments, cipher_for)
         return _decrypted(r, opener)
 
-    def _plain(self, stored: Stored, start: int, end: int, r: httpx.Response | None) -> AsyncIterator[bytes]:
+    def _plain(self, stored: Stored, start: int, end: int, r: BackendResponse | None) -> AsyncIterator[bytes]:
         async def body() -> AsyncIterator[bytes]:
             resp = r
             if resp is not None and (start, end) != (0, stored.size):
@@ -250,9 +248,8 @@ class Reader:
         return body()
 
 
-async def _decrypted(r: httpx.Response, opener: SegmentOpener) -> AsyncIterator[bytes]:
-    # Raw bytes: a Content-Encoding the client gave its object describes the plaintext, and
-    # must not make httpx "decode" ciphertext. Plaintext leaves in pieces of about OUT_CHUNK:
+async def _decrypted(r: BackendResponse, opener: SegmentOpener) -> AsyncIterator[bytes]:
+    # Plaintext leaves in pieces of about OUT_CHUNK:
     # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
     # packages one by one made those trips a third of a large GET's time.
     try:
@@ -272,7 +269,7 @@ async def _decrypted(r: httpx.Response, opener: SegmentOpener) -> AsyncIterator[
         await r.aclose()
 
 
-async def _read_ahead(r: httpx.Response, depth: int = 4) -> AsyncIterator[bytes]:
+async def _read_ahead(r: BackendResponse, depth: int = 4) -> AsyncIterator[bytes]:
     """The backend body, read by a task of its own a few chunks ahead of the consumer.
 
     Without it the backend socket is idle whenever the consumer waits for the client to take
@@ -302,7 +299,7 @@ async def _read_ahead(r: httpx.Response, depth: int = 4) -> AsyncIterator[bytes]
             await task
 
 
-def _stored_length(r: httpx.Response) -> int | None:
+def _stored_length(r: BackendResponse) -> int | None:
     total = r.headers.get("content-range", "").rpartition("/")[2]
     if total.isdigit():
         return int(total)

@@ -20,10 +20,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-import httpx
-
 from gateway.s3 import aws_chunked, envelope
-from gateway.s3.backend import S3_NS
+from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.multipart import (
@@ -141,7 +139,7 @@ class Uploads:
 
     async def _send_part(self, req: S3Request, number: int, token: UploadToken, data_key: bytes,
                          stream: AsyncIterator[bytes], size: int, expected_md5: bytes | None,
-                         md5: hashlib._Hash) -> httpx.Response:
+                         md5: hashlib._Hash) -> BackendResponse:
         from gateway.s3.proxy import backend_failure, sealed_stream
 
         assert req.bucket is not None and req.key is not None
@@ -155,7 +153,7 @@ class Uploads:
                 body=sealed_stream(stream, sealer, expected_md5, md5))
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
-        except httpx.HTTPError as e:
+        except BackendError as e:
             raise backend_failure(e) from None
 
     async def _upload_part_copy(self, req: S3Request, number: int, token: UploadToken, data_key: bytes) -> Reply:

@@ -71,7 +71,7 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
             yield
         except KmsError:
             raise
-        except _DECRYPT_FAILURES if decrypting else () as exc:  # type: ignore[misc]
+        except _DECRYPT_FAILURES if decrypting else () as exc:
             raise InvalidCiphertext() from exc
         except (p11e.PKCS11Error, RuntimeError, OSError) as exc:
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc

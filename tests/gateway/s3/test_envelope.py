@@ -62,6 +62,26 @@ def test_round_trip_any_size_any_split(size: int, pieces: int, alg: Algorithm) -
     assert open_all(cipher, sealed, size) == data
 
 
+def _pieces(buf: bytes, cuts: list[int]) -> list[bytes]:
+    edges = [0, *sorted(c % (len(buf) + 1) for c in cuts), len(buf)]
+    return [buf[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 5 * PACKAGE + 7), st.lists(st.integers(0, 1 << 20), max_size=10),
+       st.lists(st.integers(0, 1 << 20), max_size=10))
+def test_any_chunking_of_plaintext_and_of_ciphertext(size: int, plain_cuts: list[int], sealed_cuts: list[int]) -> None:
+    # Streams arrive in whatever pieces the sockets deliver, packages straddling them.
+    cipher = PackageCipher(Algorithm.AES_256_GCM, os.urandom(32), os.urandom(12))
+    data = os.urandom(size)
+    s = Sealer(cipher)
+    sealed = b"".join(b"".join(s.feed(p)) for p in _pieces(data, plain_cuts)) + s.finish()
+    assert sealed == seal_all(cipher, data)
+    o = Opener(cipher, 0, package_count(size))
+    opened = b"".join(b"".join(o.feed(p)) for p in _pieces(sealed, sealed_cuts)) + o.finish(True)
+    assert opened == data
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_spans_cover_exactly_the_range(data: st.DataObject) -> None:

@@ -166,7 +166,8 @@ def test_list_abort_and_upload_ids(s3: S3Stack) -> None:
         c.upload_part(Bucket=b, Key="other", UploadId=up, PartNumber=3, Body=b"x")
     assert code(e) == "NoSuchUpload"
     with pytest.raises(ClientError) as e:
-        c.upload_part(Bucket=b, Key="dir/file", UploadId=up, PartNumber=3, Body=b"x", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
+        c.upload_part(Bucket=b, Key="dir/file", UploadId=up, PartNumber=3, Body=b"x",
+                      ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
     assert code(e) == "BadDigest"
     assert len(c.list_parts(Bucket=b, Key="dir/file", UploadId=up)["Parts"]) == 2
     other: Any = s3.client(s3.tenant())

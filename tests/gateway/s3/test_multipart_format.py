@@ -105,7 +105,8 @@ def test_plans_decrypt_exactly_the_range(sizes: list[int], data: st.DataObject) 
 
 def test_parts_cannot_be_swapped_or_cut() -> None:
     key, nonce = os.urandom(32), os.urandom(12)
-    p1, p2 = seal(Algorithm.AES_256_GCM, key, nonce, 1, b"a" * 70000), seal(Algorithm.AES_256_GCM, key, nonce, 2, b"b" * 70000)
+    p1 = seal(Algorithm.AES_256_GCM, key, nonce, 1, b"a" * 70000)
+    p2 = seal(Algorithm.AES_256_GCM, key, nonce, 2, b"b" * 70000)
     layout = Layout((len(p1), len(p2)))
 
     def read(stream: bytes) -> bytes:

@@ -1,0 +1,70 @@
+"""The proxy's backend client: names and bytes reach the backend exactly, failures are 503s."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from gateway.s3.app import create_app
+from gateway.s3.backend import Backend, BackendConfig
+from gateway.s3.proxy import S3Proxy
+from gateway.serve import _credentials, _kms_clients
+from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, _run, bucket_name
+from tests.kms_core.http.conftest import free_port
+
+# Every character class that URL quoting treats specially, plus non-ASCII and a pre-quoted look.
+ODD_KEYS = ["a b+c", "dir/sub dir/x~y", "100%25 sure", "q?x=1&y=2#frag", "ünï/cødé ✓", "semi;colon,comma:'s'",
+            "(paren)[bracket]{brace}!*@$", "trailing/", "dots/../and/./"]
+
+
+def test_odd_key_names_round_trip_under_their_own_names(s3: S3Stack) -> None:
+    c: Any = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    for i, key in enumerate(ODD_KEYS):
+        c.put_object(Bucket=b, Key=key, Body=f"body {i}".encode())
+    stored = {o["Key"] for o in s3.backend.list_objects_v2(Bucket=b)["Contents"]}
+    assert stored == set(ODD_KEYS)
+    listed = {o["Key"] for o in c.list_objects_v2(Bucket=b)["Contents"]}
+    assert listed == set(ODD_KEYS)
+    for i, key in enumerate(ODD_KEYS):
+        assert c.get_object(Bucket=b, Key=key)["Body"].read() == f"body {i}".encode()
+        assert c.head_object(Bucket=b, Key=key)["ContentLength"] == len(f"body {i}")
+
+
+def test_content_encoding_describes_the_plaintext_and_is_never_applied(s3: S3Stack) -> None:
+    # The backend answers with the object's Content-Encoding; a client that decoded it would
+    # try to gunzip ciphertext.
+    c: Any = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    packed = gzip.compress(b"hello " * 10_000)
+    for key, body in (("small.gz", packed), ("large.gz", packed * 300)):
+        c.put_object(Bucket=b, Key=key, Body=body, ContentEncoding="gzip")
+        got = c.get_object(Bucket=b, Key=key)
+        assert got["ContentEncoding"] == "gzip"
+        assert got["Body"].read() == body
+
+
+def test_backend_down_is_a_503_in_s3_xml(s3: S3Stack) -> None:
+    t = s3.tenant()
+    dead = Backend(BackendConfig(f"http://127.0.0.1:{free_port()}", *BACKEND_KEY))
+    port = free_port()
+    server = _run(create_app(S3Proxy(dead, _kms_clients(s3.kms, None, None)), _credentials(s3.kms)), port, None)
+    try:
+        c: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
+                              aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
+                              config=Config(retries={"max_attempts": 1}))
+        for call in (lambda: c.list_objects_v2(Bucket="bucket-x"),
+                     lambda: c.put_object(Bucket="bucket-x", Key="k", Body=b"x" * 1000)):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+    finally:
+        server.should_exit = True
