@@ -13,6 +13,10 @@ Two forms arrive from real clients:
 `decode()` yields the payload as verified chunks and raises `ChunkedError` on any framing,
 signature, length or checksum failure; callers must not commit what they wrote until the
 generator has finished without error.
+
+`encode_crc32()` is the other direction, for the proxy's own uploads to its backend: the
+payload as a single chunk (its length is known up front, so the framed length is too) with an
+`x-amz-checksum-crc32` trailer, computed while the payload streams out.
 """
 
 from __future__ import annotations
@@ -189,3 +193,42 @@ async def decode(
             raise ChunkedError("InvalidRequest", f"the {trailer} trailer is missing")
         if not hmac.compare_digest(sent.encode(), checksum.value().encode()):
             raise ChunkedError("BadDigest", f"the {trailer} trailer does not match the body")
+
+
+TRAILER_CRC32 = "x-amz-checksum-crc32"
+_CRC32_B64 = 8  # base64 of 4 bytes
+
+
+def _frame_head(length: int) -> bytes:
+    return f"{length:x}\r\n".encode() if length else b""
+
+
+def encoded_length(length: int) -> int:
+    """Bytes on the wire of `encode_crc32` over a payload of `length` bytes."""
+    body = len(_frame_head(length)) + length + 2 if length else 0
+    return body + len(b"0\r\n") + len(TRAILER_CRC32) + 1 + _CRC32_B64 + len(b"\r\n\r\n")
+
+
+def encoded_headers(length: int) -> dict[str, str]:
+    """What a request carrying `encode_crc32(..., length)` declares (x-amz-content-sha256 aside)."""
+    return {"content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(length),
+            "x-amz-trailer": TRAILER_CRC32, "content-length": str(encoded_length(length))}
+
+
+async def encode_crc32(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """`stream`, exactly `length` bytes, as one aws-chunked chunk and a CRC32 trailer."""
+    crc = Checksum("crc32")
+    digests = Digests(crc)
+    seen = 0
+    if length:
+        yield _frame_head(length)
+    async for piece in stream:
+        seen += len(piece)
+        if seen > length:
+            raise ChunkedError("IncompleteBody", "the payload is longer than declared")
+        await digests.feed(piece)
+        yield piece
+    if seen != length:
+        raise ChunkedError("IncompleteBody", "the payload is shorter than declared")
+    await digests.finish()
+    yield (b"\r\n" if length else b"") + f"0\r\n{TRAILER_CRC32}:{crc.value()}\r\n\r\n".encode()

@@ -27,6 +27,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.s3 import aws_chunked
 from kms_core.sigv4 import UNSIGNED_PAYLOAD, sign_headers
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -154,9 +155,12 @@ class Backend:
         headers: Mapping[str, str] | None = None,
         body: bytes | AsyncIterator[bytes] | None = None,
         stream: bool = False,
+        crc32_trailer: bool = False,
     ) -> BackendResponse:
         """One backend request; with `stream=True` the caller must `aclose()` the response.
 
+        With `crc32_trailer`, a streamed body (its content-length given) goes as aws-chunked
+        with a CRC32 trailer, which the backend verifies and keeps (as SDKs send parts).
         An exception raised by a streamed `body` propagates as itself (the backend saw a
         request that broke off and stored nothing); transport failures are BackendError.
         """
@@ -172,6 +176,11 @@ class Backend:
                 del hdrs[name]  # aiohttp sets it from the bytes
             if body is None and method in ("PUT", "POST"):
                 data = b""
+        elif crc32_trailer:
+            length = int(hdrs.pop("content-length"))
+            hdrs.update(aws_chunked.encoded_headers(length))
+            payload_hash = aws_chunked.UNSIGNED_TRAILER
+            data = _recording(aws_chunked.encode_crc32(body, length), body_errors)
         else:
             payload_hash = UNSIGNED_PAYLOAD
             data = _recording(body, body_errors)

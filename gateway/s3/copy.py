@@ -203,7 +203,8 @@ class Copier:
         if r.status_code != 200 or b"<Error>" in r.content:
             raise S3Error("InternalError", f"the backend could not copy the object ({r.status_code})", 500)
         root = ET.fromstring(r.content)
-        return _text(root, "ETag") or (r.headers.get("etag") or ""), _text(root, "LastModified") or _iso(datetime.now(UTC))
+        etag = _text(root, "ETag") or r.headers.get("etag") or ""
+        return etag, _text(root, "LastModified") or _iso(datetime.now(UTC))
 
     async def _reencrypt(self, req: S3Request, src: Stored, enc: Encryption, headers: dict[str, str]) -> Reply:
         """The slow path: decrypt (or read) the source and seal it afresh as a single stream."""

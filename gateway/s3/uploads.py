@@ -72,6 +72,10 @@ class Uploads:
         headers = self.proxy.put_headers(req)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
+        # Parts go to the backend with CRC32 trailers (_send_part), as SDKs send them; declared
+        # here, the backend keeps per-part checksums instead of computing its own over the
+        # whole object at completion.
+        headers["x-amz-checksum-algorithm"] = "CRC32"
         r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
@@ -150,7 +154,7 @@ class Uploads:
             return await self.backend.send(
                 "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
                 headers={"content-length": str(envelope.sealed_size(size))},
-                body=sealed_stream(stream, sealer, expected_md5, md5))
+                body=sealed_stream(stream, sealer, expected_md5, md5), crc32_trailer=True)
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
         except BackendError as e:
@@ -188,9 +192,9 @@ class Uploads:
 
     # ------------------------------------------------------------------ complete, abort, list
 
-    async def _backend_parts(self, bucket: str, key: str, backend_id: str) -> dict[int, tuple[int, str]]:
-        """Every part of a backend upload: number -> (sealed size, backend ETag)."""
-        parts: dict[int, tuple[int, str]] = {}
+    async def _backend_parts(self, bucket: str, key: str, backend_id: str) -> dict[int, tuple[int, str, str | None]]:
+        """Every part of a backend upload: number -> (sealed size, backend ETag, CRC32 if kept)."""
+        parts: dict[int, tuple[int, str, str | None]] = {}
         marker = "0"
         while True:
             r = await self.backend.send("GET", bucket, key, query={"uploadId": backend_id,
@@ -203,7 +207,7 @@ class Uploads:
             for p in root.iter(_NS + "Part"):
                 n, size, etag = _text(p, "PartNumber"), _text(p, "Size"), _text(p, "ETag")
                 if n and size and etag:
-                    parts[int(n)] = (int(size), etag)
+                    parts[int(n)] = (int(size), etag, _text(p, "ChecksumCRC32"))
             if (_text(root, "IsTruncated") or "false").lower() != "true":
                 return parts
             nxt = _text(root, "NextPartNumberMarker")
@@ -257,8 +261,9 @@ class Uploads:
         if ambiguous(sealed):
             raise S3Error("InvalidPart", "The parts' sizes would make the object's layout ambiguous: "
                           "use one size for all parts but the last", 400)
-        parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag></Part>"
-                            for n in wanted)
+        parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag>"
+                            + (f"<ChecksumCRC32>{escape(crc)}</ChecksumCRC32>" if (crc := have[n][2]) else "")
+                            + "</Part>" for n in wanted)
         done = await self.backend.send(
             "POST", req.bucket, req.key, query={"uploadId": backend_id},
             body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts_xml}</CompleteMultipartUpload>'.encode(),
@@ -315,6 +320,7 @@ class Uploads:
         root = ET.fromstring(r.content)
         for el in root.iter(_NS + "UploadId"):
             el.text = upload_id
+        _drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
         for p in root.iter(_NS + "Part"):
             size_el = p.find(_NS + "Size")
             if size_el is not None and size_el.text and size_el.text.isdigit():
@@ -337,6 +343,14 @@ class Uploads:
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
         return Reply(200, {"content-type": "application/xml"}, r.content)
+
+
+def _drop_checksums(el: ET.Element) -> None:
+    for child in list(el):
+        if child.tag.removeprefix(_NS).startswith("Checksum"):
+            el.remove(child)
+        else:
+            _drop_checksums(child)
 
 
 def _copy_range(value: str, size: int) -> tuple[int, int]:
