@@ -11,7 +11,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.s3.aws_chunked import SIGNED, UNSIGNED_TRAILER, ChunkedError, ChunkSigning, decode
+from gateway.s3.aws_chunked import (
+    SIGNED,
+    TRAILER_CRC32,
+    UNSIGNED_TRAILER,
+    ChunkedError,
+    ChunkSigning,
+    decode,
+    encode_crc32,
+    encoded_headers,
+    encoded_length,
+)
 from kms_core.sigv4 import EMPTY_SHA256, signing_key
 
 # AWS S3 API reference, "Signature calculations ... Transferring payload in multiple chunks":
@@ -116,3 +126,26 @@ def test_unsigned_trailer() -> None:
     with pytest.raises(ChunkedError) as e:
         run(body, mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer="x-amz-checksum-crc64nvme")
     assert e.value.code == "NotImplemented"
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 300_001])
+def test_encode_crc32_is_what_decode_reads_and_as_long_as_declared(size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+
+    async def encoded() -> bytes:
+        return b"".join([c async for c in encode_crc32(_pieces(data, 7777) if data else _pieces(b"", 1), size)])
+
+    body = asyncio.run(encoded())
+    assert len(body) == encoded_length(size) == int(encoded_headers(size)["content-length"])
+    assert body.endswith(f"x-amz-checksum-crc32:{base64.b64encode(zlib.crc32(data).to_bytes(4, 'big')).decode()}"
+                         "\r\n\r\n".encode())
+    assert run(body, 4096, mode=UNSIGNED_TRAILER, decoded_length=size, trailer=TRAILER_CRC32) == data
+
+
+def test_encode_crc32_refuses_a_payload_of_another_length() -> None:
+    async def encoded(data: bytes, declared: int) -> bytes:
+        return b"".join([c async for c in encode_crc32(_pieces(data, 10), declared)])
+
+    for data, declared in ((b"x" * 100, 99), (b"x" * 100, 101)):
+        with pytest.raises(ChunkedError):
+            asyncio.run(encoded(data, declared))
