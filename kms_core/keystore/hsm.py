@@ -71,10 +71,12 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
             yield
         except KmsError:
             raise
-        except _DECRYPT_FAILURES if decrypting else () as exc:
-            raise InvalidCiphertext() from exc
-        except (p11e.PKCS11Error, RuntimeError, OSError) as exc:
-            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if decrypting and isinstance(exc, _DECRYPT_FAILURES):
+                raise InvalidCiphertext() from exc
+            if isinstance(exc, p11e.PKCS11Error | RuntimeError | OSError):
+                raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+            raise
 
 
 class Hsm:
