@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
@@ -68,3 +74,46 @@ def test_backend_down_is_a_503_in_s3_xml(s3: S3Stack) -> None:
             assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
     finally:
         server.should_exit = True
+
+
+@pytest.fixture
+def tls_moto(tls_cert: tuple[Path, Path]) -> Iterator[str]:
+    """moto behind TLS with the test certificate, as production backends are HTTPS."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), threaded=True,
+                         request_handler=MotoRequestHandler, ssl_context=(str(tls_cert[0]), str(tls_cert[1])))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def test_an_https_backend_verified_with_its_ca(s3: S3Stack, tls_moto: str, tls_cert: tuple[Path, Path]) -> None:
+    t = s3.tenant()
+    trusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY, verify_tls=str(tls_cert[0])))
+    untrusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY))  # system CAs only
+    ports = free_port(), free_port()
+    servers = [_run(create_app(S3Proxy(be, _kms_clients(s3.kms, None, None)), _credentials(s3.kms)), port, None)
+               for be, port in zip((trusted, untrusted), ports, strict=True)]
+    try:
+        c, u = (boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
+                             aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
+                             config=Config(retries={"max_attempts": 1})) for port in ports)
+        b = bucket_name()
+        c.create_bucket(Bucket=b)
+        small, large = os.urandom(1000), os.urandom(17 * 1024 * 1024 + 5)  # buffered and streamed PUTs
+        c.put_object(Bucket=b, Key="small", Body=small)
+        c.put_object(Bucket=b, Key="large", Body=large)
+        up = c.create_multipart_upload(Bucket=b, Key="mp")
+        parts = [c.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"], PartNumber=n, Body=large[:5 * 2**20 + n])
+                 for n in (1, 2)]
+        c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": p["ETag"]} for n, p in zip((1, 2), parts, strict=True)]})
+        assert c.get_object(Bucket=b, Key="small")["Body"].read() == small
+        assert c.get_object(Bucket=b, Key="large")["Body"].read() == large
+        assert c.get_object(Bucket=b, Key="mp")["Body"].read() == large[:5 * 2**20 + 1] + large[:5 * 2**20 + 2]
+        with pytest.raises(ClientError) as e:  # a certificate it cannot verify: refused, not trusted
+            u.get_object(Bucket=b, Key="small")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    finally:
+        for server in servers:
+            server.should_exit = True
