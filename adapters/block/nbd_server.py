@@ -38,8 +38,39 @@ PREFERRED_BLOCK = 4096
 RECV_BUFFER = 1 << 20
 # Corked replies are sent once they add up to this much, even if more requests are waiting.
 OUT_HIGH_WATER = 1 << 20
+# ...and once this many replies are queued. Corking a whole burst of small requests keeps
+# the client idle until the last reply, then leaves us idle while it refills: the two take
+# turns instead of overlapping. Measured with qemu-img bench, 4 KiB, 32 in flight (median
+# of 5, IOPS): no limit 50k read / 32k write, 16: 50k / 39k, 8: 57k / 43k, 4: 48k / 38k.
+CORK_REPLIES = 8
+# Queued replies smaller than this are copied together into one send.
+COALESCE_BELOW = 64 << 10
+# Write payloads at least this big are received straight into their own buffer: through
+# the shared receive buffer they would be copied once more (and the buffer compacted).
+DIRECT_PAYLOAD = 64 << 10
+# SO_SNDBUF asked for on each connection (see _widen_send_buffer).
+SEND_BUFFER = 4 << 20
 # Option data beyond this is drained and refused with ERR_TOO_BIG rather than buffered.
 MAX_OPTION = 64 << 10
+
+# The per-request path uses plain ints: IntFlag arithmetic runs Python-level enum code
+# (~0.7 us per `flags & FUA`), several times per request, which a 4 KiB request notices.
+_READ, _WRITE, _DISC = int(p.Cmd.READ), int(p.Cmd.WRITE), int(p.Cmd.DISC)
+_FLUSH, _TRIM, _WRITE_ZEROES = int(p.Cmd.FLUSH), int(p.Cmd.TRIM), int(p.Cmd.WRITE_ZEROES)
+_FUA, _DF = int(p.CmdFlag.FUA), int(p.CmdFlag.DF)
+_EINVAL, _EPERM, _ENOSPC = int(p.Err.EINVAL), int(p.Err.EPERM), int(p.Err.ENOSPC)
+# Per command we serve: the defined flags it must not carry (bits no flag defines are
+# ignored). CACHE, BLOCK_STATUS and RESIZE are not advertised, so they are not here.
+_REFUSED_FLAGS = {
+    int(cmd): int(~allowed)
+    for cmd, allowed in (
+        (p.Cmd.READ, p.CmdFlag.DF),
+        (p.Cmd.WRITE, p.CmdFlag.FUA),
+        (p.Cmd.WRITE_ZEROES, p.CmdFlag.FUA | p.CmdFlag.NO_HOLE),
+        (p.Cmd.TRIM, p.CmdFlag.FUA),
+        (p.Cmd.FLUSH, p.CmdFlag(0)),
+    )
+}
 
 
 class Export(Protocol):
@@ -90,6 +121,7 @@ class ConnectionIO(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._out: list[bytes | bytearray] = []
         self._out_bytes = 0
+        self._corked = 0  # replies queued since the last send
         self.transport: asyncio.Transport | None = None
 
     # -- protocol callbacks
@@ -178,7 +210,7 @@ class ConnectionIO(asyncio.BufferedProtocol):
 
     async def read_payload(self, n: int) -> bytes | bytearray:
         """A write payload; a large one is received straight into the buffer returned."""
-        if n <= RECV_BUFFER // 2:
+        if n < DIRECT_PAYLOAD:
             return await self.read_message(n)
         avail = self._end - self._start
         if avail >= n:
@@ -213,27 +245,40 @@ class ConnectionIO(asyncio.BufferedProtocol):
     def write(self, data: bytes | bytearray) -> None:
         """Queue a reply. Replies are corked while more requests are already buffered: every
         send wakes the client, and on a busy machine the woken client preempts us, which
-        cost ~150 us per 16-byte reply (measured). One send per batch instead."""
+        cost ~150 us per 16-byte reply (measured). One send per CORK_REPLIES replies
+        instead, or sooner (see drain)."""
         self._out.append(data)
         self._out_bytes += len(data)
 
     def send_out(self) -> None:
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
-            self._out_bytes = 0
+            self._out_bytes = self._corked = 0
             return
-        out, self._out, self._out_bytes = self._out, [], 0
+        out, self._out, self._out_bytes, self._corked = self._out, [], 0, 0
         if len(out) == 1:
             self.transport.write(out[0])
-        elif sum(len(x) for x in out) <= 64 << 10:
-            self.transport.write(b"".join(out))
-        else:
-            for data in out:
-                self.transport.write(data)
+            return
+        # Every transport.write is a send(2) while the socket has room, and every send wakes
+        # the client. Small pieces (headers, 4 KiB reads) are copied into one send; only
+        # large payloads, where the copy would cost more than the call, go on their own.
+        small: list[bytes | bytearray] = []
+        for data in out:
+            if len(data) < COALESCE_BELOW:
+                small.append(data)
+                continue
+            if small:
+                self.transport.write(b"".join(small))
+                small = []
+            self.transport.write(data)
+        if small:
+            self.transport.write(b"".join(small) if len(small) > 1 else small[0])
 
     async def drain(self) -> None:
         """Send what is queued unless another request is already waiting to be served."""
-        if self._out_bytes >= OUT_HIGH_WATER or self._end - self._start < p.REQUEST_SIZE:
+        self._corked += 1
+        if (self._out_bytes >= OUT_HIGH_WATER or self._corked >= CORK_REPLIES
+                or self._end - self._start < p.REQUEST_SIZE):
             self.send_out()
         if self._closed:
             raise ConnectionResetError("connection lost")
@@ -413,13 +458,13 @@ class _Connection:
             req = p.decode_request(await reader.read_message(p.REQUEST_SIZE))
             self.server.stats.requests += 1
             payload: bytes | bytearray | None = None
-            if req.type == p.Cmd.WRITE:
+            if req.type == _WRITE:
                 if req.length > MAX_REQUEST:
                     await reader.discard(req.length)
-                    await self._error(req, p.Err.EINVAL, "write larger than the maximum")
+                    await self._error(req, _EINVAL, "write larger than the maximum")
                     continue
                 payload = await reader.read_payload(req.length)
-            if req.type == p.Cmd.DISC:
+            if req.type == _DISC:
                 self.writer.send_out()
                 await loop.run_in_executor(None, export.flush)
                 self.dirty = False
@@ -429,24 +474,24 @@ class _Connection:
                 await self._error(req, err, "invalid request")
                 continue
             try:
-                if req.type == p.Cmd.READ:
+                if req.type == _READ:
                     data = export.read(req.offset, req.length)
                     await self._read_reply(req, data)
                     continue
-                if req.type == p.Cmd.WRITE:
+                if req.type == _WRITE:
                     assert payload is not None
                     self.dirty = True
-                    export.write(req.offset, payload, bool(req.flags & p.CmdFlag.FUA))
-                elif req.type == p.Cmd.WRITE_ZEROES:
+                    export.write(req.offset, payload, bool(req.flags & _FUA))
+                elif req.type == _WRITE_ZEROES:
                     self.dirty = True
-                    export.write_zeroes(req.offset, req.length, bool(req.flags & p.CmdFlag.FUA))
-                elif req.type == p.Cmd.TRIM:
+                    export.write_zeroes(req.offset, req.length, bool(req.flags & _FUA))
+                elif req.type == _TRIM:
                     self.dirty = True
                     export.trim(req.offset, req.length)
-                    if req.flags & p.CmdFlag.FUA:
+                    if req.flags & _FUA:
                         self.writer.send_out()
                         await loop.run_in_executor(None, export.flush)
-                elif req.type == p.Cmd.FLUSH:
+                elif req.type == _FLUSH:
                     self.writer.send_out()  # earlier replies must not wait for the sync
                     await loop.run_in_executor(None, export.flush)
                     self.dirty = False
@@ -466,33 +511,24 @@ class _Connection:
 
     def _validate(self, req: p.Request) -> int:
         """The NBD error for a request we must refuse, or 0."""
-        export = self.export
-        try:
-            cmd = p.Cmd(req.type)
-        except ValueError:
-            return p.Err.EINVAL
-        allowed = {
-            p.Cmd.READ: p.CmdFlag.DF,
-            p.Cmd.WRITE: p.CmdFlag.FUA,
-            p.Cmd.WRITE_ZEROES: p.CmdFlag.FUA | p.CmdFlag.NO_HOLE,
-            p.Cmd.TRIM: p.CmdFlag.FUA,
-            p.Cmd.FLUSH: p.CmdFlag(0),
-        }.get(cmd)
-        if allowed is None:  # CACHE, BLOCK_STATUS, RESIZE: not advertised
-            return p.Err.EINVAL
-        if req.flags & ~allowed or (req.flags & p.CmdFlag.DF and not self.structured):
-            return p.Err.EINVAL
-        if cmd == p.Cmd.FLUSH:
+        cmd, flags = req.type, req.flags
+        refused = _REFUSED_FLAGS.get(cmd)
+        if refused is None:  # unknown, or not advertised
+            return _EINVAL
+        if flags & refused or (flags & _DF and not self.structured):
+            return _EINVAL
+        if cmd == _FLUSH:
             return 0
-        if cmd != p.Cmd.READ and export.read_only:
-            return p.Err.EPERM
+        export = self.export
+        if cmd != _READ and export.read_only:
+            return _EPERM
         if req.length == 0:
-            return p.Err.EINVAL
-        if cmd == p.Cmd.READ and req.length > MAX_REQUEST:
-            return p.Err.EINVAL
+            return _EINVAL
+        if cmd == _READ and req.length > MAX_REQUEST:
+            return _EINVAL
         if req.offset + req.length > export.size:
             # The spec's choice: ENOSPC for writes past the end, EINVAL for the rest.
-            return p.Err.ENOSPC if cmd in (p.Cmd.WRITE, p.Cmd.WRITE_ZEROES) else p.Err.EINVAL
+            return _ENOSPC if cmd == _WRITE or cmd == _WRITE_ZEROES else _EINVAL
         return 0
 
     async def _read_reply(self, req: p.Request, data: bytes | bytearray) -> None:
@@ -533,6 +569,17 @@ def listen(socket_path: Path | None, host: str, port: int | None) -> tuple[socke
     return s, uri
 
 
+def _widen_send_buffer(sock: socket.socket) -> None:
+    """Room for a few large read replies in the kernel. A reply that does not fit is copied
+    by asyncio (3.11) into its own buffer, then memmoved as it drains: for 256 KiB reads
+    against the usual 208 KiB default that was a third of the server's CPU time. The kernel
+    caps the request at net.core.wmem_max, which is fine: this is a hint."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except OSError:
+        pass
+
+
 async def run_connections(
     server: NbdServer,
     incoming: Callable[[], Awaitable[socket.socket | None]],
@@ -556,6 +603,7 @@ async def run_connections(
                 break
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _widen_send_buffer(sock)
             task = loop.create_task(server.handle(sock))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

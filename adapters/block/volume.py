@@ -367,7 +367,7 @@ class Volume:
         """Zeros that read back as zeros: encrypted zeros, never a hole (a hole would
         decrypt to noise, here and in every other LUKS reader)."""
         self._guard_write(offset, length)
-        zeros = bytes(CHUNK)
+        zeros = bytearray(CHUNK)  # writable: the cipher reads slices of it in place, uncopied
         pos, end = offset, offset + length
         while pos < end:
             n = min(CHUNK - pos % SECTOR_SIZE, end - pos)
