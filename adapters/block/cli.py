@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.block import luks
 from adapters.block import volume as vol
-from adapters.block.nbd_server import NbdServer, serve
+from adapters.block.nbd_server import NbdServer, run, serve
 from adapters.block.workers import serve_with_workers
 from kms_core.cli import add_store_options, kms_client
 
@@ -95,7 +95,7 @@ def _serve(args: argparse.Namespace) -> Any:
                     stop=stop)
 
     try:
-        asyncio.run(main())
+        run(main())
     finally:
         volume.flush()
         volume.close()

@@ -36,7 +36,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.block.nbd_server import NbdServer, listen, run_connections
+from adapters.block.nbd_server import NbdServer, listen, run, run_connections
 
 log = logging.getLogger("ssegw.nbd")
 
@@ -104,7 +104,7 @@ def serve_with_workers(
                     c.close()
                 if after_fork is not None:
                     after_fork()
-                asyncio.run(_worker_loop(server, theirs))
+                run(_worker_loop(server, theirs))
                 server.export.flush()
             except BaseException:
                 log.exception("worker failed")
@@ -145,7 +145,7 @@ def serve_with_workers(
         stopper.cancel()
 
     try:
-        asyncio.run(accept_loop())
+        run(accept_loop())
     finally:
         listener.close()
         for ch in channels:

@@ -12,14 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters.block import nbd_protocol as p
-from adapters.block.nbd_server import NbdServer, serve
+from adapters.block.nbd_server import NbdServer, new_event_loop, serve
 from adapters.block.volume import Volume, create_volume, open_volume
 from kms_core.client import InProcessKmsClient
 
@@ -44,11 +44,13 @@ def volume(tmp_path: Path, client: InProcessKmsClient) -> Iterator[Volume]:
 class ServerThread:
     """Our NBD server on a Unix socket, on its own event loop in a thread."""
 
-    def __init__(self, server: NbdServer, sock: Path) -> None:
+    def __init__(self, server: NbdServer, sock: Path,
+                 loop_factory: Callable[[], asyncio.AbstractEventLoop] = new_event_loop) -> None:
         self.server = server
         self.sock = sock
         self.uri = f"nbd+unix:///?socket={sock}"
-        self._loop = asyncio.new_event_loop()
+        # By default the loop the server ships with: uvloop (SSEGW_NBD_LOOP=asyncio: stdlib).
+        self.loop = self._loop = loop_factory()
         self._stop = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.block import nbd_protocol as p
-from adapters.block.nbd_server import NbdServer
+from adapters.block.nbd_server import NbdServer, new_event_loop
 from adapters.block.volume import Volume, unseal_passphrase
 from kms_core.client import InProcessKmsClient
 from tests.adapters.block.conftest import MiB, RawClient, ServerThread, tool
@@ -59,6 +59,33 @@ def test_nbdcopy_round_trip_then_standard_tools_read_the_image(
     finally:
         os.kill(int(pidfile.read_text()), 15)
     assert (tmp_path / "via-nbdkit.bin").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_serves_on_uvloop_and_on_the_stdlib_loop(
+        loop: str, volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop ships; the stdlib loop is the fallback. Large writes (received straight into
+    their own buffer) and small ones, over several connections, on each."""
+    monkeypatch.setenv("SSEGW_NBD_LOOP", loop)
+    t = ServerThread(NbdServer(volume), tmp_path / "nbd.sock", new_event_loop)
+    try:
+        assert (type(t.loop).__module__.split(".")[0] == "uvloop") == (loop == "uvloop")
+        src = tmp_path / "src.bin"
+        src.write_bytes(os.urandom(16 * MiB))
+        tool("nbdcopy", "-C", "4", f"--request-size={MiB}", "--flush", str(src), t.uri,
+             timeout=60)
+        tool("nbdcopy", "-C", "2", t.uri, str(tmp_path / "back.bin"), timeout=60)
+        assert (tmp_path / "back.bin").read_bytes()[:16 * MiB] == src.read_bytes()
+        c = RawClient(t.sock)
+        try:
+            small = os.urandom(4096)
+            assert c.request(p.Cmd.WRITE, 8192, 4096, small) == (0, b"")
+            assert c.request(p.Cmd.READ, 8192, 4096) == (0, small)
+            assert c.request(p.Cmd.READ, volume.size, 4096)[0] == p.Err.EINVAL
+        finally:
+            c.close()
+    finally:
+        t.close()
 
 
 def test_multi_conn_writes_are_visible_and_flushed_everywhere(nbd: ServerThread) -> None:
