@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import ssl
 import weakref
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
@@ -33,6 +34,14 @@ from kms_core.sigv4 import UNSIGNED_PAYLOAD, sign_headers
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+def xml_text(el: ET.Element, name: str) -> str | None:
+    """The text of `el`'s child `name`, in the S3 namespace or (as some backends answer) none."""
+    found = el.find(f"{{{S3_NS}}}{name}")
+    if found is None:
+        found = el.find(name)
+    return found.text if found is not None else None
 
 
 class BackendError(Exception):

@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape
 
 from gateway.s3 import envelope
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
+from gateway.s3.backend import xml_text as _text
 from gateway.s3.buckets import BucketInfo
 from gateway.s3.envelope import ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
@@ -44,12 +45,6 @@ REWRAP_RESULT = "x-ssegw-rewrap-result"
 COPY_LIMIT = 5 * 1024**3  # the backend's largest single CopyObject (S3: 5 GiB)
 COPY_PIECE = 1024**3  # pieces of a part-by-part copy of a single-stream object
 _COPY_CONCURRENCY = 4
-_NS = f"{{{S3_NS}}}"
-
-
-def _text(root: ET.Element, name: str) -> str | None:
-    el = root.find(_NS + name)
-    return el.text if el is not None else None
 
 
 class Copier:

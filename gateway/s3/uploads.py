@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 
 from gateway.s3 import aws_chunked, envelope
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
+from gateway.s3.backend import xml_text as _text
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.multipart import (
@@ -43,13 +44,6 @@ _NS = f"{{{S3_NS}}}"
 def no_such_upload() -> S3Error:
     return S3Error("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, "
                    "or the upload may have been aborted or completed.", 404)
-
-
-def _text(el: ET.Element, name: str) -> str | None:
-    found = el.find(_NS + name)
-    if found is None:
-        found = el.find(name)
-    return found.text if found is not None else None
 
 
 class Uploads:
@@ -215,16 +209,21 @@ class Uploads:
                 return parts
             marker = nxt
 
-    async def complete(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
-
+    async def _upload_ids(self, req: S3Request) -> tuple[str, str]:
+        """(the UploadId as given, the backend's upload id) of an upload in the caller's bucket."""
         assert req.bucket is not None and req.key is not None
         await self.proxy.owned(req)
         upload_id = req.query.get("uploadId", "")
         try:
-            backend_id = backend_upload_id(upload_id)
+            return upload_id, backend_upload_id(upload_id)
         except ValueError:
             raise no_such_upload() from None
+
+    async def complete(self, req: S3Request) -> Reply:
+        from gateway.s3.proxy import Reply, xml_doc
+
+        assert req.bucket is not None and req.key is not None
+        upload_id, backend_id = await self._upload_ids(req)
         body = b"".join([c async for c in req.body])
         try:
             root = ET.fromstring(body)
@@ -287,11 +286,7 @@ class Uploads:
         from gateway.s3.proxy import Reply
 
         assert req.bucket is not None and req.key is not None
-        await self.proxy.owned(req)
-        try:
-            backend_id = backend_upload_id(req.query.get("uploadId", ""))
-        except ValueError:
-            raise no_such_upload() from None
+        _, backend_id = await self._upload_ids(req)
         r = await self.backend.send("DELETE", req.bucket, req.key, query={"uploadId": backend_id})
         if r.status_code == 404:
             raise no_such_upload()
@@ -303,12 +298,7 @@ class Uploads:
         from gateway.s3.proxy import Reply
 
         assert req.bucket is not None and req.key is not None
-        await self.proxy.owned(req)
-        upload_id = req.query.get("uploadId", "")
-        try:
-            backend_id = backend_upload_id(upload_id)
-        except ValueError:
-            raise no_such_upload() from None
+        upload_id, backend_id = await self._upload_ids(req)
         query = {k: v for k, v in req.query.items() if k in ("max-parts", "part-number-marker", "encoding-type")}
         query["uploadId"] = backend_id
         r = await self.backend.send("GET", req.bucket, req.key, query=query)
