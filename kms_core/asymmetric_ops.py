@@ -37,6 +37,7 @@ from kms_core.asym_crypto import (
     SIGNING_ALGORITHMS,
     PrivateKeyOps,
     PublicKey,
+    SigningAlgorithm,
     check_usage,
     encryption_algorithm,
     load_public_key,
@@ -392,6 +393,14 @@ class AsymmetricOps:
 
     # ------------------------------------------------------------- signatures
 
+    def _signing_input(self, caller: Caller, ref: str, version_id: str, message: bytes, algorithm: str | None,
+                       message_type: str) -> tuple[KeyRecord, str, _Version, SigningAlgorithm, bytes]:
+        """What signing and verifying share: the version, the algorithm, and the digest to sign."""
+        rec, vid, version = self._asymmetric_version(caller, ref, version_id, KeyUsage.SIGN_VERIFY)
+        alg = signing_algorithm(rec.spec, algorithm)
+        digest = version.public.digest(alg, _bytes(message, "message"), parse_message_type(message_type))
+        return rec, vid, version, alg, digest
+
     @operation("asymmetricSign", metered=True)
     def asymmetric_sign(
         self,
@@ -404,11 +413,8 @@ class AsymmetricOps:
         message_type: str = "RAW",
     ) -> SignResult:
         """Sign a message (RAW, hashed here) or its digest (DIGEST: SHA-256, SM3(Z||M) for SM2)."""
-        rec, vid, version = self._asymmetric_version(caller, ref, version_id, KeyUsage.SIGN_VERIFY)
-        alg = signing_algorithm(rec.spec, algorithm)
-        digest = version.public.digest(
-            alg, _bytes(message, "message"), parse_message_type(message_type)
-        )
+        rec, vid, version, alg, digest = self._signing_input(caller, ref, version_id, message, algorithm,
+                                                             message_type)
         signature = self._private(rec, vid, version).sign(alg, digest)
         return SignResult(rec.id, vid, signature, alg.value)
 
@@ -425,11 +431,8 @@ class AsymmetricOps:
         message_type: str = "RAW",
     ) -> VerifyResult:
         """`valid` is False for any signature that does not verify, malformed ones included."""
-        rec, vid, version = self._asymmetric_version(caller, ref, version_id, KeyUsage.SIGN_VERIFY)
-        alg = signing_algorithm(rec.spec, algorithm)
-        digest = version.public.digest(
-            alg, _bytes(message, "message"), parse_message_type(message_type)
-        )
+        rec, vid, version, alg, digest = self._signing_input(caller, ref, version_id, message, algorithm,
+                                                             message_type)
         valid = version.public.verify(alg, digest, _bytes(signature, "signature"))
         return VerifyResult(rec.id, vid, valid, alg.value)
 
