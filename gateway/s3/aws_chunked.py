@@ -24,12 +24,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway.s3.digests import Digests
 from kms_core.sigv4 import EMPTY_SHA256
+
+try:
+    # ISA-L's CRC32 (PCLMUL/AVX-512): ~55 GB/s here against ~4 GB/s from Debian's zlib 1.2.13,
+    # where the two CRC32s of every upload (the client's checksum, our trailer) were 11% of the
+    # proxy's CPU. Same polynomial and chaining as zlib.crc32.
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the portable fallback
+    from zlib import crc32 as _crc32
 
 SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
@@ -61,7 +68,7 @@ class Checksum:
         if self._hash is not None:
             self._hash.update(data)
         else:
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = _crc32(data, self._crc)
 
     def value(self) -> str:
         raw = self._hash.digest() if self._hash is not None else self._crc.to_bytes(4, "big")
@@ -217,8 +224,7 @@ def encoded_headers(length: int) -> dict[str, str]:
 
 async def encode_crc32(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
     """`stream`, exactly `length` bytes, as one aws-chunked chunk and a CRC32 trailer."""
-    crc = Checksum("crc32")
-    digests = Digests(crc)
+    crc = Checksum("crc32")  # fast enough to run inline (~20 us per MiB): no digest thread
     seen = 0
     if length:
         yield _frame_head(length)
@@ -226,9 +232,8 @@ async def encode_crc32(stream: AsyncIterator[bytes], length: int) -> AsyncIterat
         seen += len(piece)
         if seen > length:
             raise ChunkedError("IncompleteBody", "the payload is longer than declared")
-        await digests.feed(piece)
+        crc.update(piece)
         yield piece
     if seen != length:
         raise ChunkedError("IncompleteBody", "the payload is shorter than declared")
-    await digests.finish()
     yield (b"\r\n" if length else b"") + f"0\r\n{TRAILER_CRC32}:{crc.value()}\r\n\r\n".encode()
