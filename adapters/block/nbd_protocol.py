@@ -131,13 +131,13 @@ class Err(IntEnum):
 _SERVER_GREETING = struct.Struct(">QQH")
 _OPTION_HEADER = struct.Struct(">QII")
 _OPTION_REPLY = struct.Struct(">QIII")
-_REQUEST = struct.Struct(">IHHQQI")
+REQUEST_STRUCT = struct.Struct(">IHHQQI")  # magic, flags, type, cookie, offset, length
 _SIMPLE_REPLY = struct.Struct(">IIQ")
 _STRUCTURED_REPLY = struct.Struct(">IHHQI")
 
 CLIENT_FLAGS_SIZE = 4
 OPTION_HEADER_SIZE = _OPTION_HEADER.size
-REQUEST_SIZE = _REQUEST.size
+REQUEST_SIZE = REQUEST_STRUCT.size
 
 
 class ProtocolError(Exception):
@@ -257,7 +257,7 @@ def decode_request(data: bytes) -> Request:
 
 def decode_request_from(buf: bytes | bytearray | memoryview, pos: int) -> Request:
     """The request header at buf[pos:pos + REQUEST_SIZE] (no copy of it made first)."""
-    magic, flags, typ, cookie, offset, length = _REQUEST.unpack_from(buf, pos)
+    magic, flags, typ, cookie, offset, length = REQUEST_STRUCT.unpack_from(buf, pos)
     if magic != REQUEST_MAGIC:
         # Nothing after a bad magic can be trusted to line up: the connection must end.
         raise ProtocolError(f"bad request magic {magic:#x}")
@@ -265,7 +265,7 @@ def decode_request_from(buf: bytes | bytearray | memoryview, pos: int) -> Reques
 
 
 def encode_request(r: Request) -> bytes:
-    return _REQUEST.pack(REQUEST_MAGIC, r.flags, r.type, r.cookie, r.offset, r.length)
+    return REQUEST_STRUCT.pack(REQUEST_MAGIC, r.flags, r.type, r.cookie, r.offset, r.length)
 
 
 def simple_reply(cookie: int, error: int = 0) -> bytes:

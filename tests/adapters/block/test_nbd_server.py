@@ -139,6 +139,35 @@ def test_bad_requests_get_errors_and_the_server_lives_on(nbd: ServerThread) -> N
     assert nbd.server.stats.errors["EINVAL"] >= 10
 
 
+@pytest.mark.parametrize("structured", [False, True])
+def test_a_pipelined_burst_is_answered_in_order(nbd: ServerThread, structured: bool) -> None:
+    # Real clients keep many requests in flight. Reads and small writes already buffered are
+    # served straight from the protocol callback; anything else (a large write, FLUSH, TRIM
+    # with FUA) goes back to the connection's task. One burst, sent at once, must still get
+    # every reply, in order, each with its own data or error.
+    c = RawClient(nbd.sock, structured=structured)
+    big = os.urandom(256 * 1024)  # above DIRECT_PAYLOAD: received by the task
+    burst: list[tuple[int, int, int, bytes, int, tuple[int, bytes]]] = [
+        (p.Cmd.WRITE, 0, 4096, b"a" * 4096, 0, (0, b"")),
+        (p.Cmd.READ, 0, 4096, b"", 0, (0, b"a" * 4096)),
+        (p.Cmd.READ, c.size, 512, b"", 0, (p.Err.EINVAL, b"")),
+        (p.Cmd.WRITE, 8192, len(big), big, p.CmdFlag.FUA, (0, b"")),
+        (p.Cmd.FLUSH, 0, 0, b"", 0, (0, b"")),
+        (p.Cmd.READ, 8192, len(big), b"", 0, (0, big)),
+        (p.Cmd.WRITE, c.size, 512, b"x" * 512, 0, (p.Err.ENOSPC, b"")),
+        (p.Cmd.WRITE, 512, 512, b"b" * 512, p.CmdFlag.FUA, (0, b"")),
+        (p.Cmd.TRIM, 4096, 4096, b"", p.CmdFlag.FUA, (0, b"")),
+        (p.Cmd.READ, 0, 1024, b"", 0, (0, b"a" * 512 + b"b" * 512)),
+    ] * 3
+    wire = b"".join(p.encode_request(p.Request(flags, cmd, n, off, length)) + data
+                    for n, (cmd, off, length, data, flags, _) in enumerate(burst, 1))
+    c.s.sendall(wire)
+    for n, (cmd, _, length, _, _, want) in enumerate(burst, 1):
+        assert c.reply(n, cmd, length) == want, (n, p.Cmd(cmd).name)
+    assert c.request(p.Cmd.READ, 0, 512) == (0, b"a" * 512)  # and the connection goes on
+    c.close()
+
+
 def test_option_haggling(nbd: ServerThread) -> None:
     c = RawClient(nbd.sock, go=False)
     assert c.option(p.Opt.LIST)[0][0] == p.Rep.SERVER
