@@ -19,8 +19,6 @@ import errno
 import fcntl
 import os
 import uuid as uuidlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -272,6 +270,22 @@ def rekey_volume(image: Path, client: KmsClient, to_key: str | None) -> VolumeIn
         os.close(fd)
 
 
+class _SectorLock:
+    """A POSIX byte-range lock held for a `with` block. A class, not @contextmanager: every
+    write takes one, and the generator machinery cost ~1 us of the ~20 us a 4 KiB write takes."""
+
+    __slots__ = ("_fd", "_start", "_length")
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd, self._start, self._length = fd, start, length
+
+    def __enter__(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, self._length, self._start, os.SEEK_SET)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, self._length, self._start, os.SEEK_SET)
+
+
 class Volume:
     """The decrypted payload of an open volume, addressed in bytes."""
 
@@ -295,16 +309,10 @@ class Volume:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise VolumeError("request beyond the end of the volume")
 
-    @contextmanager
-    def _locked(self, first: int, count: int) -> Iterator[None]:
+    def _locked(self, first: int, count: int) -> _SectorLock:
         """Exclusive over whole sectors, for writers in other worker processes: a partial
         sector is read, patched and written back, and two of those must not interleave."""
-        start, length = self._base + first * SECTOR_SIZE, count * SECTOR_SIZE
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, length, start, os.SEEK_SET)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, length, start, os.SEEK_SET)
+        return _SectorLock(self._fd, self._base + first * SECTOR_SIZE, count * SECTOR_SIZE)
 
     def _read_sectors(self, first: int, count: int) -> bytes | bytearray:
         return self._cipher.decrypt(first, _pread_exact(self._fd, count * SECTOR_SIZE,
