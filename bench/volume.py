@@ -18,6 +18,7 @@ luks filter writes the image ssegw already filled).
 
     .venv/bin/python bench/volume.py [--size 1G] [--rounds 3] [--workers N] [--dir DIR]
     .venv/bin/python bench/volume.py --cipher      # the sector cipher alone, no I/O
+    .venv/bin/python bench/volume.py --ceiling     # where 4 KiB random reads top out, and why
 
 Prints a table and the ratios ours/nbdkit-luks and ours/nbdkit-file. No assertions: the
 goals (>= 1.5x nbdkit-luks, >= 0.7x nbdkit-file) are reported, not enforced. --cipher prints
@@ -66,10 +67,29 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+# `--ceiling` only: our server with Volume.read replaced, to see what the protocol path alone
+# allows. "pread": the ciphertext as read, not decrypted; "none": no I/O and no AES at all.
+_STUB = """
+import os, sys
+from adapters.block import volume
+from gateway.cli import main
+mode = sys.argv.pop(1)
+zeros = {}
+def pread_only(self, offset, length):
+    return os.pread(self._fd, length, self._base + offset)
+def nothing(self, offset, length):
+    return zeros.setdefault(length, bytes(length))
+volume.Volume.read = pread_only if mode == "pread" else nothing
+sys.argv[0] = "ssegw"
+main()
+"""
+
+
 @contextmanager
 def ours(env: dict[str, str], image: Path, sock: Path, workers: int | None,
-         data_dir: Path) -> Iterator[str]:
-    cmd = [*SSEGW, "volume", "serve", str(image), "--socket", str(sock), "--data-dir",
+         data_dir: Path, stub: str | None = None) -> Iterator[str]:
+    program = SSEGW if stub is None else [sys.executable, "-c", _STUB, stub]
+    cmd = [*program, "volume", "serve", str(image), "--socket", str(sock), "--data-dir",
            str(data_dir)]
     if workers:
         cmd += ["--workers", str(workers)]
@@ -175,6 +195,9 @@ def main() -> None:
     ap.add_argument("--cipher", action="store_true",
                     help="only the sector cipher micro-benchmark (no servers, no I/O)")
     ap.add_argument("--cipher-seconds", type=float, default=0.5)
+    ap.add_argument("--ceiling", action="store_true",
+                    help="only 4 KiB random reads: ours, ours without AES, ours without I/O or "
+                         "AES, the nbdkit peers and nbdkit's memory plugin (the client's ceiling)")
     args = ap.parse_args()
     if args.cipher:
         cipher_bench(args.cipher_seconds)
@@ -210,6 +233,9 @@ def bench(work: Path, size: int, args: argparse.Namespace) -> None:
     # Random bytes stand in for ciphertext: the payload is overwritten by every write round.
     fill(src, vol, info["payloadOffset"])
 
+    if args.ceiling:
+        ceiling(env, work, vol, raw, passphrase, data_dir, size, args)
+        return
     targets: dict[str, Callable[[], object]] = {
         "ssegw": lambda: ours(env, vol, work / "ours.sock", args.workers, data_dir),
         "nbdkit-luks": lambda: nbdkit(work / "luks.sock", "--filter=luks", "file", str(vol),
@@ -248,6 +274,32 @@ def bench(work: Path, size: int, args: argparse.Namespace) -> None:
         ratios = {k: med["ssegw"][k] / med[peer][k] for k in med["ssegw"]}
         shown = "  ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
         print(f"ssegw / {peer}: {shown}   (goal >= {goal}x)")
+
+
+def ceiling(env: dict[str, str], work: Path, vol: Path, raw: Path, passphrase: str,
+            data_dir: Path, size: int, args: argparse.Namespace) -> None:
+    """Where 4 KiB random reads over one connection (qemu-img bench) top out, and why."""
+    sock = work / "c.sock"
+    targets: dict[str, Callable[[], object]] = {
+        "ssegw": lambda: ours(env, vol, sock, args.workers, data_dir),
+        "ssegw, pread without AES": lambda: ours(env, vol, sock, args.workers, data_dir, "pread"),
+        "ssegw, no I/O and no AES": lambda: ours(env, vol, sock, args.workers, data_dir, "none"),
+        "nbdkit-luks": lambda: nbdkit(sock, "--filter=luks", "file", str(vol),
+                                      f"passphrase={passphrase}"),
+        "nbdkit-file": lambda: nbdkit(sock, "file", str(raw)),
+        "nbdkit memory (client)": lambda: nbdkit(sock, "memory", str(size)),
+    }
+    iops: dict[str, list[float]] = {t: [] for t in targets}
+    for _ in range(args.rounds):
+        for name, target in targets.items():
+            with target() as uri:  # type: ignore[attr-defined]
+                iops[name].append(qemu_bench(uri, False, args.iops_count))
+    med = {t: statistics.median(v) for t, v in iops.items()}
+    print(f"\n4 KiB random reads, 32 in flight, one connection (qemu-img bench), median of "
+          f"{args.rounds}, {os.cpu_count()} CPUs")
+    for t, v in iops.items():
+        print(f"  {t:<26}{med[t]:>9.0f} IOPS   ({'/'.join(f'{x:.0f}' for x in v)})")
+    print(f"  the goal, 1.5x nbdkit-luks:{1.5 * med['nbdkit-luks']:>8.0f} IOPS")
 
 
 if __name__ == "__main__":
