@@ -241,9 +241,10 @@ class ConnectionIO(asyncio.BufferedProtocol):
     def next_simple(self) -> tuple[p.Request, bytes | None] | None:
         """The next request and its payload, taken from the buffer, if it is a READ, or a WRITE
         whose whole payload (under DIRECT_PAYLOAD) is buffered; None, taking nothing, for
-        anything else (incomplete, another command, a bad magic: the task deals with those)."""
+        anything else (incomplete, another command, a bad magic: the task deals with those),
+        and while replies cannot go out (the client is not reading them, or is gone)."""
         start = self._start
-        if self._end - start < _REQUEST_SIZE:
+        if self._end - start < _REQUEST_SIZE or self._writing_paused or self._closed:
             return None
         magic, flags, typ, cookie, offset, length = _unpack_request(self._buf, start)
         if magic != _REQUEST_MAGIC:
@@ -537,7 +538,7 @@ class _Connection:
                     if req.type == _TRIM:
                         self.dirty = True
                         export.trim(req.offset, req.length)
-                    self.writer.send_out()
+                    writer.send_out()
                     await loop.run_in_executor(None, export.flush)
                     if req.type == _FLUSH:
                         self.dirty = False
@@ -559,10 +560,7 @@ class _Connection:
         Anything else (FLUSH, DISC, large writes, a bad header) stops the batch where it is
         and is left to the task, so the order of requests is kept."""
         io, stats = self.reader, self.server.stats
-        while not io._writing_paused and not io._closed:
-            taken = io.next_simple()
-            if taken is None:
-                break
+        while (taken := io.next_simple()) is not None:
             stats.requests += 1
             self._serve(*taken)
             io.push()
