@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEB_PKGS := softhsm2 openssl fuse3 gocryptfs git sqlite3 qemu-utils libnbd-bin nbdkit cryptsetup-bin e2fsprogs mount s3cmd rclone s3fs \
-            gcc libc6-dev libssl-dev
+            gcc libc6-dev libssl-dev chromium fonts-noto-cjk postgresql haproxy
 DATA_DIR ?= ./var
 # The block adapter's sector loop (AES-XTS-plain64 through OpenSSL), loaded with ctypes.
 XTS_SO  := adapters/block/libssegw_xts.so

@@ -18,15 +18,28 @@ class KeySpec(str, Enum):
     def symmetric(self) -> bool:
         return self in (KeySpec.AES_256, KeySpec.SM4)
 
+    @property
+    def guide_name(self) -> str:
+        """The name the product guide's console and REST API use (`Ctyun_SM4`, ...)."""
+        return _SPEC_GUIDE_NAMES.get(self.value, self.value)
+
 
 class KeyUsage(str, Enum):
     ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
     SIGN_VERIFY = "SIGN_VERIFY"
 
+    @property
+    def guide_name(self) -> str:
+        return "Encrypt/Decrypt" if self is KeyUsage.ENCRYPT_DECRYPT else "Sign/Verify"
+
 
 class Protection(str, Enum):
     SOFTWARE = "SOFTWARE"
     HSM = "HSM"
+
+    @property
+    def guide_name(self) -> str:
+        return "Software" if self is Protection.SOFTWARE else "Hsm"
 
 
 class Origin(str, Enum):
@@ -36,6 +49,9 @@ class Origin(str, Enum):
 
 # The console names the Chinese algorithms with a vendor prefix; accept those spellings too.
 _SPEC_ALIASES = {"CTYUN_SM4": "SM4", "CTYUN_SM2": "SM2", "SYMMETRIC_DEFAULT": "AES_256"}
+_SPEC_GUIDE_NAMES = {"SM4": "Ctyun_SM4", "SM2": "Ctyun_SM2"}
+# The guide writes usages as `Encrypt/Decrypt` and `Sign/Verify`; upper-cased for lookup.
+_ENUM_ALIASES = {"ENCRYPT/DECRYPT": "ENCRYPT_DECRYPT", "SIGN/VERIFY": "SIGN_VERIFY"}
 
 
 def parse_spec(value: str) -> KeySpec:
@@ -53,8 +69,9 @@ E = TypeVar("E", bound=Enum)
 
 
 def parse_enum(enum: type[E], value: str, what: str) -> E:
+    name = value.strip().upper()
     try:
-        return enum(value.strip().upper())
+        return enum(_ENUM_ALIASES.get(name, name))
     except ValueError:
         allowed = ", ".join(str(m.value) for m in enum)
         raise InvalidParameter(f"unknown {what} {value!r}; expected one of {allowed}") from None
