@@ -37,13 +37,41 @@ class ErrorKind(str, Enum):
     UNKNOWN_KEY = "unknown_key"  # the access key id is not ours
     EXPIRED = "expired"  # request date outside the allowed skew (or presign expired)
     MISMATCH = "mismatch"  # the signature does not match
+    UNSIGNED = "unsigned"  # headers the request carries that its signature does not cover
 
 
 class SigV4Error(Exception):
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, headers: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.headers = headers  # UNSIGNED: the headers that were sent but not signed
+
+
+# Which headers a request may carry only if its signature covers them (lowercase name -> bool).
+MustSign = Callable[[str], bool]
+
+
+def amz_headers(name: str) -> bool:
+    """AWS's rule: every x-amz-* header present is part of what was signed."""
+    return name.startswith("x-amz-")
+
+
+def amz_and_content_headers(name: str) -> bool:
+    """x-amz-* plus the headers that change what a body means (type) or how it is checked (MD5)."""
+    return name.startswith("x-amz-") or name in ("content-type", "content-md5")
+
+
+def check_signed(headers: Mapping[str, str], signed: list[str], must_sign: MustSign | None) -> None:
+    """Refuse a request that carries a header `must_sign` names but the signature does not cover:
+    a captured or presigned request must not be replayed with headers the signer never saw."""
+    if must_sign is None:
+        return
+    covered = set(signed)
+    unsigned = tuple(sorted(n for n in headers if n not in covered and must_sign(n)))
+    if unsigned:
+        raise SigV4Error(ErrorKind.UNSIGNED, "There were headers present in the request which were "
+                         f"not signed: {', '.join(unsigned)}", unsigned)
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,7 @@ def _check(
     service: str | None,
     now: datetime,
     expires: timedelta | None,
+    must_sign: MustSign | None = None,
 ) -> SignedBy:
     access_key_id, date, region, svc = _parse_credential(credential)
     if service is not None and svc != service:
@@ -174,6 +203,7 @@ def _check(
             raise SigV4Error(ErrorKind.EXPIRED, "the presigned request has expired")
     if "host" not in signed_headers:
         raise SigV4Error(ErrorKind.MALFORMED, "the Host header must be signed")
+    check_signed(headers, signed_headers, must_sign)
     try:
         secret = secret_for(access_key_id)
     except UnknownAccessKey:
@@ -220,6 +250,7 @@ def verify_header(
     service: str | None = None,
     double_encode_path: bool = True,
     now: datetime | None = None,
+    must_sign: MustSign | None = None,
 ) -> SignedBy:
     """Verify a request signed in the Authorization header. `headers` keys are lowercase."""
     auth = headers.get("authorization")
@@ -234,7 +265,7 @@ def verify_header(
         query=canonical_query(raw_query), headers=headers, signed_headers=signed,
         payload_hash=payload_hash, credential=credential, amz_date=amz_date,
         signature=signature, secret_for=secret_for, service=service,
-        now=now or datetime.now(UTC), expires=None,
+        now=now or datetime.now(UTC), expires=None, must_sign=must_sign,
     )
 
 
@@ -249,6 +280,7 @@ def verify_presigned(
     service: str | None = None,
     double_encode_path: bool = False,
     now: datetime | None = None,
+    must_sign: MustSign | None = None,
 ) -> SignedBy:
     """Verify a presigned URL (X-Amz-Signature and friends in the query string)."""
     if query.get("X-Amz-Algorithm") != ALGORITHM:
@@ -271,6 +303,7 @@ def verify_presigned(
         signed_headers=signed, payload_hash=headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD),
         credential=credential, amz_date=amz_date, signature=signature, secret_for=secret_for,
         service=service, now=now or datetime.now(UTC), expires=timedelta(seconds=seconds),
+        must_sign=must_sign,
     )
 
 

@@ -17,6 +17,8 @@ from kms_core.sigv4 import (
     ErrorKind,
     SigV4Error,
     UnknownAccessKey,
+    amz_and_content_headers,
+    amz_headers,
     verify_header,
     verify_presigned,
 )
@@ -28,6 +30,7 @@ _S3_CODES = {
     ErrorKind.UNKNOWN_KEY: ("InvalidAccessKeyId", None),
     ErrorKind.EXPIRED: ("RequestTimeTooSkewed", None),
     ErrorKind.MISMATCH: ("SignatureDoesNotMatch", None),
+    ErrorKind.UNSIGNED: ("AccessDenied", "There were headers present in the request which were not signed"),
 }
 
 
@@ -62,18 +65,25 @@ def authenticate(
                               "x-amz-content-sha256", 400)
             signed = verify_header(method=method, raw_path=raw_path, raw_query=raw_query,
                                    headers=headers, payload_hash=payload, secret_for=secret_for,
-                                   service="s3", double_encode_path=False)
+                                   service="s3", double_encode_path=False,
+                                   must_sign=amz_and_content_headers)
         elif "X-Amz-Signature=" in raw_query:
             query = dict(parse_qsl(raw_query, keep_blank_values=True))
+            # A presigned URL travels: whoever holds it may add headers, so every x-amz-* header
+            # sent must be one the signer listed (AWS's rule); a signed x-amz-content-sha256
+            # then binds the body as it does for a signed request.
             signed = verify_presigned(method=method, raw_path=raw_path, raw_query=raw_query,
                                       query=query, headers=headers, secret_for=secret_for,
-                                      service="s3")
-            payload = UNSIGNED_PAYLOAD
+                                      service="s3", must_sign=amz_headers)
+            payload = headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
         else:
             raise SigV4Error(ErrorKind.MISSING, "anonymous request")
     except SigV4Error as e:
         code, message = _S3_CODES[e.kind]
-        raise S3Error(code, message or e.message, 403) from None
+        error = S3Error(code, message or e.message, 403)
+        if e.headers:
+            error.details["HeadersNotSigned"] = ", ".join(e.headers)
+        raise error from None
     account_id, secret = secrets[signed.access_key_id]
     chunk_signing = None
     if payload == SIGNED:

@@ -28,11 +28,13 @@ class S3Error(Exception):
         self.message = message
         self.status = status
         self.resource = resource
+        self.details: dict[str, str] = {}  # extra elements S3 adds for some codes (HeadersNotSigned)
 
     def to_xml(self, request_id: str) -> bytes:
+        extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in self.details.items())
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{escape(self.code)}</Code><Message>{escape(self.message)}</Message>"
+            f"<Error><Code>{escape(self.code)}</Code><Message>{escape(self.message)}</Message>{extra}"
             f"<Resource>{escape(self.resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
         ).encode()
 

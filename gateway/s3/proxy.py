@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope
+from gateway.s3 import aws_chunked, envelope, xml_bodies
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendError, BackendResponse
 from gateway.s3.buckets import BucketEncryption, BucketInfo, Buckets
@@ -151,8 +151,8 @@ class S3Proxy:
 
     async def create_bucket(self, req: S3Request) -> Reply:
         assert req.bucket is not None
-        async for _ in req.body:  # a LocationConstraint is the client's region, not the backend's
-            pass
+        # A LocationConstraint is the client's region, not the backend's: checked, not forwarded.
+        xml_bodies.create_bucket(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))
         r = await self.backend.send("PUT", req.bucket)
         if r.status_code not in (200, 409):
             return await self._backend_error(r)
@@ -189,36 +189,11 @@ class S3Proxy:
     async def put_bucket_encryption(self, req: S3Request) -> Reply:
         assert req.bucket is not None
         await self._owned(req)
-        body = b"".join([c async for c in req.body])
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError:
-            raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400) from None
-        ns = f"{{{S3_NS}}}"
-        rule = root.find(f"{ns}Rule") or root.find("Rule")
-        if rule is None:
-            raise S3Error("MalformedXML", "ServerSideEncryptionConfiguration needs a Rule", 400)
-
-        def text(parent: ET.Element, name: str) -> str | None:
-            el = parent.find(f"{ns}{name}")
-            el = el if el is not None else parent.find(name)
-            return el.text.strip() if el is not None and el.text else None
-
-        default = rule.find(f"{ns}ApplyServerSideEncryptionByDefault")
-        default = default if default is not None else rule.find("ApplyServerSideEncryptionByDefault")
-        if default is None:
-            raise S3Error("MalformedXML", "the Rule needs ApplyServerSideEncryptionByDefault", 400)
-        sse = text(default, "SSEAlgorithm")
-        key = text(default, "KMSMasterKeyID")
-        if sse not in ("AES256", "aws:kms"):
-            raise invalid_argument("SSEAlgorithm must be AES256 or aws:kms")
-        if key and sse != "aws:kms":
-            raise invalid_argument("KMSMasterKeyID is allowed only with aws:kms")
-        if key:
-            await self._key_spec(req, key)  # the key must exist and be the caller's
-        bucket_key = (text(rule, "BucketKeyEnabled") or "false").lower() == "true"
+        rule = xml_bodies.bucket_encryption(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))
+        if rule.kms_key:
+            await self._key_spec(req, rule.kms_key)  # the key must exist and be the caller's
         await self.buckets.write(req.bucket, req.auth.caller.account_id,
-                                 BucketEncryption(sse, key, bucket_key))
+                                 BucketEncryption(rule.sse, rule.kms_key, rule.bucket_key))
         return Reply(200)
 
     async def get_bucket_encryption(self, req: S3Request) -> Reply:
@@ -291,13 +266,19 @@ class S3Proxy:
     async def delete_objects(self, req: S3Request) -> Reply:
         assert req.bucket is not None
         await self._owned(req)
-        body = b"".join([c async for c in req.body])
+        request = xml_bodies.delete_objects(await self.buffered_body(req, xml_bodies.DELETE_LIMIT))
+        # The backend gets our own rendering of what was validated, never the client's bytes.
+        items = "".join(f"<Object><Key>{escape(k)}</Key>"
+                        + (f"<VersionId>{escape(v)}</VersionId>" if v else "") + "</Object>"
+                        for k, v in request.objects)
+        quiet = "<Quiet>true</Quiet>" if request.quiet else ""
+        body = f'<Delete xmlns="{S3_NS}">{quiet}{items}</Delete>'.encode()
         md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-        if "content-md5" in req.headers and req.headers["content-md5"] != md5:
-            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
         r = await self.backend.send("POST", req.bucket, query={"delete": ""}, body=body,
                                     headers={"content-md5": md5, "content-type": "application/xml"})
-        return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
+        if r.status_code != 200:
+            return await self._backend_error(r)
+        return Reply(200, {"content-type": "application/xml"}, r.content)
 
     # ------------------------------------------------------------------ encryption of new objects
 
@@ -367,6 +348,34 @@ class S3Proxy:
         return out
 
     # ------------------------------------------------------------------ request bodies
+
+    async def buffered_body(self, req: S3Request, limit: int) -> bytes:
+        """A small body read whole, refused before reading when it declares more than `limit`
+        bytes, and checked like any other body (signed SHA-256 or chunk signatures, checksum,
+        Content-MD5) before anyone acts on it."""
+        h = req.headers
+        declared = h.get("x-amz-decoded-content-length") if req.auth.payload.startswith("STREAMING-") \
+            else h.get("content-length")
+        if declared is None and "transfer-encoding" not in h and not req.auth.payload.startswith("STREAMING-"):
+            stream: AsyncIterator[bytes] = self._verified(req, 0)  # no body at all
+        else:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise xml_bodies.too_large(limit)
+            stream, _ = self.body_stream(req)
+        expected_md5 = self.content_md5(req)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise xml_bodies.too_large(limit)
+                chunks.append(chunk)
+        except aws_chunked.ChunkedError as e:
+            raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
+        body = b"".join(chunks)
+        self.check_md5(expected_md5, hashlib.md5(body) if expected_md5 is not None else None)
+        return body
 
     def body_stream(self, req: S3Request) -> tuple[AsyncIterator[bytes], int]:
         """The decoded request body and its plaintext length (411 if unknown)."""

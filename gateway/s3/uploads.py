@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope
+from gateway.s3 import aws_chunked, envelope, xml_bodies
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
@@ -241,19 +241,9 @@ class Uploads:
 
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
-        body = b"".join([c async for c in req.body])
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError:
-            raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400) from None
-        wanted: list[int] = []
-        for p in list(root.iter(_NS + "Part")) + list(root.iter("Part")):
-            number = _text(p, "PartNumber")
-            if number is None or not number.strip().isdigit():
-                raise S3Error("MalformedXML", "every Part needs a PartNumber", 400)
-            wanted.append(int(number))
-        if not wanted:
-            raise S3Error("MalformedXML", "The XML you provided did not list any parts", 400)
+        listed = xml_bodies.complete_multipart(
+            await self.proxy.buffered_body(req, xml_bodies.COMPLETE_LIMIT))
+        wanted = [p.number for p in listed]
         if wanted != sorted(wanted) or len(set(wanted)) != len(wanted):
             raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. "
                           "Parts must be ordered by part number.", 400)

@@ -41,7 +41,7 @@ from kms_core.errors import (
 from kms_core.http import aws, rest
 from kms_core.http.params import Params
 from kms_core.observe import REQUEST_ID
-from kms_core.sigv4 import ErrorKind, SigV4Error, UnknownAccessKey, verify_header
+from kms_core.sigv4 import ErrorKind, SigV4Error, UnknownAccessKey, amz_and_content_headers, verify_header
 from kms_core.types import Caller
 
 log = logging.getLogger("ssegw.kms.http")
@@ -61,6 +61,8 @@ _SIGV4_ERRORS: dict[ErrorKind, type[KmsError]] = {
     ErrorKind.UNKNOWN_KEY: InvalidAccessKeyId,
     ErrorKind.EXPIRED: RequestExpired,
     ErrorKind.MISMATCH: SignatureDoesNotMatch,
+    # X-Amz-Target names the operation: a request signed as one must not be replayed as another.
+    ErrorKind.UNSIGNED: IncompleteSignature,
 }
 
 Handler = Callable[[Kms, Caller, Params], dict[str, Any]]
@@ -117,6 +119,7 @@ def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
             payload_hash=payload_hash,
             secret_for=secret_for,
             service="kms",
+            must_sign=amz_and_content_headers,
         )
     except SigV4Error as e:
         raise _SIGV4_ERRORS[e.kind](e.message) from None
@@ -124,10 +127,40 @@ def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
     return Caller(account_id, signed.region, signed.access_key_id)
 
 
+MAX_JSON_DEPTH = 8  # the deepest KMS request (a context or a grant constraint) nests 3 levels
+
+
+def _json_depth_ok(body: bytes) -> bool:
+    """Whether no value in `body` nests deeper than MAX_JSON_DEPTH (checked before json.loads,
+    which would recurse once per bracket). Brackets inside strings are skipped."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return True  # the usual case, decided at C speed
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
 def _parse_json(body: bytes) -> Params:
+    if not _json_depth_ok(body):
+        raise MalformedRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedRequest("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedRequest("the request body must be a JSON object")

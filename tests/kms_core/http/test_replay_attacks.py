@@ -1,0 +1,72 @@
+"""Captured KMS requests replayed with headers their signer never saw, and hostile JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tests.kms_core.http.conftest import KmsServer, Tenant
+
+AWS_JSON = "application/x-amz-json-1.1"
+
+
+def signed(server: KmsServer, t: Tenant, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    req = AWSRequest(method="POST", url=server.url + "/", data=body, headers=headers)
+    SigV4Auth(Credentials(t.access_key_id, t.secret_access_key), "kms", server.region).add_auth(req)
+    return dict(req.headers.items())
+
+
+def test_x_amz_target_must_be_signed(kms_server: KmsServer) -> None:
+    alice = kms_server.tenant("alice")
+    kms: Any = kms_server.boto(alice)
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    body = json.dumps({"KeyId": key}).encode()
+    # Signed without X-Amz-Target (signed headers host;x-amz-date), then sent as DisableKey.
+    sig = signed(kms_server, alice, body, {"Content-Type": AWS_JSON})
+    r = httpx.post(kms_server.url + "/", content=body,
+                   headers={**sig, "X-Amz-Target": "TrentService.DisableKey"})
+    assert r.status_code == 403
+    assert r.json()["__type"] == "IncompleteSignatureException"
+    assert "x-amz-target" in r.json()["message"]
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled"
+    # Signed as DescribeKey, re-sent as DisableKey: the signature no longer matches.
+    sig = signed(kms_server, alice, body, {"Content-Type": AWS_JSON,
+                                            "X-Amz-Target": "TrentService.DescribeKey"})
+    r = httpx.post(kms_server.url + "/", content=body,
+                   headers={**sig, "X-Amz-Target": "TrentService.DisableKey"})
+    assert r.status_code in (400, 403) and r.json()["__type"] == "InvalidSignatureException"
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled"
+    # Signed as sent: works.
+    sig = signed(kms_server, alice, body, {"Content-Type": AWS_JSON,
+                                            "X-Amz-Target": "TrentService.DescribeKey"})
+    r = httpx.post(kms_server.url + "/", content=body, headers=sig)
+    assert r.status_code == 200 and r.json()["KeyMetadata"]["KeyId"] == key
+
+
+def test_other_unsigned_headers_are_refused(kms_server: KmsServer) -> None:
+    alice = kms_server.tenant("alice")
+    body = b"{}"
+    headers = {"Content-Type": AWS_JSON, "X-Amz-Target": "TrentService.ListKeys"}
+    sig = signed(kms_server, alice, body, headers)
+    for extra in ({"X-Amz-Security-Token": "x"}, {"X-Amz-Content-Sha256": "0" * 64}):
+        r = httpx.post(kms_server.url + "/", content=body, headers={**sig, **extra})
+        assert r.status_code in (400, 403), extra
+        assert r.json()["__type"] in ("IncompleteSignatureException", "InvalidSignatureException")
+    sig = signed(kms_server, alice, body, {"X-Amz-Target": "TrentService.ListKeys"})
+    r = httpx.post(kms_server.url + "/", content=body, headers={**sig, "Content-Type": "text/plain"})
+    assert r.status_code == 403 and r.json()["__type"] == "IncompleteSignatureException"
+
+
+def test_deeply_nested_json_is_a_client_error(kms_server: KmsServer) -> None:
+    alice = kms_server.tenant("alice")
+    for body in (b"[" * 50_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+                 json.dumps({"KeyId": "x", "EncryptionContext": {"a": [[[[[[[[[1]]]]]]]]]}}).encode()):
+        headers = {"Content-Type": AWS_JSON, "X-Amz-Target": "TrentService.DescribeKey"}
+        r = httpx.post(kms_server.url + "/", content=body, headers=signed(kms_server, alice, body, headers))
+        assert r.status_code == 400, r.text
+        assert r.json()["__type"] != "KMSInternalException"
