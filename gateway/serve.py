@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "caller's own credentials) instead of the in-process one")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    p.add_argument("--allow-sse-c-over-http", action="store_true",
+                   help="accept SSE-C (customer-provided keys) on plain HTTP too; AWS refuses it, and so "
+                        "do we by default: only for test rigs on loopback")
     p.add_argument("--scheduler-interval", type=float, default=60.0,
                    help="seconds between runs of due rotations, deletions and expiries")
     p.add_argument("--kms-workers", type=int, default=1,
@@ -212,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     backend = Backend(BackendConfig(backend_url, access, secret, args.backend_region,
                                     args.backend_ca or True))
-    proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca))
+    proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca),
+                    allow_sse_c_over_http=args.allow_sse_c_over_http)
     domains = tuple(args.s3_domain or ["localhost"])
     servers = [
         (_server(create_kms_app(kms), args), [_listen(args.host, args.kms_port)]),

@@ -115,7 +115,7 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
                                 headers=headers, credentials=credentials)
             op = route(proxy, method, bucket, key, query)
             reply = await op(S3Request(method, bucket, key, query, headers, auth, request.stream(),
-                                       request_id))
+                                       request_id, secure=request.url.scheme == "https"))
         except Exception as exc:
             if isinstance(exc, S3Error):
                 e = exc

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import envelope
+from gateway.s3 import envelope, sse_c
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.buckets import BucketInfo
@@ -52,8 +52,9 @@ class Copier:
         self.proxy = proxy
         self.backend = proxy.backend
 
-    async def source(self, req: S3Request) -> Stored:
-        """The object named by x-amz-copy-source: owned by the caller, conditions checked."""
+    async def source(self, req: S3Request, *, check_customer: bool = True) -> Stored:
+        """The object named by x-amz-copy-source: owned by the caller, conditions checked, and
+        (`check_customer`) the x-amz-copy-source-server-side-encryption-customer-* key its own."""
         raw = req.headers.get("x-amz-copy-source", "")
         path, _, query = raw.partition("?")
         if query and not query.startswith("versionId=null"):
@@ -71,19 +72,22 @@ class Copier:
         if conditions and check_conditions(conditions, stored.etag, last) is not None:
             # For copies every failed condition is 412 (S3 answers no 304 here).
             raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+        if check_customer:
+            sse_c.verify(self.proxy.customer_key(req, copy_source=True),
+                         stored.meta.customer if stored.meta is not None else None)
         return stored
 
     async def copy_object(self, req: S3Request, info: BucketInfo) -> Reply:
         from gateway.s3.proxy import SSE, SSE_BUCKET_KEY, SSE_CTX, SSE_KEY, Encryption
 
         assert req.bucket is not None and req.key is not None
-        src = await self.source(req)
+        rewrap = req.headers.get(REWRAP, "").lower() in ("1", "true")
+        src = await self.source(req, check_customer=not rewrap)
         directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise invalid_argument("Unknown metadata directive.")
-        rewrap = req.headers.get(REWRAP, "").lower() in ("1", "true")
         same = (src.bucket, src.key) == (req.bucket, req.key)
-        asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX))
+        asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX)) or sse_c.present(req.headers)
         if rewrap and not same:
             raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself")
         if same and directive == "COPY" and not asks_sse and not rewrap:
@@ -100,6 +104,8 @@ class Copier:
         if rewrap:
             if src.meta is None:
                 return await self._result(req, src, None, "plaintext")
+            if src.meta.customer is not None:  # sealed by its owner's key, not by a CMK: nothing to rewrap
+                return await self._result(req, src, src.meta, "customer-key")
             # The object's own CMK (its new primary version), or the one the request names.
             cmk = req.headers.get(SSE_KEY) or src.meta.kms_key_id
             sse = "aws:kms" if SSE_KEY in req.headers else src.meta.sse
@@ -107,10 +113,14 @@ class Copier:
             enc = Encryption(sse, cmk, src.meta.bucket_key_salt is not None, context)
         else:
             enc = self.proxy.encryption(req, info)
-            if enc.context is None and src.meta is not None and src.meta.context and SSE_CTX not in req.headers:
+            if (enc.context is None and enc.customer is None and src.meta is not None and src.meta.context
+                    and SSE_CTX not in req.headers):
                 enc = dataclasses.replace(enc, context=dict(src.meta.context))
         meta = src.meta
-        if (meta is not None and not (meta.bucket_key_salt is not None and enc.context)
+        if meta is not None and enc.customer is not None and meta.algorithm is envelope.Algorithm.AES_256_GCM:
+            return await self._rebind(req, src, meta, enc, headers)
+        if (meta is not None and meta.customer is None and enc.customer is None
+                and not (meta.bucket_key_salt is not None and enc.context)
                 and await self.proxy.keys.algorithm(req.auth, enc.cmk) == meta.algorithm):
             return await self._rekey(req, src, meta, enc, headers, rewrap)
         if src.size > COPY_LIMIT:
@@ -141,6 +151,23 @@ class Copier:
         if new.multipart:
             self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
         return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None)
+
+    async def _rebind(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
+                      headers: dict[str, str]) -> Reply:
+        """To SSE-C: the source's data key (from the KMS, or unwrapped with the source's customer
+        key) wrapped under the destination's customer key and name; the backend copies the data."""
+        assert req.bucket is not None and req.key is not None and enc.customer is not None
+        data_key = await self.proxy.open_key(req.auth, src, self.proxy.customer_key(req, copy_source=True))
+        assert data_key is not None
+        wrapped, record = sse_c.bind(enc.customer, data_key, req.bucket, req.key)
+        new = dataclasses.replace(meta, sealed_key=wrapped, kms_key_id="", sse=sse_c.SSE, md5=None, context=None,
+                                  bucket_key_salt=None, customer=record.encode())
+        headers.update(new.encode())
+        assert src.layout is not None
+        etag, modified = await self._backend_copy(src, req.bucket, req.key, headers)
+        if new.multipart:
+            self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
+        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer)
 
     async def _backend_copy(self, src: Stored, bucket: str, key: str, headers: dict[str, str]) -> tuple[str, str]:
         """Copy `src`'s bytes to bucket/key with `headers` as its metadata: (ETag, LastModified)."""
@@ -209,7 +236,7 @@ class Copier:
         ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
         sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce))
-        src_key = await self.proxy.open_key(req.auth, src)
+        src_key = await self.proxy.open_key(req.auth, src, self.proxy.customer_key(req, copy_source=True))
         size = src.size
         plain = await self.proxy.reader.plaintext(src, src_key, 0, size)
         headers["content-length"] = str(envelope.sealed_size(size))
@@ -221,13 +248,14 @@ class Copier:
                     md5.update(chunk)
                     sealed.extend(sealer.feed(chunk))
                 sealed.append(sealer.finish())
-                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, md5.hexdigest(),
-                                 enc.context, bucket_key_salt=ok.salt)
+                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse,
+                                 None if ok.customer else md5.hexdigest(), enc.context, bucket_key_salt=ok.salt,
+                                 customer=ok.customer)
                 headers.update(new.encode())
                 r = await self.backend.send("PUT", req.bucket, req.key, headers=headers, body=b"".join(sealed))
             else:
                 new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, None,
-                                 enc.context, bucket_key_salt=ok.salt)
+                                 enc.context, bucket_key_salt=ok.salt, customer=ok.customer)
                 headers.update(new.encode())
                 r = await self.backend.send("PUT", req.bucket, req.key, headers=headers,
                                             body=sealed_stream(plain, sealer))
@@ -239,18 +267,20 @@ class Copier:
             raise backend_failure(e) from None
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None)
+        return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
+                           enc.customer)
 
     async def _result(self, req: S3Request, src: Stored, meta: ObjectMeta | None, result: str) -> Reply:
         modified = _parse_date(src.headers.get("last-modified")) or datetime.now(UTC)
         return self._reply(req, meta, src.etag, _iso(modified), result)
 
-    def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None) -> Reply:
+    def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None,
+               customer: sse_c.CustomerKey | None = None) -> Reply:
         from gateway.s3.proxy import Reply, xml_doc
 
         headers = {"content-type": "application/xml"}
         if meta is not None:
-            headers.update(self.proxy.sse_headers(req.auth, meta))
+            headers.update(self.proxy.sse_headers(req.auth, meta, customer))
         if rewrap is not None:
             headers[REWRAP_RESULT] = rewrap
         body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'

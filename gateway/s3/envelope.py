@@ -22,6 +22,9 @@ and are still written for plain single PUTs) adds:
   (it is not known when the upload starts); it follows from the part sizes (`multipart.py`).
 - `ssegw-bk: <salt>`, a bucket-key object: the sealed key is a bucket-level key sealed with the
   bucket's ARN as context, and the object's data key is HKDF(bucket key, salt) (`derive_key`).
+- `ssegw-ssec: <record>`, an SSE-C object: the sealed key is the data key wrapped under the
+  customer's key and the record proves which key that is (`sse_c.py`); no KMS key is involved,
+  so `ssegw-kms-key` is absent.
 """
 
 from __future__ import annotations
@@ -246,10 +249,11 @@ class ObjectMeta:
     context: Mapping[str, str] | None = None  # the client's x-amz-server-side-encryption-context
     multipart: bool = False
     bucket_key_salt: bytes | None = None  # set: sealed_key is a bucket key, see derive_key
+    customer: str | None = None  # SSE-C: the key record (sse_c.py); sealed_key is wrapped by the customer key
 
     @property
     def version(self) -> str:
-        return FORMAT_VERSION_2 if self.multipart or self.bucket_key_salt else FORMAT_VERSION
+        return FORMAT_VERSION_2 if self.multipart or self.bucket_key_salt or self.customer else FORMAT_VERSION
 
     def encode(self) -> dict[str, str]:
         out = {
@@ -257,9 +261,12 @@ class ObjectMeta:
             f"{META_PREFIX}-alg": self.algorithm.value,
             f"{META_PREFIX}-key": base64.b64encode(self.sealed_key).decode(),
             f"{META_PREFIX}-iv": base64.b64encode(self.base_nonce).decode(),
-            f"{META_PREFIX}-kms-key": self.kms_key_id,
             f"{META_PREFIX}-sse": self.sse,
         }
+        if self.customer is None:
+            out[f"{META_PREFIX}-kms-key"] = self.kms_key_id
+        else:
+            out[f"{META_PREFIX}-ssec"] = self.customer
         if self.size is not None:
             out[f"{META_PREFIX}-size"] = str(self.size)
         if self.md5:
@@ -285,17 +292,19 @@ class ObjectMeta:
             ctx = headers.get(f"{META_PREFIX}-ctx")
             multipart = version == FORMAT_VERSION_2 and headers.get(f"{META_PREFIX}-mp") == "1"
             salt = headers.get(f"{META_PREFIX}-bk") if version == FORMAT_VERSION_2 else None
+            customer = headers.get(f"{META_PREFIX}-ssec") if version == FORMAT_VERSION_2 else None
             meta = ObjectMeta(
                 algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
                 sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),
                 base_nonce=base64.b64decode(headers[f"{META_PREFIX}-iv"], validate=True),
                 size=None if multipart else int(headers[f"{META_PREFIX}-size"]),
-                kms_key_id=headers[f"{META_PREFIX}-kms-key"],
+                kms_key_id=headers[f"{META_PREFIX}-kms-key"] if customer is None else "",
                 sse=headers[f"{META_PREFIX}-sse"],
                 md5=headers.get(f"{META_PREFIX}-md5"),
                 context=json.loads(base64.b64decode(ctx)) if ctx else None,
                 multipart=multipart,
                 bucket_key_salt=base64.b64decode(salt, validate=True) if salt else None,
+                customer=customer,
             )
         except (KeyError, ValueError) as e:
             raise ObjectCorrupt(f"the object's envelope metadata is damaged ({e})") from None
@@ -303,6 +312,9 @@ class ObjectMeta:
             raise ObjectCorrupt("the object's bucket-key salt has the wrong length")
         if len(meta.base_nonce) != NONCE:
             raise ObjectCorrupt("the object's nonce has the wrong length")
+        if meta.customer is not None and (meta.bucket_key_salt is not None
+                                          or meta.algorithm is not Algorithm.AES_256_GCM):
+            raise ObjectCorrupt("an SSE-C object has bucket-key or SM4 fields")
         return meta
 
 

@@ -246,6 +246,7 @@ class UploadToken:
     sse: str
     context: dict[str, str] | None = None
     bucket_key_salt: bytes | None = None
+    customer: str | None = None  # SSE-C uploads: the key record (sse_c.py); sealed_key is customer-wrapped
 
     def _body(self) -> bytes:
         fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
@@ -253,6 +254,8 @@ class UploadToken:
                   self.kms_key_id.encode(), self.sse.encode(),
                   json.dumps(self.context, sort_keys=True).encode() if self.context else b"",
                   self.bucket_key_salt or b""]
+        if self.customer is not None:  # an 11th field only where used: older tokens stay valid
+            fields.append(self.customer.encode())
         return b"\x01" + b"".join(struct.pack(">H", len(f)) + f for f in fields)
 
     def encode(self, data_key: bytes) -> str:
@@ -297,7 +300,7 @@ def decode_token(token: str) -> UploadToken:
         (n,) = struct.unpack_from(">H", body, pos)
         fields.append(body[pos + 2:pos + 2 + n])
         pos += 2 + n
-    if pos != len(body) or len(fields) != 10:
+    if pos != len(body) or len(fields) not in (10, 11):
         raise ValueError("malformed upload token")
     try:
         return UploadToken(
@@ -306,6 +309,7 @@ def decode_token(token: str) -> UploadToken:
             kms_key_id=fields[6].decode(), sse=fields[7].decode(),
             context=json.loads(fields[8]) if fields[8] else None,
             bucket_key_salt=fields[9] or None,
+            customer=fields[10].decode() if len(fields) == 11 else None,
         )
     except (UnicodeDecodeError, ValueError):
         raise ValueError("malformed upload token") from None

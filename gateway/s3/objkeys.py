@@ -43,6 +43,7 @@ class ObjectKey:
     kms_key_id: str
     version_id: str
     salt: bytes | None = None  # bucket-key objects
+    customer: str | None = None  # SSE-C objects: the key record; `sealed` is wrapped by the customer key
 
 
 def _ctx_key(ctx: Mapping[str, str] | None) -> str:

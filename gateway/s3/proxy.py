@@ -24,13 +24,13 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope, xml_bodies
+from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendError, BackendResponse
 from gateway.s3.buckets import BucketEncryption, BucketInfo, Buckets
 from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
-from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
+from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
@@ -64,6 +64,7 @@ class S3Request:
     auth: Authenticated
     body: AsyncIterator[bytes]
     request_id: str
+    secure: bool = False  # came over TLS (SSE-C is refused otherwise, unless allowed)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Encryption:
     cmk: str | None  # None: the product default key
     bucket_key: bool
     context: dict[str, str] | None  # the client's x-amz-server-side-encryption-context
+    customer: sse_c.CustomerKey | None = None  # SSE-C: the key that binds the data key
 
 
 def xml_doc(body: str) -> bytes:
@@ -96,13 +98,15 @@ def backend_failure(e: BackendError) -> S3Error:
 
 class S3Proxy:
     def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
-                 key_cache_ttl: float | None = None) -> None:
+                 key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False) -> None:
         from gateway.s3.copy import Copier
         from gateway.s3.uploads import Uploads
 
         if key_cache_ttl is None:
             key_cache_ttl = float(os.environ.get("SSEGW_KEY_CACHE_SECONDS", DEFAULT_TTL))
         self.backend = backend
+        # As AWS: customer keys only over TLS, unless a test rig on loopback says otherwise.
+        self.allow_sse_c_over_http = allow_sse_c_over_http
         self.buckets = Buckets(backend)
         self.keys = ObjectKeys(kms_for, key_cache_ttl)
         self.reader = Reader(backend)
@@ -290,8 +294,11 @@ class S3Proxy:
         """
         sse = req.headers.get(SSE)
         key = req.headers.get(SSE_KEY)
-        if any(h.startswith("x-amz-server-side-encryption-customer-") for h in req.headers):
-            raise not_implemented("SSE-C (customer-provided keys) is not supported by this proxy")
+        customer = self.customer_key(req)
+        if customer is not None:
+            if any(h in req.headers for h in (SSE, SSE_KEY, SSE_CTX, SSE_BUCKET_KEY)):
+                raise sse_c.incompatible()
+            return Encryption(sse_c.SSE, None, False, None, customer)
         bk_header = req.headers.get(SSE_BUCKET_KEY)
         if bk_header is not None and bk_header.lower() not in ("true", "false"):
             raise invalid_argument(f"{SSE_BUCKET_KEY} must be true or false")
@@ -325,18 +332,40 @@ class S3Proxy:
             raise invalid_argument(f"{SSE_CTX} must be a JSON object of strings")
         return ctx
 
+    def customer_key(self, req: S3Request, *, copy_source: bool = False) -> sse_c.CustomerKey | None:
+        """The SSE-C key the request gives for its object (or with `copy_source`, its copy source)."""
+        return sse_c.parse(req.headers, copy_source=copy_source, secure=req.secure,
+                           allow_http=self.allow_sse_c_over_http)
+
     async def new_key(self, req: S3Request, enc: Encryption, bucket: str, key: str) -> ObjectKey:
+        if enc.customer is not None:
+            # SSE-C: a fresh data key that only the customer's key unwraps; the KMS is not asked.
+            plain = sse_c.new_data_key()
+            wrapped, record = sse_c.bind(enc.customer, plain, bucket, key)
+            return ObjectKey(plain, envelope.Algorithm.AES_256_GCM, wrapped, "", "", customer=record.encode())
         return await self.keys.new_key(req.auth, enc.cmk, bucket, key, enc.context, enc.bucket_key)
 
-    async def open_key(self, auth: Authenticated, stored: Stored) -> bytes | None:
-        """The data key of a stored object; None for plaintext objects."""
+    async def open_key(self, auth: Authenticated, stored: Stored,
+                       customer: sse_c.CustomerKey | None = None) -> bytes | None:
+        """The data key of a stored object (SSE-C objects: with the request's `customer` key,
+        checked); None for plaintext objects."""
         meta = stored.meta
         if meta is None:
+            if customer is not None:
+                raise sse_c.not_applicable()
             return None
+        if meta.customer is not None or customer is not None:
+            sse_c.verify(customer, meta.customer)
+            assert customer is not None and meta.customer is not None
+            return sse_c.unbind(customer, meta.sealed_key, meta.customer, stored.bucket, stored.key)
         return await self.keys.open(auth, stored.bucket, stored.key, meta.algorithm, meta.sealed_key,
                                     meta.bucket_key_salt, meta.context)
 
-    def sse_headers(self, auth: Authenticated, meta: ObjectMeta) -> dict[str, str]:
+    def sse_headers(self, auth: Authenticated, meta: ObjectMeta,
+                    customer: sse_c.CustomerKey | None = None) -> dict[str, str]:
+        if meta.customer is not None:
+            # SSE-C answers carry the algorithm and the key's MD5 (from the request), no SSE header.
+            return customer.echo() if customer is not None else {}
         out = {SSE: meta.sse}
         if meta.sse == "aws:kms":
             c = auth.caller
@@ -480,8 +509,11 @@ class S3Proxy:
         headers.setdefault("content-type", "binary/octet-stream")
 
         def meta_for(md5: str | None) -> ObjectMeta:
-            return ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, md5,
-                              enc.context, bucket_key_salt=ok.salt)
+            # SSE-C objects keep no plaintext MD5: it would let anyone who reads the backend
+            # confirm a guess of the content, and S3's SSE-C ETags are no MD5 either.
+            return ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse,
+                              None if ok.customer else md5, enc.context, bucket_key_salt=ok.salt,
+                              customer=ok.customer)
 
         try:
             if size <= BUFFER_LIMIT:
@@ -512,14 +544,16 @@ class S3Proxy:
             raise backend_failure(e) from None
         if r.status_code != 200:
             return await self._backend_error(r)
-        return Reply(200, {"etag": client_etag(meta, r.headers.get("etag", "")), **self.sse_headers(req.auth, meta)})
+        return Reply(200, {"etag": client_etag(meta, r.headers.get("etag", "")),
+                           **self.sse_headers(req.auth, meta, enc.customer)})
 
     def _refuse_sse_on_read(self, req: S3Request) -> None:
         for h in (SSE, SSE_KEY, SSE_CTX, SSE_BUCKET_KEY):
             if h in req.headers:
                 raise S3Error("InvalidArgument", f"The {h} header is not supported for this operation.", 400)
 
-    def object_headers(self, auth: Authenticated, stored: Stored) -> dict[str, str]:
+    def object_headers(self, auth: Authenticated, stored: Stored,
+                       customer: sse_c.CustomerKey | None = None) -> dict[str, str]:
         out = {"accept-ranges": "bytes"}
         for name, value in stored.headers.items():
             name = name.lower()
@@ -531,7 +565,7 @@ class S3Proxy:
                     out[name] = stored.headers[name]
             return out
         out["etag"] = stored.etag
-        out.update(self.sse_headers(auth, stored.meta))
+        out.update(self.sse_headers(auth, stored.meta, customer))
         return out
 
     @staticmethod
@@ -571,13 +605,15 @@ class S3Proxy:
         await self._owned(req)
         self._refuse_sse_on_read(req)
         part = self._part_number(req)
+        customer = self.customer_key(req)
         try:
             stored = await self.reader.stat(req.bucket, req.key)
         except S3Error as e:
             return Reply(e.status)
         if stored is None:
             return Reply(404)
-        headers = self.object_headers(req.auth, stored)
+        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+        headers = self.object_headers(req.auth, stored, customer)
         status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
         if status is not None:
             return Reply(status, {"etag": stored.etag} if status == 304 else None)
@@ -599,11 +635,12 @@ class S3Proxy:
         await self._owned(req)
         self._refuse_sse_on_read(req)
         part = self._part_number(req)
+        customer = self.customer_key(req)
         if part is not None or "range" in req.headers:
             # A piece of the object: learn its envelope with a HEAD, then fetch only the
             # packages needed. A plain GET first would make the backend start sending the
             # whole object, once per piece (clients fetch big objects in many ranges).
-            return await self._get_piece(req, part)
+            return await self._get_piece(req, part, customer)
         r = await self.backend.send("GET", req.bucket, req.key, stream=True)
         if r.status_code != 200:
             await r.aread()
@@ -614,14 +651,15 @@ class S3Proxy:
         try:
             stored = await self.reader.stat(req.bucket, req.key, r)
             assert stored is not None
-            headers = self.object_headers(req.auth, stored)
+            sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+            headers = self.object_headers(req.auth, stored, customer)
             status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
             if status is not None:
                 await r.aclose()
                 return Reply(status, {"etag": stored.etag} if status == 304 else None)
             wanted = self._wanted(req, stored, part, headers)
             start, end = wanted or (0, stored.size)
-            data_key = await self.open_key(req.auth, stored)
+            data_key = await self.open_key(req.auth, stored, customer)
             stream = await self.reader.plaintext(stored, data_key, start, end, r)
         except BaseException:
             await r.aclose()
@@ -632,18 +670,19 @@ class S3Proxy:
             headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
         return Reply(206 if wanted is not None else 200, headers, body)
 
-    async def _get_piece(self, req: S3Request, part: int | None) -> Reply:
+    async def _get_piece(self, req: S3Request, part: int | None, customer: sse_c.CustomerKey | None) -> Reply:
         assert req.bucket is not None and req.key is not None
         stored = await self.reader.stat(req.bucket, req.key)
         if stored is None:
             raise no_such_key(req.bucket, req.key)
-        headers = self.object_headers(req.auth, stored)
+        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+        headers = self.object_headers(req.auth, stored, customer)
         status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
         if status is not None:
             return Reply(status, {"etag": stored.etag} if status == 304 else None)
         wanted = self._wanted(req, stored, part, headers)
         start, end = wanted or (0, stored.size)
-        data_key = await self.open_key(req.auth, stored)
+        data_key = await self.open_key(req.auth, stored, customer)
         body = await first_checked(await self.reader.plaintext(stored, data_key, start, end))
         headers["content-length"] = str(end - start)
         if wanted is not None and end > start:

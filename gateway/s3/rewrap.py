@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from gateway.s3.copy import REWRAP, REWRAP_RESULT
 
-RESULTS = ("rewrapped", "current", "plaintext", "gone", "failed")
+RESULTS = ("rewrapped", "current", "plaintext", "customer-key", "gone", "failed")
 
 
 @dataclass

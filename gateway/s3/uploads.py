@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope, xml_bodies
+from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
@@ -62,7 +62,7 @@ class Uploads:
         ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
         meta = ObjectMeta(ok.algorithm, ok.sealed, nonce, None, ok.kms_key_id, enc.sse, None, enc.context,
-                          multipart=True, bucket_key_salt=ok.salt)
+                          multipart=True, bucket_key_salt=ok.salt, customer=ok.customer)
         headers = self.proxy.put_headers(req)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
@@ -77,10 +77,10 @@ class Uploads:
         if not backend_id:
             raise S3Error("InternalError", "the backend returned no UploadId", 500)
         token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
-                            enc.sse, enc.context, ok.salt).encode(ok.plaintext)
+                            enc.sse, enc.context, ok.salt, ok.customer).encode(ok.plaintext)
         body = (f'<InitiateMultipartUploadResult xmlns="{S3_NS}"><Bucket>{escape(req.bucket)}</Bucket>'
                 f"<Key>{escape(req.key)}</Key><UploadId>{token}</UploadId></InitiateMultipartUploadResult>")
-        return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, meta)},
+        return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, meta, enc.customer)},
                      xml_doc(body))
 
     # ------------------------------------------------------------------ parts
@@ -98,15 +98,27 @@ class Uploads:
             raise no_such_upload() from None
         if (token.bucket, token.key) != (req.bucket, req.key):
             raise no_such_upload()
-        data_key = await self.proxy.keys.open(req.auth, req.bucket, req.key, token.algorithm, token.sealed_key,
-                                              token.bucket_key_salt, token.context)
+        customer = self.proxy.customer_key(req)
+        if token.customer is not None:
+            # Every part of an SSE-C upload carries the key it was started with.
+            data_key = sse_c.unbind(customer, token.sealed_key, token.customer, req.bucket, req.key,
+                                    missing=sse_c.part_key_required())
+        elif customer is not None:
+            raise sse_c.not_applicable()
+        else:
+            data_key = await self.proxy.keys.open(req.auth, req.bucket, req.key, token.algorithm,
+                                                  token.sealed_key, token.bucket_key_salt, token.context)
         if not token.verify(upload_id, data_key):
             raise no_such_upload()
         return token, data_key, upload_id
 
     def _meta(self, token: UploadToken) -> ObjectMeta:
         return ObjectMeta(token.algorithm, token.sealed_key, token.base_nonce, None, token.kms_key_id,
-                          token.sse, None, token.context, multipart=True, bucket_key_salt=token.bucket_key_salt)
+                          token.sse, None, token.context, multipart=True, bucket_key_salt=token.bucket_key_salt,
+                          customer=token.customer)
+
+    def _sse_headers(self, req: S3Request, token: UploadToken) -> dict[str, str]:
+        return self.proxy.sse_headers(req.auth, self._meta(token), self.proxy.customer_key(req))
 
     async def upload_part(self, req: S3Request) -> Reply:
         from gateway.s3.proxy import Reply
@@ -124,7 +136,7 @@ class Uploads:
                                   self.proxy.content_md5(req), md5)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        return Reply(200, {"etag": self._part_etag(md5, r), **self.proxy.sse_headers(req.auth, self._meta(token))})
+        return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token)})
 
     @staticmethod
     def _etag_md5(token: UploadToken) -> hashlib._Hash | None:
@@ -188,7 +200,7 @@ class Uploads:
             start, end = parsed
         if end - start > envelope.MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
-        src_key = await self.proxy.open_key(req.auth, source)
+        src_key = await self.proxy.open_key(req.auth, source, self.proxy.customer_key(req, copy_source=True))
         plain = await self.proxy.reader.plaintext(source, src_key, start, end)
         md5 = self._etag_md5(token)
         r = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
@@ -198,8 +210,7 @@ class Uploads:
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
                 f'<ETag>{escape(self._part_etag(md5, r))}</ETag></CopyPartResult>')
-        return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, self._meta(token))},
-                     xml_doc(body))
+        return Reply(200, {"content-type": "application/xml", **self._sse_headers(req, token)}, xml_doc(body))
 
     # ------------------------------------------------------------------ complete, abort, list
 
@@ -241,6 +252,12 @@ class Uploads:
 
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
+        token = decode_token(upload_id) if is_token(upload_id) else None
+        customer = self.proxy.customer_key(req)
+        if token is not None and customer is not None:
+            # S3 needs the key on Complete only for some uploads; given, it must be the upload's.
+            # (The record in the UploadId is unauthenticated here, but Complete unseals nothing.)
+            sse_c.verify(customer, token.customer)
         listed = xml_bodies.complete_multipart(
             await self.proxy.buffered_body(req, xml_bodies.COMPLETE_LIMIT))
         wanted = [p.number for p in listed]
@@ -281,8 +298,8 @@ class Uploads:
         etag = _text(ET.fromstring(done.content), "ETag") or ""
         self.proxy.reader.remember(req.bucket, req.key, etag, layout)
         sse: dict[str, str] = {}
-        if is_token(upload_id):
-            sse = self.proxy.sse_headers(req.auth, self._meta(decode_token(upload_id)))
+        if token is not None:
+            sse = self.proxy.sse_headers(req.auth, self._meta(token), customer)
         location = f"/{req.bucket}/{req.key}"
         out = (f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{escape(location)}</Location>'
                f"<Bucket>{escape(req.bucket)}</Bucket><Key>{escape(req.key)}</Key>"

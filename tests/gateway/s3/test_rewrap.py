@@ -49,7 +49,8 @@ def test_rewrap_after_rotation_and_to_another_key(s3: S3Stack) -> None:
 
     out = io.StringIO()
     summary = rewrap(c, b, "docs/", progress_out=out)
-    assert summary.counts == {"rewrapped": 5, "current": 0, "plaintext": 1, "gone": 0, "failed": 0}, summary
+    assert summary.counts == {"rewrapped": 5, "current": 0, "plaintext": 1, "customer-key": 0, "gone": 0,
+                              "failed": 0}, summary
     assert "rewrap 6/6 objects" in out.getvalue()
     for k, data in contents.items():
         assert sealed_under(s3, b, k) == (key_a, primary), k
