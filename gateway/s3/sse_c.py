@@ -112,6 +112,12 @@ def part_key_required() -> S3Error:
                    "requests must include the appropriate encryption parameters.", 400)
 
 
+def part_key_mismatch() -> S3Error:
+    # A part (or Complete) under another key than the upload's reads nothing: S3 answers 400.
+    return S3Error("InvalidRequest", "The provided encryption parameters did not match the ones used "
+                   "originally.", 400)
+
+
 def not_applicable() -> S3Error:
     return S3Error("InvalidRequest", "The encryption parameters are not applicable to this object.", 400)
 
@@ -210,8 +216,9 @@ def matches(customer: CustomerKey, record: KeyRecord) -> bool:
     return hmac.compare_digest(_check(customer.key, record.salt), record.check)
 
 
-def verify(customer: CustomerKey | None, record_text: str | None) -> None:
-    """That a request's customer key (or its absence) fits an object's record (None: not SSE-C)."""
+def verify(customer: CustomerKey | None, record_text: str | None, *, mismatch: S3Error | None = None) -> None:
+    """That a request's customer key (or its absence) fits an object's record (None: not SSE-C);
+    another key is 403 (`mismatch`, where S3 answers otherwise)."""
     if record_text is None:
         if customer is not None:
             raise not_applicable()
@@ -219,18 +226,19 @@ def verify(customer: CustomerKey | None, record_text: str | None) -> None:
     if customer is None:
         raise key_required()
     if not matches(customer, _record(record_text)):
-        raise wrong_key()
+        raise mismatch or wrong_key()
 
 
 def unbind(customer: CustomerKey | None, wrapped: bytes, record_text: str, bucket: str, key: str, *,
-           missing: S3Error | None = None) -> bytes:
+           missing: S3Error | None = None, mismatch: S3Error | None = None) -> bytes:
     """The data key of an SSE-C object (or upload): 400 without a key (`missing`, else S3's
-    answer for reads), 403 for another key, 500 when the binding was tampered with."""
+    answer for reads), 403 for another key (`mismatch`, else S3's answer for reads), 500 when
+    the binding was tampered with."""
     if customer is None:
         raise missing or key_required()
     record = _record(record_text)
     if not matches(customer, record):
-        raise wrong_key()
+        raise mismatch or wrong_key()
     if len(wrapped) != WRAPPED:
         raise damaged()
     try:

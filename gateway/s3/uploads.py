@@ -102,7 +102,7 @@ class Uploads:
         if token.customer is not None:
             # Every part of an SSE-C upload carries the key it was started with.
             data_key = sse_c.unbind(customer, token.sealed_key, token.customer, req.bucket, req.key,
-                                    missing=sse_c.part_key_required())
+                                    missing=sse_c.part_key_required(), mismatch=sse_c.part_key_mismatch())
         elif customer is not None:
             raise sse_c.not_applicable()
         else:
@@ -257,7 +257,7 @@ class Uploads:
         if token is not None and customer is not None:
             # S3 needs the key on Complete only for some uploads; given, it must be the upload's.
             # (The record in the UploadId is unauthenticated here, but Complete unseals nothing.)
-            sse_c.verify(customer, token.customer)
+            sse_c.verify(customer, token.customer, mismatch=sse_c.part_key_mismatch())
         listed = xml_bodies.complete_multipart(
             await self.proxy.buffered_body(req, xml_bodies.COMPLETE_LIMIT))
         wanted = [p.number for p in listed]
