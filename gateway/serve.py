@@ -35,7 +35,7 @@ from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from kms_core.client import InProcessKmsClient, KmsClient
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
-from kms_core.errors import AccessDenied, NotFound
+from kms_core.errors import AccessDenied, AlreadyExists, NotFound
 from kms_core.http.app import create_app as create_kms_app
 from kms_core.http_client import HttpKmsClient
 from kms_core.scheduler import Scheduler, start_scheduler
@@ -57,11 +57,31 @@ def ensure_demo_account(kms: Kms) -> DemoCredentials:
     try:
         info = kms.accounts.by_name(DEMO_ACCOUNT)
     except NotFound:
-        info, creds = kms.accounts.create_account(DEMO_ACCOUNT)
-        return DemoCredentials(info.account_id, creds.access_key_id, creds.secret_access_key)
+        try:
+            info, creds = kms.accounts.create_account(DEMO_ACCOUNT)
+            return DemoCredentials(info.account_id, creds.access_key_id, creds.secret_access_key)
+        except AlreadyExists:
+            # Another node made it at the same moment (with its access key, atomically).
+            info = kms.accounts.by_name(DEMO_ACCOUNT)
     key_id = kms.accounts.access_keys(info.account_id)[0]
     creds = kms.accounts.credentials(key_id)
     return DemoCredentials(info.account_id, key_id, creds.secret_access_key)
+
+
+def prepare_node(config: KmsConfig) -> tuple[Kms, DemoCredentials]:
+    """Everything a node sets up before serving; safe with any number of nodes starting at once.
+
+    The schema is migrated under a database lock, the root key file is linked into place whole,
+    the embedded token is made under a file lock, and the demo account with its access key is
+    one transaction (a node that loses the race reads the winner's).
+    """
+    kms = open_kms(config)
+    try:
+        kms.service.keystore(Protection.HSM)  # open the HSM now, not on first use
+        return kms, ensure_demo_account(kms)
+    except BaseException:
+        kms.close()
+        raise
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -201,8 +221,7 @@ def run(args: argparse.Namespace) -> int:
         print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     keep_freed_buffers()
-    kms = open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
-    kms.service.keystore(Protection.HSM)  # initialise the embedded SoftHSM2 token now, not on first use
+    kms, demo = prepare_node(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
     kms.start_background()
     # Every worker runs the scheduler: each due action is claimed in the database, so it
     # happens once however many processes look for it.
@@ -225,7 +244,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.worker_child:
         return _serve(kms, backend, servers, [], scheduler)
-    demo = ensure_demo_account(kms)
     workers = _spawn_workers(args, backend_url)
     scheme = "https" if args.tls_cert else "http"
     print(

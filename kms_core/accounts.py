@@ -54,23 +54,33 @@ class AccountService:
         if not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.strip():
             raise InvalidParameter("account name must be 1-128 characters")
         account = Account(id="".join(secrets.choice(string.digits) for _ in range(12)), name=name)
+        key, creds = self._new_access_key(account.id)
+        # One transaction: an account is never seen without its first access key, even by a
+        # process that lost the race to create it.
         with Session(self._engine, expire_on_commit=False) as s:
-            s.add(account)
             try:
+                s.add(account)
+                s.flush()  # the account row first: the access key refers to it
+                s.add(key)
                 s.commit()
             except IntegrityError:
                 raise AlreadyExists(f"account {name!r} already exists") from None
-        return _info(account), self.create_access_key(account.id)
+        return _info(account), creds
 
     def create_access_key(self, account_id: str) -> Credentials:
         self.get(account_id)
+        key, creds = self._new_access_key(account_id)
+        with Session(self._engine) as s:
+            s.add(key)
+            s.commit()
+        return creds
+
+    def _new_access_key(self, account_id: str) -> tuple[AccessKey, Credentials]:
         key_id = "SSEG" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
-        with Session(self._engine) as s:
-            s.add(AccessKey(access_key_id=key_id, account_id=account_id,
-                            sealed_secret=self._sealer.seal(secret.encode(), _secret_aad(key_id))))
-            s.commit()
-        return Credentials(account_id, key_id, secret)
+        row = AccessKey(access_key_id=key_id, account_id=account_id,
+                        sealed_secret=self._sealer.seal(secret.encode(), _secret_aad(key_id)))
+        return row, Credentials(account_id, key_id, secret)
 
     def set_frozen(self, account_id: str, frozen: bool) -> AccountInfo:
         with Session(self._engine, expire_on_commit=False) as s:

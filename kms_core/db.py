@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
-import kms_core.audit  # noqa: F401  (registers the tables)
-import kms_core.metering  # noqa: F401
-import kms_core.models  # noqa: F401
-from kms_core.schema import add_missing_columns
+from kms_core.schema import upgrade
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, migrate: bool = True) -> Engine:
+    """An engine for `url`; with `migrate`, the database is first brought to the current schema."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, pool_pre_ping=False
@@ -41,14 +37,6 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    for attempt in range(5):
-        try:
-            SQLModel.metadata.create_all(engine)
-            break
-        except OperationalError:
-            # Two processes creating the schema at once: the loser sees "already exists".
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-    add_missing_columns(engine)  # data dirs made before newer nullable columns existed
+    if migrate:
+        upgrade(engine)
     return engine

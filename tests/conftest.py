@@ -22,6 +22,7 @@ import pytest
 
 from kms_core.keystore.hsm import HsmConfig
 from kms_core.keystore.softhsm import find_softhsm_module, init_token
+from tests.postgres import PostgresCluster
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ssegw-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
@@ -48,11 +49,56 @@ def hsm_config(hsm_token: HsmConfig) -> HsmConfig:
                      root_label=f"ssegw-root-{uuid.uuid4()}")
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's private PostgreSQL cluster, started on first use."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _pg_template(postgres: PostgresCluster) -> str:
+    # Migrated once; every test database is a copy (CREATE DATABASE ... TEMPLATE), which is
+    # faster than running the migrations each time.
+    from kms_core.db import make_engine
+
+    name = postgres.create_database()
+    make_engine(postgres.url(name)).dispose()
+    return name
+
+
 @pytest.fixture
-def kms(tmp_path: Path, hsm_config: HsmConfig) -> Iterator[object]:
+def pg_url(postgres: PostgresCluster, _pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at the current schema, dropped after the test."""
+    name = postgres.create_database(template=_pg_template)
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def pg_empty_url(postgres: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no tables), dropped after the test."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def kms_db_url() -> str | None:
+    """The metadata database of the `kms` fixture: None is SQLite in the data dir.
+
+    tests/kms_core/conftest.py runs the KMS core tests on PostgreSQL as well.
+    """
+    return None
+
+
+@pytest.fixture
+def kms(tmp_path: Path, hsm_config: HsmConfig, kms_db_url: str | None) -> Iterator[object]:
     from kms_core.embedded import KmsConfig, open_kms
 
-    k = open_kms(KmsConfig(data_dir=tmp_path / "kms", hsm=hsm_config))
+    k = open_kms(KmsConfig(data_dir=tmp_path / "kms", hsm=hsm_config, db_url=kms_db_url))
     yield k
     k.close()
 

@@ -1,8 +1,9 @@
 """Software protection level: key material wrapped by a 256-bit root key kept in a file.
 
-The root key file is created on first start with mode 0600 (O_EXCL, so two processes starting
-at once agree on one file). Everything stored under it is AES-256-GCM with the owner's identity
-as associated data, so sealed values cannot be swapped between rows.
+The root key file is created on first start with mode 0600, written whole and then linked into
+place, so processes starting at once agree on one complete file. Everything stored under it is
+AES-256-GCM with the owner's identity as associated data, so sealed values cannot be swapped
+between rows.
 """
 
 from __future__ import annotations
@@ -26,22 +27,38 @@ _SEAL_VERSION = b"\x01"
 
 def load_or_create_root_key(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(ROOT_KEY_LEN))
-            f.flush()
-            os.fsync(f.fileno())
+    if not path.exists():
+        _create_root_key(path)
     data = path.read_bytes()
     if len(data) != ROOT_KEY_LEN:
-        # A racing creator may not have written yet; a short file after that is damage.
         raise KmsError(f"root key file {path} is damaged ({len(data)} bytes)")
     if path.stat().st_mode & 0o077:
         raise KmsError(f"root key file {path} is readable by others; chmod 600 it")
     return data
+
+
+def _create_root_key(path: Path) -> None:
+    # Written whole to a private temporary file, then linked into place: link() fails if the
+    # name exists, so of several processes starting at once exactly one key wins, and nobody
+    # ever reads a file that is still being written.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(ROOT_KEY_LEN))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another process made it first: use theirs
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class RootSealer:

@@ -53,8 +53,9 @@ class FakeClock:
         return self.now
 
 
-def open_clocked_kms(data_dir: Path, hsm: HsmConfig, clock: FakeClock) -> Kms:
-    return open_kms(KmsConfig(data_dir=data_dir, hsm=hsm, clock=clock))
+def open_clocked_kms(data_dir: Path, hsm: HsmConfig, clock: FakeClock,
+                     db_url: str | None = None) -> Kms:
+    return open_kms(KmsConfig(data_dir=data_dir, hsm=hsm, clock=clock, db_url=db_url))
 
 
 def close_kms(k: Kms) -> None:

@@ -28,7 +28,8 @@ def main() -> int:
     now = datetime.fromisoformat(cfg["now"])
     hsm = HsmConfig(cfg["hsm"]["module"], cfg["hsm"]["token_label"], cfg["hsm"]["pin"],
                     root_label=cfg["hsm"]["root_label"])
-    kms = open_kms(KmsConfig(data_dir=Path(cfg["data_dir"]), hsm=hsm, clock=lambda: now))
+    kms = open_kms(KmsConfig(data_dir=Path(cfg["data_dir"]), db_url=cfg.get("db_url"), hsm=hsm,
+                             clock=lambda: now))
     # Open the HSM before the start line, so both processes race on the work, not on start-up.
     from kms_core.specs import Protection
 

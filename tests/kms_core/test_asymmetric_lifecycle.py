@@ -29,8 +29,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock)
+def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
+         kms_db_url: str | None) -> Iterator[Kms]:
+    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
     yield k
     close_kms(k)
 

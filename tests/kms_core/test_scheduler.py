@@ -45,8 +45,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock)
+def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
+         kms_db_url: str | None) -> Iterator[Kms]:
+    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
     yield k
     close_kms(k)
 
@@ -227,10 +228,10 @@ def test_one_failing_key_does_not_stop_the_others(
 
 
 def test_two_scheduler_processes_on_one_database_do_each_action_once(
-    tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock
+    tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock, kms_db_url: str | None
 ) -> None:
     data_dir = tmp_path / "shared"
-    k = open_clocked_kms(data_dir, hsm_config, clock)
+    k = open_clocked_kms(data_dir, hsm_config, clock, kms_db_url)
     try:
         svc = k.service
         user = new_caller(k, "racer")
@@ -255,7 +256,7 @@ def test_two_scheduler_processes_on_one_database_do_each_action_once(
         close_kms(k)
 
     cfg = json.dumps({
-        "data_dir": str(data_dir), "now": due_at.isoformat(), "passes": 2,
+        "data_dir": str(data_dir), "db_url": kms_db_url, "now": due_at.isoformat(), "passes": 2,
         "hsm": {"module": hsm_config.module, "token_label": hsm_config.token_label,
                 "pin": hsm_config.pin, "root_label": hsm_config.root_label},
     })
@@ -304,7 +305,7 @@ def test_two_scheduler_processes_on_one_database_do_each_action_once(
 
     # And the database agrees: one rotation per key, every deleted key destroyed once.
     clock.now = due_at
-    k = open_clocked_kms(data_dir, hsm_config, clock)
+    k = open_clocked_kms(data_dir, hsm_config, clock, kms_db_url)
     try:
         with Session(k.engine) as s:
             per_key = Counter(s.exec(select(KeyRotation.key_id)).all())
