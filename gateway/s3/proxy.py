@@ -18,7 +18,7 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
@@ -60,7 +60,7 @@ class S3Request:
     bucket: str | None
     key: str | None
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # they may carry an SSE-C key
     auth: Authenticated
     body: AsyncIterator[bytes]
     request_id: str

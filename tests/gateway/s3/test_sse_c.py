@@ -415,3 +415,70 @@ def test_upload_part_copy_between_kinds(stack: tuple[S3Stack, Any, str]) -> None
         {"PartNumber": 1, "ETag": p["CopyPartResult"]["ETag"]}]})
     assert c.get_object(Bucket=b, Key="dst2")["Body"].read() == src
     assert_not_stored(s3, b, "dst", k1, k2)
+
+
+def test_ssegw_serve_with_allow_sse_c_over_http(moto_url: str, tmp_path: Any) -> None:
+    """The flag as a user gives it: a real `ssegw serve` on plain HTTP takes SSE-C."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import boto3
+
+    from tests.kms_core.http.conftest import free_port
+
+    root = Path(__file__).parents[3]
+    kms_port, s3_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "var"),
+         "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--backend-url", moto_url,
+         "--backend-access-key", "k", "--backend-secret-key", "s", "--allow-sse-c-over-http"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        banner = ""
+        assert proc.stdout is not None
+        while "AWS_DEFAULT_REGION" not in banner:
+            line = proc.stdout.readline()
+            assert line, f"serve exited: {banner}"
+            banner += line
+        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
+        c = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name=creds["AWS_DEFAULT_REGION"],
+                         aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+        b = bucket_name()
+        for _ in range(100):  # the banner comes before the S3 port listens
+            try:
+                c.create_bucket(Bucket=b)
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.1)
+        key = os.urandom(32)
+        c.put_object(Bucket=b, Key="o", Body=b"over plain http", **ssec(key))
+        assert c.get_object(Bucket=b, Key="o", **ssec(key))["Body"].read() == b"over plain http"
+        with pytest.raises(ClientError) as e:
+            c.get_object(Bucket=b, Key="o")
+        assert error(e) == (400, "InvalidRequest")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_tls_terminated_in_front_on_the_same_host(s3: S3Stack) -> None:
+    """Behind a TLS-terminating proxy on loopback (HAProxy), its X-Forwarded-Proto counts: uvicorn
+    trusts forwarded headers from 127.0.0.1 only (FORWARDED_ALLOW_IPS)."""
+    t = s3.tenant()
+    c = s3.client(t, https=False)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+
+    def forwarded(request: Any, **_: Any) -> None:
+        request.headers["X-Forwarded-Proto"] = "https"
+
+    c.meta.events.register("before-send.s3.*", forwarded)
+    key = os.urandom(32)
+    c.put_object(Bucket=b, Key="o", Body=b"via a local TLS terminator", **ssec(key))
+    assert c.get_object(Bucket=b, Key="o", **ssec(key))["Body"].read() == b"via a local TLS terminator"

@@ -131,3 +131,17 @@ def test_record_decoding_refuses_other_versions() -> None:
     for bad in (base64.b64encode(b"\x02" + raw[1:]).decode(), base64.b64encode(raw[:-1]).decode(), "%%%"):
         with pytest.raises(ValueError):
             sse_c.KeyRecord.decode(bad)
+
+
+def test_request_repr_leaves_headers_out() -> None:
+    from typing import cast
+
+    from gateway.s3.auth import Authenticated
+    from gateway.s3.proxy import S3Request
+
+    async def body() -> Any:
+        yield b""
+
+    k = os.urandom(32)
+    req = S3Request("GET", "b", "k", {}, headers_for(k), cast(Authenticated, None), body(), "id")
+    assert base64.b64encode(k).decode() not in repr(req)
