@@ -292,7 +292,8 @@ class ObjectMeta:
             ctx = headers.get(f"{META_PREFIX}-ctx")
             multipart = version == FORMAT_VERSION_2 and headers.get(f"{META_PREFIX}-mp") == "1"
             salt = headers.get(f"{META_PREFIX}-bk") if version == FORMAT_VERSION_2 else None
-            customer = headers.get(f"{META_PREFIX}-ssec") if version == FORMAT_VERSION_2 else None
+            # Any version after 1 (a later one keeps the field as it is).
+            customer = headers.get(f"{META_PREFIX}-ssec") if version != FORMAT_VERSION else None
             meta = ObjectMeta(
                 algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
                 sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),

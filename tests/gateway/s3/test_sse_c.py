@@ -482,3 +482,32 @@ def test_tls_terminated_in_front_on_the_same_host(s3: S3Stack) -> None:
     key = os.urandom(32)
     c.put_object(Bucket=b, Key="o", Body=b"via a local TLS terminator", **ssec(key))
     assert c.get_object(Bucket=b, Key="o", **ssec(key))["Body"].read() == b"via a local TLS terminator"
+
+
+def test_tampered_binding_serves_no_byte(stack: tuple[S3Stack, Any, str]) -> None:
+    """Storage access that moves or alters the binding gets errors with the right key, never data."""
+    s3, c, b = stack
+    key = os.urandom(32)
+    c.put_object(Bucket=b, Key="a", Body=b"PLAINTEXT-A", **ssec(key))
+    c.put_object(Bucket=b, Key="b", Body=b"PLAINTEXT-B", **ssec(key))
+    meta_a = s3.backend.head_object(Bucket=b, Key="a")["Metadata"]
+    meta_b = s3.backend.head_object(Bucket=b, Key="b")["Metadata"]
+
+    def rewrite(meta: dict[str, str]) -> None:
+        s3.backend.copy_object(Bucket=b, Key="b", CopySource={"Bucket": b, "Key": "b"},
+                               Metadata=meta, MetadataDirective="REPLACE")
+
+    moved = {**meta_b, "ssegw-key": meta_a["ssegw-key"], "ssegw-ssec": meta_a["ssegw-ssec"]}
+    garbage = {**meta_b, "ssegw-ssec": base64.b64encode(b"\x01" + bytes(48)).decode()}
+    dropped = {k: v for k, v in meta_b.items() if k != "ssegw-ssec"}
+    for meta, status in ((moved, 500), (garbage, 403), (dropped, 500)):
+        rewrite(meta)
+        with pytest.raises(ClientError) as e:
+            c.get_object(Bucket=b, Key="b", **ssec(key))
+        assert error(e)[0] == status, meta
+        assert b"PLAINTEXT" not in repr(e.value.response).encode()
+    rewrite(meta_b)
+    assert c.get_object(Bucket=b, Key="b", **ssec(key))["Body"].read() == b"PLAINTEXT-B"
+    # Deleting needs no key, as on S3.
+    c.delete_object(Bucket=b, Key="b")
+    assert [o["Key"] for o in c.list_objects_v2(Bucket=b)["Contents"]] == ["a"]
