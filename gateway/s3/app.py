@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.s3 import routing
 from gateway.s3.auth import authenticate
 from gateway.s3.backend import BackendError
-from gateway.s3.errors import S3Error, not_implemented
+from gateway.s3.errors import S3Error
 from gateway.s3.proxy import Reply, S3Proxy, S3Request
 from kms_core.sigv4 import UnknownAccessKey
 
@@ -41,61 +42,33 @@ def split_address(host: str, path: str, domains: tuple[str, ...]) -> tuple[str |
     return parts[0] or None, parts[1] if len(parts) > 1 and parts[1] != "" else None
 
 
-def route(proxy: S3Proxy, method: str, bucket: str | None, key: str | None,
-          query: dict[str, str]) -> Operation:
-    if bucket is None:
-        if method == "GET":
-            return proxy.list_buckets
-        raise not_implemented("only ListBuckets is served without a bucket")
-    if key is None:
-        table: dict[tuple[str, str | None], Operation] = {
-            ("PUT", "encryption"): proxy.put_bucket_encryption,
-            ("GET", "encryption"): proxy.get_bucket_encryption,
-            ("DELETE", "encryption"): proxy.delete_bucket_encryption,
-            ("GET", "location"): proxy.bucket_location,
-            ("POST", "delete"): proxy.delete_objects,
-            ("PUT", None): proxy.create_bucket,
-            ("GET", None): proxy.list_objects,
-            ("HEAD", None): proxy.head_bucket,
-            ("DELETE", None): proxy.delete_bucket,
-        }
-        if "uploads" in query:
-            if method != "GET":
-                raise not_implemented(f"{method} on a bucket ?uploads is not supported")
-            return proxy.uploads.list_uploads
-        sub = next((q for q in ("encryption", "location", "delete") if q in query), None)
-        if sub is None and any(q in query for q in ("tagging", "policy", "acl", "versioning",
-                                                    "lifecycle", "cors", "website", "notification")):
-            raise not_implemented(f"bucket subresource ?{next(iter(query))} is not supported")
-        op = table.get((method, sub))
-        if op is None:
-            raise not_implemented(f"{method} on a bucket{f' ?{sub}' if sub else ''} is not supported")
-        return op
-    if "uploads" in query:
-        if method != "POST":
-            raise not_implemented(f"{method} on an object ?uploads is not supported")
-        return proxy.uploads.create
-    if "uploadId" in query:
-        uploads: dict[str, Operation] = {"PUT": proxy.uploads.upload_part, "POST": proxy.uploads.complete,
-                                         "DELETE": proxy.uploads.abort, "GET": proxy.uploads.list_parts}
-        upload_op = uploads.get(method)
-        if upload_op is None or (method == "PUT" and "partNumber" not in query):
-            raise not_implemented(f"{method} on a multipart upload is not supported")
-        return upload_op
-    if any(q in query for q in ("tagging", "acl", "retention", "legal-hold",
-                                "torrent", "restore", "select", "attributes")):
-        raise not_implemented("this object subresource is not supported yet")
-    ops: dict[str, Operation] = {"PUT": proxy.put_object, "GET": proxy.get_object,
-                                 "HEAD": proxy.head_object, "DELETE": proxy.delete_object}
-    op = ops.get(method)
-    if op is None:
-        raise not_implemented(f"{method} on an object is not supported")
-    return op
+def handlers(proxy: S3Proxy) -> dict[str, Operation]:
+    """The handler of every operation the routing table names."""
+    up, versions, acl = proxy.uploads, proxy.versions, proxy.acl
+    return {
+        "ListBuckets": proxy.list_buckets, "CreateBucket": proxy.create_bucket,
+        "HeadBucket": proxy.head_bucket, "DeleteBucket": proxy.delete_bucket,
+        "ListObjects": proxy.list_objects, "ListObjectVersions": versions.list_object_versions,
+        "ListMultipartUploads": up.list_uploads, "GetBucketLocation": proxy.bucket_location,
+        "DeleteObjects": proxy.delete_objects, "PutBucketEncryption": proxy.put_bucket_encryption,
+        "GetBucketEncryption": proxy.get_bucket_encryption,
+        "DeleteBucketEncryption": proxy.delete_bucket_encryption,
+        "PutBucketVersioning": versions.put_bucket_versioning,
+        "GetBucketVersioning": versions.get_bucket_versioning,
+        "PutBucketAcl": acl.put_bucket_acl, "GetBucketAcl": acl.get_bucket_acl,
+        "CopyObject": proxy.copy_object, "PutObject": proxy.put_object,
+        "GetObject": proxy.get_object, "HeadObject": proxy.head_object,
+        "DeleteObject": proxy.delete_object, "CreateMultipartUpload": up.create,
+        "UploadPartCopy": up.upload_part_copy, "UploadPart": up.upload_part,
+        "CompleteMultipartUpload": up.complete, "AbortMultipartUpload": up.abort,
+        "ListParts": up.list_parts, "PutObjectAcl": acl.put_object_acl, "GetObjectAcl": acl.get_object_acl,
+    }
 
 
 def create_app(proxy: S3Proxy, credentials: Credentials, *,
                domains: tuple[str, ...] = ("localhost",)) -> Starlette:
     """`credentials(access_key_id)` → (account id, secret), UnknownAccessKey if unknown."""
+    ops = handlers(proxy)
 
     async def handle(request: Request) -> Response:
         request_id = f"{_ID_PREFIX}{next(_IDS):012X}"
@@ -113,7 +86,7 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
         try:
             auth = authenticate(method=method, raw_path=raw_path, raw_query=raw_query,
                                 headers=headers, credentials=credentials)
-            op = route(proxy, method, bucket, key, query)
+            op = ops[routing.resolve(method, routing.level_of(bucket, key), query, headers).operation]
             reply = await op(S3Request(method, bucket, key, query, headers, auth, request.stream(),
                                        request_id, secure=request.url.scheme == "https"))
         except Exception as exc:
@@ -129,7 +102,7 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
                 log.exception("request %s failed", request_id)
                 e = S3Error("InternalError", "We encountered an internal error. Please try again.", 500)
             e.resource = e.resource or resource
-            error_headers = {"x-amz-request-id": request_id, "content-type": "application/xml"}
+            error_headers = {**e.headers, "x-amz-request-id": request_id, "content-type": "application/xml"}
             if method in ("PUT", "POST"):
                 # The body may be unread; closing keeps its bytes from being parsed as the
                 # next request on this connection.

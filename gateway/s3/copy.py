@@ -24,7 +24,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import envelope, sse_c
@@ -32,7 +32,7 @@ from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.buckets import BucketInfo
 from gateway.s3.envelope import ObjectMeta
-from gateway.s3.errors import S3Error, invalid_argument, no_such_key, not_implemented
+from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.ranges import check_conditions
 from gateway.s3.reader import Stored, client_etag
 from kms_core.blob import decode_blob
@@ -57,13 +57,17 @@ class Copier:
         (`check_customer`) the x-amz-copy-source-server-side-encryption-customer-* key its own."""
         raw = req.headers.get("x-amz-copy-source", "")
         path, _, query = raw.partition("?")
-        if query and not query.startswith("versionId=null"):
-            raise not_implemented("copying a version of an object is not supported")
+        version_id = None
+        if query:
+            args = parse_qs(query, keep_blank_values=True)
+            if set(args) != {"versionId"} or len(args["versionId"]) != 1 or not args["versionId"][0]:
+                raise invalid_argument("The only query argument a copy source may have is one versionId")
+            version_id = args["versionId"][0]
         bucket, _, key = unquote(path).lstrip("/").partition("/")
         if not bucket or not key:
             raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
         await self.proxy.buckets.check_owner(bucket, req.auth.caller.account_id)
-        stored = await self.proxy.reader.stat(bucket, key)
+        stored = await self.proxy.reader.stat(bucket, key, version_id=version_id)
         if stored is None:
             raise no_such_key(bucket, key)
         conditions = {name[len("x-amz-copy-source-"):]: value for name, value in req.headers.items()
@@ -86,7 +90,8 @@ class Copier:
         directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise invalid_argument("Unknown metadata directive.")
-        same = (src.bucket, src.key) == (req.bucket, req.key)
+        # A copy of an older version onto its own key restores it (a new current version).
+        same = (src.bucket, src.key) == (req.bucket, req.key) and src.version_id is None
         asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX)) or sse_c.present(req.headers)
         if rewrap and not same:
             raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself")
@@ -146,11 +151,12 @@ class Copier:
                                   context=enc.context if meta.bucket_key_salt is None else None)
         headers.update(new.encode())
         assert src.layout is not None
-        etag, modified = await self._backend_copy(src, req.bucket, req.key, headers)
+        etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
         stored_etag = client_etag(new, etag)
         if new.multipart:
             self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
-        return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None)
+        return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None,
+                           src=src, version=version)
 
     async def _rebind(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
                       headers: dict[str, str]) -> Reply:
@@ -164,16 +170,20 @@ class Copier:
                                   bucket_key_salt=None, customer=record.encode())
         headers.update(new.encode())
         assert src.layout is not None
-        etag, modified = await self._backend_copy(src, req.bucket, req.key, headers)
+        etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
         if new.multipart:
             self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
-        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer)
+        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version)
 
-    async def _backend_copy(self, src: Stored, bucket: str, key: str, headers: dict[str, str]) -> tuple[str, str]:
-        """Copy `src`'s bytes to bucket/key with `headers` as its metadata: (ETag, LastModified)."""
+    async def _backend_copy(self, src: Stored, bucket: str, key: str,
+                            headers: dict[str, str]) -> tuple[str, str, str | None]:
+        """Copy `src`'s bytes to bucket/key with `headers` as its metadata: (ETag, LastModified,
+        the new version's id if the bucket keeps versions)."""
         assert src.layout is not None
         layout = src.layout
         copy_source = "/" + quote(src.bucket, safe="") + "/" + quote(src.key, safe="-_.~/")
+        if src.version_id is not None:
+            copy_source += "?versionId=" + quote(src.version_id, safe="")
         guard = {"x-amz-copy-source": copy_source}
         if src.backend_etag:
             guard["x-amz-copy-source-if-match"] = src.backend_etag
@@ -185,11 +195,11 @@ class Copier:
         else:
             r = await self.backend.send("PUT", bucket, key, headers={
                 **headers, **guard, "x-amz-metadata-directive": "REPLACE"})
-            return self._copy_answer(r, "CopyObjectResult")
+            return (*self._copy_answer(r, "CopyObjectResult"), r.headers.get("x-amz-version-id"))
         return await self._copy_in_parts(bucket, key, headers, guard, pieces)
 
     async def _copy_in_parts(self, bucket: str, key: str, headers: dict[str, str], guard: dict[str, str],
-                             pieces: list[tuple[int, int]]) -> tuple[str, str]:
+                             pieces: list[tuple[int, int]]) -> tuple[str, str, str | None]:
         r = await self.backend.send("POST", bucket, key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             raise S3Error("InternalError", f"the backend answered {r.status_code} starting a copy", 500)
@@ -213,7 +223,7 @@ class Copier:
         except BaseException:
             await self.backend.send("DELETE", bucket, key, query={"uploadId": upload})
             raise
-        return etag, _iso(datetime.now(UTC))
+        return etag, _iso(datetime.now(UTC)), r.headers.get("x-amz-version-id")
 
     @staticmethod
     def _copy_answer(r: BackendResponse, element: str) -> tuple[str, str]:
@@ -268,17 +278,23 @@ class Copier:
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
         return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
-                           enc.customer)
+                           enc.customer, src, r.headers.get("x-amz-version-id"))
 
     async def _result(self, req: S3Request, src: Stored, meta: ObjectMeta | None, result: str) -> Reply:
         modified = _parse_date(src.headers.get("last-modified")) or datetime.now(UTC)
         return self._reply(req, meta, src.etag, _iso(modified), result)
 
     def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None,
-               customer: sse_c.CustomerKey | None = None) -> Reply:
+               customer: sse_c.CustomerKey | None = None, src: Stored | None = None,
+               version: str | None = None) -> Reply:
         from gateway.s3.proxy import Reply, xml_doc
 
         headers = {"content-type": "application/xml"}
+        if version:
+            headers["x-amz-version-id"] = version
+        source_version = src.version_id or src.headers.get("x-amz-version-id") if src is not None else None
+        if source_version and source_version != "null":
+            headers["x-amz-copy-source-version-id"] = source_version
         if meta is not None:
             headers.update(self.proxy.sse_headers(req.auth, meta, customer))
         if rewrap is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
 from kms_core import errors as kms
@@ -22,13 +24,15 @@ _KMS_CODES: dict[type[kms.KmsError], tuple[str, int]] = {
 
 
 class S3Error(Exception):
-    def __init__(self, code: str, message: str, status: int = 400, resource: str = "") -> None:
+    def __init__(self, code: str, message: str, status: int = 400, resource: str = "",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.resource = resource
         self.details: dict[str, str] = {}  # extra elements S3 adds for some codes (HeadersNotSigned)
+        self.headers = headers or {}  # sent with the error (x-amz-delete-marker, x-amz-version-id)
 
     def to_xml(self, request_id: str) -> bytes:
         extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in self.details.items())
@@ -65,3 +69,30 @@ def invalid_argument(message: str) -> S3Error:
 
 def not_implemented(message: str) -> S3Error:
     return S3Error("NotImplemented", message, 501)
+
+
+_STATUS_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey", 405: "MethodNotAllowed",
+                 409: "OperationAborted", 412: "PreconditionFailed", 416: "InvalidRange",
+                 501: "NotImplemented", 503: "ServiceUnavailable"}
+_KEPT_HEADERS = ("x-amz-delete-marker", "x-amz-version-id")
+
+
+def from_backend(status: int, body: bytes, headers: Mapping[str, str]) -> S3Error:
+    """The backend's error answer as our own: its Code and Message, our RequestId and Resource
+    (the backend's name the backend's request, not the client's)."""
+    code = message = None
+    if body:
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            root = None
+        if root is not None:
+            code, message = root.findtext("Code"), root.findtext("Message")
+    if status == 200:  # an <Error> inside a 200 (S3 answers long operations before they end)
+        status = 500
+    if not code:
+        code = _STATUS_CODES.get(status, "InternalError" if status >= 500 else "InvalidRequest")
+    if status >= 500 and code not in ("NotImplemented", "ServiceUnavailable", "SlowDown"):
+        code, message = "InternalError", f"the storage backend failed ({status} {code})"
+    kept = {h: headers[h] for h in _KEPT_HEADERS if headers.get(h)}
+    return S3Error(code, message or code, status, headers=kept)

@@ -21,16 +21,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import NoReturn
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
+from gateway.s3.acl import Acl, check_acl_headers
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendError, BackendResponse
 from gateway.s3.buckets import BucketEncryption, BucketInfo, Buckets
 from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
-from gateway.s3.errors import S3Error, invalid_argument, no_such_key
+from gateway.s3.errors import S3Error, from_backend, invalid_argument, no_such_key
 from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
@@ -101,6 +103,7 @@ class S3Proxy:
                  key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False) -> None:
         from gateway.s3.copy import Copier
         from gateway.s3.uploads import Uploads
+        from gateway.s3.versions import Versions
 
         if key_cache_ttl is None:
             key_cache_ttl = float(os.environ.get("SSEGW_KEY_CACHE_SECONDS", DEFAULT_TTL))
@@ -112,6 +115,8 @@ class S3Proxy:
         self.reader = Reader(backend)
         self.uploads = Uploads(self)
         self.copier = Copier(self)
+        self.versions = Versions(self)
+        self.acl = Acl(self)
         self._list_cache: dict[tuple[str, str, str], tuple[int, str]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -123,9 +128,10 @@ class S3Proxy:
     owned = _owned
 
     @staticmethod
-    async def _backend_error(r: BackendResponse) -> Reply:
+    async def _backend_error(r: BackendResponse) -> NoReturn:
+        """Raises the backend's error answer as an S3Error of ours."""
         body = await r.aread() if not r.is_closed else r.content
-        return Reply(r.status_code, {"content-type": "application/xml"}, body)
+        raise from_backend(r.status_code, body, r.headers)
 
     backend_error = _backend_error
 
@@ -155,6 +161,7 @@ class S3Proxy:
 
     async def create_bucket(self, req: S3Request) -> Reply:
         assert req.bucket is not None
+        check_acl_headers(req.headers, req.auth.caller.account_id)
         # A LocationConstraint is the client's region, not the backend's: checked, not forwarded.
         xml_bodies.create_bucket(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))
         r = await self.backend.send("PUT", req.bucket)
@@ -219,15 +226,17 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ listing
 
-    async def plain_stat(self, bucket: str, key: str, etag: str, size: int) -> tuple[int, str]:
-        """Plaintext (size, ETag) of a listed object; HEADs it once per backend ETag."""
+    async def plain_stat(self, bucket: str, key: str, etag: str, size: int,
+                         version_id: str | None = None) -> tuple[int, str]:
+        """Plaintext (size, ETag) of a listed object (or version); HEADs it once per backend ETag
+        (an ETag names the stored bytes, whichever version holds them)."""
         ck = (bucket, key, etag)
         hit = self._list_cache.get(ck)
         if hit:
             return hit
         result = (size, etag)
         try:
-            stored = await self.reader.stat(bucket, key)
+            stored = await self.reader.stat(bucket, key, version_id=version_id)
         except S3Error:
             stored = None  # damaged metadata: list what the backend says, reads will refuse it
         if stored is not None and stored.meta is not None:
@@ -491,11 +500,16 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ objects
 
+    async def copy_object(self, req: S3Request) -> Reply:
+        info = await self._owned(req)
+        check_acl_headers(req.headers, req.auth.caller.account_id)
+        return await self.copier.copy_object(req, info)
+
     async def put_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
         info = await self._owned(req)
-        if "x-amz-copy-source" in req.headers:
-            return await self.copier.copy_object(req, info)
+        check_acl_headers(req.headers, req.auth.caller.account_id)
+        guard = await self.write_conditions(req)
         enc = self.encryption(req, info)
         stream, size = self.body_stream(req)
         if size > MAX_PUT:
@@ -504,7 +518,7 @@ class S3Proxy:
         ok = await self.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
         sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce))
-        headers = self.put_headers(req)
+        headers = {**self.put_headers(req), **guard}
         headers["content-length"] = str(envelope.sealed_size(size))
         headers.setdefault("content-type", "binary/octet-stream")
 
@@ -545,7 +559,7 @@ class S3Proxy:
         if r.status_code != 200:
             return await self._backend_error(r)
         return Reply(200, {"etag": client_etag(meta, r.headers.get("etag", "")),
-                           **self.sse_headers(req.auth, meta, enc.customer)})
+                           **self.sse_headers(req.auth, meta, enc.customer), **version_headers(r.headers)})
 
     def _refuse_sse_on_read(self, req: S3Request) -> None:
         for h in (SSE, SSE_KEY, SSE_CTX, SSE_BUCKET_KEY):
@@ -606,21 +620,15 @@ class S3Proxy:
         self._refuse_sse_on_read(req)
         part = self._part_number(req)
         customer = self.customer_key(req)
-        try:
-            stored = await self.reader.stat(req.bucket, req.key)
-        except S3Error as e:
-            return Reply(e.status)
+        stored = await self.reader.stat(req.bucket, req.key, version_id=version_of(req))
         if stored is None:
-            return Reply(404)
+            raise no_such_key(req.bucket, req.key)
         sse_c.verify(customer, stored.meta.customer if stored.meta else None)
         headers = self.object_headers(req.auth, stored, customer)
-        status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
-        if status is not None:
-            return Reply(status, {"etag": stored.etag} if status == 304 else None)
-        try:
-            wanted = self._wanted(req, stored, part, headers)
-        except S3Error as e:
-            return Reply(e.status)
+        not_modified = self.read_conditions(req, stored)
+        if not_modified is not None:
+            return not_modified
+        wanted = self._wanted(req, stored, part, headers)
         if part is not None and wanted is not None:
             start, end = wanted
             headers["content-length"] = str(end - start)
@@ -641,22 +649,22 @@ class S3Proxy:
             # packages needed. A plain GET first would make the backend start sending the
             # whole object, once per piece (clients fetch big objects in many ranges).
             return await self._get_piece(req, part, customer)
-        r = await self.backend.send("GET", req.bucket, req.key, stream=True)
+        version_id = version_of(req)
+        r = await self.backend.send("GET", req.bucket, req.key, stream=True,
+                                    query={"versionId": version_id} if version_id is not None else None)
         if r.status_code != 200:
             await r.aread()
             await r.aclose()
-            if r.status_code == 404 and b"NoSuchKey" in r.content:
-                raise no_such_key(req.bucket, req.key)
-            return Reply(r.status_code, {"content-type": "application/xml"}, r.content)
+            await self._backend_error(r)
         try:
-            stored = await self.reader.stat(req.bucket, req.key, r)
+            stored = await self.reader.stat(req.bucket, req.key, r, version_id=version_id)
             assert stored is not None
             sse_c.verify(customer, stored.meta.customer if stored.meta else None)
             headers = self.object_headers(req.auth, stored, customer)
-            status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
-            if status is not None:
+            not_modified = self.read_conditions(req, stored)
+            if not_modified is not None:
                 await r.aclose()
-                return Reply(status, {"etag": stored.etag} if status == 304 else None)
+                return not_modified
             wanted = self._wanted(req, stored, part, headers)
             start, end = wanted or (0, stored.size)
             data_key = await self.open_key(req.auth, stored, customer)
@@ -672,14 +680,14 @@ class S3Proxy:
 
     async def _get_piece(self, req: S3Request, part: int | None, customer: sse_c.CustomerKey | None) -> Reply:
         assert req.bucket is not None and req.key is not None
-        stored = await self.reader.stat(req.bucket, req.key)
+        stored = await self.reader.stat(req.bucket, req.key, version_id=version_of(req))
         if stored is None:
             raise no_such_key(req.bucket, req.key)
         sse_c.verify(customer, stored.meta.customer if stored.meta else None)
         headers = self.object_headers(req.auth, stored, customer)
-        status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
-        if status is not None:
-            return Reply(status, {"etag": stored.etag} if status == 304 else None)
+        not_modified = self.read_conditions(req, stored)
+        if not_modified is not None:
+            return not_modified
         wanted = self._wanted(req, stored, part, headers)
         start, end = wanted or (0, stored.size)
         data_key = await self.open_key(req.auth, stored, customer)
@@ -692,10 +700,72 @@ class S3Proxy:
     async def delete_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
         await self._owned(req)
-        r = await self.backend.send("DELETE", req.bucket, req.key)
+        version_id = version_of(req)
+        r = await self.backend.send("DELETE", req.bucket, req.key,
+                                    query={"versionId": version_id} if version_id is not None else None)
         if r.status_code not in (200, 204):
             return await self._backend_error(r)
-        return Reply(204)
+        return Reply(204, version_headers(r.headers))
+
+    @staticmethod
+    def read_conditions(req: S3Request, stored: Stored) -> Reply | None:
+        """304 (a Reply) or 412 (raised, with S3's XML body on GET) when the request's
+        conditions say so, compared with the ETag the client sees; None: serve the object."""
+        status = check_conditions(req.headers, stored.etag, _last_modified(stored.headers))
+        if status == 412:
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
+                          412, f"/{stored.bucket}/{stored.key}")
+        if status == 304:
+            headers = {"etag": stored.etag}
+            for name in ("last-modified", "x-amz-version-id"):
+                if stored.headers.get(name):
+                    headers[name] = stored.headers[name]
+            return Reply(304, headers)
+        return None
+
+    async def write_conditions(self, req: S3Request) -> dict[str, str]:
+        """If-None-Match: * and If-Match on a write (PutObject, CompleteMultipartUpload),
+        checked against the ETag the client sees: 412 (or 404 for If-Match on no object) when
+        they fail. Returns the same conditions in the backend's terms, so the backend refuses
+        the write if the object changed in between."""
+        assert req.bucket is not None and req.key is not None
+        if_match, if_none = req.headers.get("if-match"), req.headers.get("if-none-match")
+        if if_match is None and if_none is None:
+            return {}
+        if if_none is not None and if_none.strip() != "*":
+            raise S3Error("NotImplemented", "If-None-Match on a write accepts only *", 501)
+        stored = await self.reader.stat(req.bucket, req.key)
+        failed = S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
+                         412, f"/{req.bucket}/{req.key}")
+        guard: dict[str, str] = {}
+        if if_none is not None:
+            if stored is not None:
+                raise failed
+            guard["if-none-match"] = "*"
+        if if_match is not None:
+            if stored is None:
+                raise no_such_key(req.bucket, req.key)
+            wanted = [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]
+            if "*" not in wanted and stored.etag.strip('"') not in wanted:
+                raise failed
+            if stored.backend_etag:
+                guard["if-match"] = stored.backend_etag
+        return guard
+
+
+def version_of(req: S3Request) -> str | None:
+    """The versionId a request names (None: the current version)."""
+    value = req.query.get("versionId")
+    if value is None:
+        return None
+    if not value:
+        raise invalid_argument("Version id cannot be the empty string")
+    return value
+
+
+def version_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """x-amz-version-id and x-amz-delete-marker of a backend answer, for the client."""
+    return {h: headers[h] for h in ("x-amz-version-id", "x-amz-delete-marker") if headers.get(h)}
 
 
 async def first_checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

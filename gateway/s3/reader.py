@@ -37,6 +37,11 @@ class Stored:
     headers: Mapping[str, str]  # case-insensitive (the backend's answer)
     meta: ObjectMeta | None  # None: a plaintext object put into the backend directly
     layout: Layout | None  # None for plaintext objects
+    version_id: str | None = None  # the version asked for (None: the current one)
+
+    @property
+    def version_query(self) -> dict[str, str]:
+        return {"versionId": self.version_id} if self.version_id is not None else {}
 
     @property
     def backend_etag(self) -> str:
@@ -101,10 +106,15 @@ class Reader:
         self._layouts.pop((bucket, key, etag), None)
 
     async def stat(self, bucket: str, key: str, r: BackendResponse | None = None,
-                   headers: Mapping[str, str] | None = None) -> Stored | None:
-        """The object from `r` (an open GET) or from a HEAD; None when it does not exist."""
+                   headers: Mapping[str, str] | None = None, version_id: str | None = None) -> Stored | None:
+        """The object (or its version `version_id`) from `r` (an open GET) or from a HEAD; None
+        when it does not exist. A delete marker, or a version that does not exist, raises the
+        S3 error the backend gave (with x-amz-delete-marker and x-amz-version-id)."""
         if r is None:
-            r = await self.backend.send("HEAD", bucket, key, headers=headers)
+            query = {"versionId": version_id} if version_id is not None else None
+            r = await self.backend.send("HEAD", bucket, key, headers=headers, query=query)
+            if r.status_code in (400, 404, 405) and (version_id is not None or "x-amz-delete-marker" in r.headers):
+                raise _head_error(r.status_code, r.headers, bucket, key, version_id)
             if r.status_code == 404:
                 return None
             if r.status_code != 200:
@@ -114,7 +124,7 @@ class Reader:
         layout = None
         if meta is not None:
             if meta.multipart:
-                layout = await self.layout(bucket, key, r.headers.get("etag", ""), total)
+                layout = await self.layout(bucket, key, r.headers.get("etag", ""), total, version_id)
             else:
                 assert meta.size is not None
                 try:
@@ -125,13 +135,14 @@ class Reader:
                 # Shorter or longer than recorded: damaged. Say so up front, not mid-body.
                 raise S3Error("InternalError", "The stored object does not match its recorded size; "
                               "it was truncated or changed and is not served", 500)
-        return Stored(bucket, key, r.headers, meta, layout)
+        return Stored(bucket, key, r.headers, meta, layout, version_id)
 
-    async def layout(self, bucket: str, key: str, etag: str, total: int | None) -> Layout:
+    async def layout(self, bucket: str, key: str, etag: str, total: int | None,
+                     version_id: str | None = None) -> Layout:
         hit = self._layouts.get((bucket, key, etag))
         if hit is not None:
             return hit
-        first = await self._part_head(bucket, key, 1)
+        first = await self._part_head(bucket, key, 1, version_id)
         s1 = int(first.headers.get("content-length", -1))
         count_text = first.headers.get("x-amz-mp-parts-count")
         m = _MP_ETAG.match(etag)
@@ -142,7 +153,7 @@ class Reader:
                 raise S3Error("InternalError", "the backend did not say how big the object is", 500)
         last = None
         if count >= 3:
-            last = int((await self._part_head(bucket, key, count)).headers.get("content-length", -1))
+            last = int((await self._part_head(bucket, key, count, version_id)).headers.get("content-length", -1))
         layout = Layout.guess(total, count, s1, last)
         if layout is None:
             # Parts of different sizes: ask for every one (rare: clients use one part size).
@@ -150,7 +161,7 @@ class Reader:
 
             async def size(n: int) -> int:
                 async with sem:
-                    return int((await self._part_head(bucket, key, n)).headers.get("content-length", -1))
+                    return int((await self._part_head(bucket, key, n, version_id)).headers.get("content-length", -1))
 
             sizes = await asyncio.gather(*(size(n) for n in range(1, count + 1)))
             try:
@@ -162,8 +173,11 @@ class Reader:
         self.remember(bucket, key, etag, layout)
         return layout
 
-    async def _part_head(self, bucket: str, key: str, number: int) -> BackendResponse:
-        r = await self.backend.send("HEAD", bucket, key, query={"partNumber": str(number)})
+    async def _part_head(self, bucket: str, key: str, number: int, version_id: str | None) -> BackendResponse:
+        query = {"partNumber": str(number)}
+        if version_id is not None:
+            query["versionId"] = version_id
+        r = await self.backend.send("HEAD", bucket, key, query=query)
         if r.status_code not in (200, 206):
             raise S3Error("InternalError", f"the backend answered {r.status_code} to HEAD part {number}", 500)
         return r
@@ -188,7 +202,8 @@ class Reader:
             headers = {"if-match": stored.backend_etag} if stored.backend_etag else {}
             if (sealed_start, sealed_end) != (0, layout.sealed_total):
                 headers["range"] = f"bytes={sealed_start}-{sealed_end - 1}"
-            r = await self.backend.send("GET", stored.bucket, stored.key, headers=headers, stream=True)
+            r = await self.backend.send("GET", stored.bucket, stored.key, headers=headers, stream=True,
+                                        query=stored.version_query)
             if r.status_code not in (200, 206):
                 await r.aread()
                 await r.aclose()
@@ -222,7 +237,8 @@ class Reader:
                 if start == end:
                     return
                 resp = await self.backend.send("GET", stored.bucket, stored.key, stream=True,
-                                               headers={"range": f"bytes={start}-{end - 1}"})
+                                               headers={"range": f"bytes={start}-{end - 1}"},
+                                               query=stored.version_query)
                 if resp.status_code not in (200, 206):
                     await resp.aclose()
                     raise S3Error("InternalError", f"the backend answered {resp.status_code} to GET", 500)
@@ -297,6 +313,22 @@ async def _read_ahead(r: BackendResponse, depth: int = 4) -> AsyncIterator[bytes
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def _head_error(status: int, headers: Mapping[str, str], bucket: str, key: str,
+                version_id: str | None) -> S3Error:
+    """What S3 answers a GET of a delete marker or of a version that is not there (a HEAD
+    answer has no body to say it)."""
+    kept = {h: headers[h] for h in ("x-amz-delete-marker", "x-amz-version-id") if headers.get(h)}
+    resource = f"/{bucket}/{key}"
+    if status == 405:
+        return S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
+                       405, resource, kept)
+    if status == 400:
+        return S3Error("InvalidArgument", "Invalid version id specified", 400, resource, kept)
+    if version_id is not None and "x-amz-delete-marker" not in headers:
+        return S3Error("NoSuchVersion", "The specified version does not exist.", 404, resource, kept)
+    return S3Error("NoSuchKey", "The specified key does not exist.", 404, resource, kept)
 
 
 def _stored_length(r: BackendResponse) -> int | None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
+from gateway.s3.acl import check_acl_headers
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
@@ -58,6 +59,7 @@ class Uploads:
 
         assert req.bucket is not None and req.key is not None
         info = await self.proxy.owned(req)
+        check_acl_headers(req.headers, req.auth.caller.account_id)
         enc = self.proxy.encryption(req, info)
         ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
@@ -126,8 +128,6 @@ class Uploads:
         await self.proxy.owned(req)
         number = self._number(req)
         token, data_key, _ = await self._token(req)
-        if "x-amz-copy-source" in req.headers:
-            return await self._upload_part_copy(req, number, token, data_key)
         stream, size = self.proxy.body_stream(req)
         if size > envelope.MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
@@ -183,7 +183,7 @@ class Uploads:
         except BackendError as e:
             raise backend_failure(e) from None
 
-    async def _upload_part_copy(self, req: S3Request, number: int, token: UploadToken, data_key: bytes) -> Reply:
+    async def upload_part_copy(self, req: S3Request) -> Reply:
         """UploadPartCopy: the source's plaintext (any object we can read), sealed as part `number`.
 
         The backend cannot copy it for us: the part must be sealed with this upload's key,
@@ -191,6 +191,9 @@ class Uploads:
         """
         from gateway.s3.proxy import Reply, last_modified, xml_doc
 
+        await self.proxy.owned(req)
+        number = self._number(req)
+        token, data_key, _ = await self._token(req)
         source = await self.proxy.copier.source(req)
         size = source.size
         start, end = 0, size
@@ -210,7 +213,10 @@ class Uploads:
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
                 f'<ETag>{escape(self._part_etag(md5, r))}</ETag></CopyPartResult>')
-        return Reply(200, {"content-type": "application/xml", **self._sse_headers(req, token)}, xml_doc(body))
+        headers = {"content-type": "application/xml", **self._sse_headers(req, token)}
+        if source.version_id is not None:
+            headers["x-amz-copy-source-version-id"] = source.version_id
+        return Reply(200, headers, xml_doc(body))
 
     # ------------------------------------------------------------------ complete, abort, list
 

@@ -65,13 +65,15 @@ def parse(body: bytes, root: str) -> ET.Element:
     def refuse_external(*_: object) -> int:
         raise _Refused("external entities are not accepted")
 
-    def start(name: str, _attrs: dict[str, str]) -> None:
+    def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal depth, count
         depth += 1
         count += 1
         if depth > MAX_DEPTH or count > MAX_ELEMENTS:
             raise _Refused("the document nests too deep or has too many elements")
-        builder.start("{" + name if "}" in name else name, {})
+        # Attributes are kept (xsi:type of an ACL's Grantee) with the same {namespace}name form.
+        builder.start("{" + name if "}" in name else name,
+                      {("{" + k if "}" in k else k): v for k, v in attrs.items()})
 
     def end(name: str) -> None:
         nonlocal depth
@@ -234,3 +236,51 @@ def create_bucket(body: bytes) -> str | None:
     root = parse(body, "CreateBucketConfiguration")
     _only(root, {"LocationConstraint", "Location", "Bucket", "Tags"})
     return text(root, "LocationConstraint") or None
+
+
+def versioning(body: bytes) -> str:
+    """The Status of a VersioningConfiguration: Enabled or Suspended (MFA delete: 501)."""
+    root = parse(body, "VersioningConfiguration")
+    _only(root, {"Status", "MfaDelete", "MFADelete"})
+    mfa = text(root, "MfaDelete") or text(root, "MFADelete")
+    if mfa == "Enabled":
+        raise S3Error("NotImplemented", "MFA delete is not implemented by this gateway", 501)
+    if mfa not in (None, "Disabled"):
+        raise malformed("MfaDelete must be Enabled or Disabled")
+    status = text(root, "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise malformed("Status must be Enabled or Suspended")
+    return status
+
+
+@dataclass(frozen=True)
+class Grant:
+    grantee_type: str  # CanonicalUser, Group, AmazonCustomerByEmail
+    grantee: str  # the ID, URI or EmailAddress named
+    permission: str
+
+
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def access_control_policy(body: bytes) -> list[Grant]:
+    """The grants of an AccessControlPolicy (PutBucketAcl, PutObjectAcl)."""
+    root = parse(body, "AccessControlPolicy")
+    _only(root, {"Owner", "AccessControlList"})
+    acl = only_child(root, "AccessControlList", required=True)
+    assert acl is not None
+    _only(acl, {"Grant"})
+    grants = []
+    for g in children(acl, "Grant"):
+        _only(g, {"Grantee", "Permission"})
+        grantee = only_child(g, "Grantee", required=True)
+        assert grantee is not None
+        _only(grantee, {"ID", "DisplayName", "URI", "EmailAddress"})
+        permission = text(g, "Permission", required=True)
+        kind = grantee.get(_XSI_TYPE) or ("Group" if text(grantee, "URI") else
+                                          "AmazonCustomerByEmail" if text(grantee, "EmailAddress") else
+                                          "CanonicalUser")
+        who = text(grantee, "ID") or text(grantee, "URI") or text(grantee, "EmailAddress") or ""
+        assert permission is not None
+        grants.append(Grant(kind, who, permission))
+    return grants

@@ -7,19 +7,24 @@ only over HTTPS, so the real SDK exercises that path.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
+import urllib3
 import uvicorn
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from gateway.s3.app import create_app
@@ -27,6 +32,7 @@ from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
+from kms_core.sigv4 import sign_headers
 from kms_core.types import Caller
 from tests.kms_core.http.conftest import free_port
 
@@ -113,3 +119,60 @@ def s3(kms: Kms, moto_url: str, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack
 
 def bucket_name() -> str:
     return f"b-{uuid.uuid4().hex[:12]}"
+
+
+def signed_request(s3: S3Stack, t: Tenant, method: str, path: str, query: str = "",
+                   headers: dict[str, str] | None = None, body: bytes = b"") -> urllib3.BaseHTTPResponse:
+    """One SigV4-signed request to the proxy over plain HTTP, exactly as given (no SDK rules)."""
+    url = urlsplit(s3.http_url)
+    base = {"host": url.netloc, **(headers or {})}
+    auth = sign_headers(method=method, path=path, raw_query=query, headers=base,
+                        payload_hash=hashlib.sha256(body).hexdigest(), access_key_id=t.access_key_id,
+                        secret=t.secret_access_key, region="cn-east-1", service="s3")
+    return _HTTP.request(method, f"{s3.http_url}{path}{'?' + query if query else ''}",
+                         headers={**base, **auth}, body=body or None, retries=False, redirect=False)
+
+
+_HTTP = urllib3.PoolManager()
+
+
+def error_of(r: urllib3.BaseHTTPResponse) -> dict[str, str]:
+    """Code, Message, Resource and RequestId of an S3 XML error answer."""
+    root = ET.fromstring(r.data)
+    assert root.tag == "Error", r.data
+    return {c.tag: c.text or "" for c in root}
+
+
+@dataclass
+class Side:
+    """One side of a differential test: a boto3 client and the bucket it works in."""
+
+    name: str
+    client: Any
+    bucket: str
+
+
+@pytest.fixture
+def sides(s3: S3Stack, moto_url: str) -> list[Side]:
+    """The proxy (as a fresh tenant) and moto straight, each with an empty bucket of its own."""
+    t = s3.tenant()
+    proxy = s3.client(t)
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                          aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1],
+                          config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    out = []
+    for name, client in (("proxy", proxy), ("moto", direct)):
+        b = bucket_name()
+        client.create_bucket(Bucket=b)
+        out.append(Side(name, client, b))
+    return out
+
+
+def outcome(fn: Any, **kwargs: Any) -> tuple[int, str | None, dict[str, Any]]:
+    """(HTTP status, error code or None, the parsed answer) of one boto3 call."""
+    try:
+        r = fn(**kwargs)
+    except ClientError as e:
+        return (e.response["ResponseMetadata"]["HTTPStatusCode"], e.response.get("Error", {}).get("Code"),
+                dict(e.response))
+    return r["ResponseMetadata"]["HTTPStatusCode"], None, r
