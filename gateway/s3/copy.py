@@ -14,6 +14,9 @@ Rewrap (`x-ssegw-rewrap: true` on a copy of an object onto itself, used by `sseg
 re-seals the key under the object's own CMK's primary version, or the CMK named by the
 request, keeping everything else; an object already sealed under that version is left alone
 (`x-ssegw-rewrap-result: current`), which is what makes an interrupted rewrap resumable.
+`x-ssegw-rewrap: check` on a copy of any version of an object onto its key writes nothing and
+answers `current` or `stale`: versions other than the current one cannot be rewritten (S3
+versions are immutable; a copy makes a new current version), so rewrap reports them.
 """
 
 from __future__ import annotations
@@ -85,16 +88,19 @@ class Copier:
         from gateway.s3.proxy import SSE, SSE_BUCKET_KEY, SSE_CTX, SSE_KEY, Encryption
 
         assert req.bucket is not None and req.key is not None
-        rewrap = req.headers.get(REWRAP, "").lower() in ("1", "true")
+        mode = req.headers.get(REWRAP, "").lower()
+        rewrap, check = mode in ("1", "true", "check"), mode == "check"
         src = await self.source(req, check_customer=not rewrap)
         directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise invalid_argument("Unknown metadata directive.")
         # A copy of an older version onto its own key restores it (a new current version).
-        same = (src.bucket, src.key) == (req.bucket, req.key) and src.version_id is None
+        same_key = (src.bucket, src.key) == (req.bucket, req.key)
+        same = same_key and src.version_id is None
         asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX)) or sse_c.present(req.headers)
-        if rewrap and not same:
-            raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself")
+        if rewrap and not (same or (check and same_key)):
+            raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself "
+                                   f"({REWRAP}: check to any version of it)")
         if same and directive == "COPY" and not asks_sse and not rewrap:
             raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an "
                           "object to itself without changing the object's metadata, storage class, website "
@@ -127,14 +133,16 @@ class Copier:
         if (meta is not None and meta.customer is None and enc.customer is None
                 and not (meta.bucket_key_salt is not None and enc.context)
                 and await self.proxy.keys.algorithm(req.auth, enc.cmk) == meta.algorithm):
-            return await self._rekey(req, src, meta, enc, headers, rewrap)
+            return await self._rekey(req, src, meta, enc, headers, rewrap, check)
+        if check:
+            return await self._result(req, src, meta, "stale")
         if src.size > COPY_LIMIT:
             raise invalid_argument("The specified copy source is larger than the maximum allowable size "
                                    f"for a copy source: {COPY_LIMIT}")
         return await self._reencrypt(req, src, enc, headers)
 
     async def _rekey(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
-                     headers: dict[str, str], rewrap: bool) -> Reply:
+                     headers: dict[str, str], rewrap: bool, check: bool = False) -> Reply:
         """Backend copy of the ciphertext with a re-sealed key: no data passes through here."""
         assert req.bucket is not None and req.key is not None
         if meta.bucket_key_salt is not None:
@@ -147,6 +155,8 @@ class Copier:
             old = decode_blob(meta.sealed_key).header
             if (old.key_id, old.version_id) == (resealed.key_id, resealed.version_id) and meta.sse == enc.sse:
                 return await self._result(req, src, meta, "current")
+            if check:  # a version can only be looked at: S3 versions are never rewritten
+                return await self._result(req, src, meta, "stale")
         new = dataclasses.replace(meta, sealed_key=resealed.sealed, kms_key_id=resealed.key_id, sse=enc.sse,
                                   context=enc.context if meta.bucket_key_salt is None else None)
         headers.update(new.encode())

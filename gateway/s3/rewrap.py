@@ -6,6 +6,13 @@ onto itself with `x-ssegw-rewrap: true` (copy.py), so the proxy re-seals the key
 re-encrypted. The proxy leaves objects already sealed under the target version alone, so the
 progress marker *is* the objects themselves: an interrupted rewrap is resumed by running it
 again, and what was done is skipped for the price of one request each.
+
+In a bucket that keeps versions every version is walked. The current version of each key is
+rewrapped as above (the copy becomes its new current version; the one it replaces stays, as S3
+keeps it). Older versions cannot be rewritten (S3 versions are immutable, and copying one would
+make it current), so each is looked at (`x-ssegw-rewrap: check`) and counted `current` or
+`kept`: a kept version still opens with the key version that sealed it (rotation never removes
+versions), so keep that key enabled until those versions are deleted or expire.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from gateway.s3.copy import REWRAP, REWRAP_RESULT
 
-RESULTS = ("rewrapped", "current", "plaintext", "customer-key", "gone", "failed")
+RESULTS = ("rewrapped", "current", "kept", "plaintext", "customer-key", "gone", "failed")
 
 
 @dataclass
@@ -45,6 +52,9 @@ class Summary:
             "objectsPerSecond": round(done / self.seconds, 1) if self.seconds > 0 else None,
             "interrupted": self.interrupted,
             "errors": self.errors[:20],
+            **({"kept": "older versions stay sealed under the key version that sealed them (S3 versions "
+                        "cannot be rewritten); keep that key enabled until they are deleted"}
+               if self.counts["kept"] else {}),
             **({"resume": "run the same command again: objects already rewrapped are skipped"}
                if self.interrupted or self.counts["failed"] else {}),
         }
@@ -80,22 +90,34 @@ class Progress:
         self.out.flush()
 
 
-def _keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            yield obj["Key"]
+Item = tuple[str, str | None]  # (key, version id of an older version; None: the current one)
 
 
-def rewrap_one(client: Any, bucket: str, key: str, to_key: str | None) -> str:
-    """Rewrap one object through the proxy; returns one of RESULTS (but "failed": it raises)."""
+def _keys(client: Any, bucket: str, prefix: str) -> Iterator[Item]:
+    status = client.get_bucket_versioning(Bucket=bucket).get("Status")
+    if status not in ("Enabled", "Suspended"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], None
+        return
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            yield v["Key"], None if v["IsLatest"] else v["VersionId"]
+
+
+def rewrap_one(client: Any, bucket: str, item: Item | str, to_key: str | None) -> str:
+    """Rewrap one object (or look at one older version) through the proxy; returns one of
+    RESULTS (but "failed": it raises)."""
+    key, version = (item, None) if isinstance(item, str) else item
     extra: dict[str, Any] = {}
     if to_key:
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": to_key}
+    source = {"Bucket": bucket, "Key": key, **({"VersionId": version} if version else {})}
     for attempt in range(3):
         try:
-            r = client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
-                                   MetadataDirective="COPY", **extra)
-            return str(r["ResponseMetadata"]["HTTPHeaders"].get(REWRAP_RESULT, "rewrapped"))
+            r = client.copy_object(Bucket=bucket, Key=key, CopySource=source, MetadataDirective="COPY", **extra)
+            result = str(r["ResponseMetadata"]["HTTPHeaders"].get(REWRAP_RESULT, "rewrapped"))
+            return "kept" if result == "stale" else result
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404"):
@@ -111,7 +133,10 @@ def add_rewrap_header(client: Any) -> None:
         # botocore's headers append on assignment: replace, or a second handler signs it twice.
         if REWRAP in request.headers:
             del request.headers[REWRAP]
-        request.headers[REWRAP] = "true"
+        # An older version (a versionId in the source) can only be looked at.
+        source = request.headers.get("x-amz-copy-source", "")
+        source = source.decode() if isinstance(source, bytes) else source
+        request.headers[REWRAP] = "check" if "versionId=" in source else "true"
 
     client.meta.events.register("before-sign.s3.CopyObject", add, unique_id="ssegw-rewrap")
 
@@ -134,7 +159,7 @@ def rewrap(client: Any, bucket: str, prefix: str = "", to_key: str | None = None
     stop = stop or threading.Event()
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rewrap")
-    pending: dict[Future[str], str] = {}
+    pending: dict[Future[str], Item] = {}
     it = iter(keys)
     try:
         while True:
@@ -152,11 +177,11 @@ def rewrap(client: Any, bucket: str, prefix: str = "", to_key: str | None = None
                     result = fut.result()
                 except Exception as e:  # noqa: BLE001 - one object's failure must not stop the rest
                     result = "failed"
-                    summary.errors.append(f"{key}: {e}")
+                    summary.errors.append(f"{_name(key)}: {e}")
                 summary.counts[result] = summary.counts.get(result, 0) + 1
                 done += 1
                 if on_result is not None:
-                    on_result(key, result)
+                    on_result(_name(key), result)
                 progress.update(done, summary.counts)
     except KeyboardInterrupt:
         stop.set()
@@ -170,9 +195,14 @@ def rewrap(client: Any, bucket: str, prefix: str = "", to_key: str | None = None
                     summary.counts[fut.result()] += 1
                 except Exception as e:  # noqa: BLE001
                     summary.counts["failed"] += 1
-                    summary.errors.append(f"{pending[fut]}: {e}")
+                    summary.errors.append(f"{_name(pending[fut])}: {e}")
                 done += 1
     pool.shutdown(wait=True, cancel_futures=True)
     progress.update(done, summary.counts, final=True)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _name(item: Item) -> str:
+    key, version = item
+    return key if version is None else f"{key}?versionId={version}"

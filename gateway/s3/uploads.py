@@ -254,7 +254,7 @@ class Uploads:
             raise no_such_upload() from None
 
     async def complete(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
+        from gateway.s3.proxy import version_headers
 
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
@@ -270,10 +270,21 @@ class Uploads:
         if wanted != sorted(wanted) or len(set(wanted)) != len(wanted):
             raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. "
                           "Parts must be ordered by part number.", 400)
-        have = await self._backend_parts(req.bucket, req.key, backend_id)
-        for n in wanted:
-            if n not in have:
-                raise S3Error("InvalidPart", f"Part {n} could not be found.", 400)
+        try:
+            have = await self._backend_parts(req.bucket, req.key, backend_id)
+        except S3Error as e:
+            if e.code != "NoSuchUpload":
+                raise
+            return await self._completed_before(req, upload_id, len(wanted), e)
+        md5_etags = token is None or self._etag_md5(token) is not None
+        for part in listed:
+            if part.number not in have:
+                raise S3Error("InvalidPart", f"Part {part.number} could not be found.", 400)
+            if not _etag_fits(part.etag, have[part.number][1], md5_etags):
+                raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part "
+                              "may not have been uploaded, or the specified entity tag may not match the "
+                              f"part's entity tag (part {part.number}).", 400)
+        guard = await self.proxy.write_conditions(req)
         if wanted != list(range(1, len(wanted) + 1)):
             # Readers find part p by its place among the parts (HEAD partNumber), and its
             # packages carry the number it was uploaded as: the two must agree.
@@ -296,21 +307,44 @@ class Uploads:
         done = await self.backend.send(
             "POST", req.bucket, req.key, query={"uploadId": backend_id},
             body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts_xml}</CompleteMultipartUpload>'.encode(),
-            headers={"content-type": "application/xml"})
+            headers={"content-type": "application/xml", **guard})
         # S3 may answer 200 and still put an <Error> in the body (the answer starts before it ends).
         if done.status_code != 200 or b"<Error>" in done.content:
-            status = done.status_code if done.status_code != 200 else 500
-            return Reply(status, {"content-type": "application/xml"}, done.content)
+            await self.proxy.backend_error(done)
         etag = _text(ET.fromstring(done.content), "ETag") or ""
         self.proxy.reader.remember(req.bucket, req.key, etag, layout)
         sse: dict[str, str] = {}
         if token is not None:
             sse = self.proxy.sse_headers(req.auth, self._meta(token), customer)
+        return self._completed(req, etag, {**sse, **version_headers(done.headers)})
+
+    def _completed(self, req: S3Request, etag: str, headers: dict[str, str]) -> Reply:
+        from gateway.s3.proxy import Reply, xml_doc
+
+        assert req.bucket is not None and req.key is not None
         location = f"/{req.bucket}/{req.key}"
         out = (f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{escape(location)}</Location>'
                f"<Bucket>{escape(req.bucket)}</Bucket><Key>{escape(req.key)}</Key>"
                f"<ETag>{escape(etag)}</ETag></CompleteMultipartUploadResult>")
-        return Reply(200, {"content-type": "application/xml", **sse}, xml_doc(out))
+        return Reply(200, {"content-type": "application/xml", **headers}, xml_doc(out))
+
+    async def _completed_before(self, req: S3Request, upload_id: str, count: int, gone: S3Error) -> Reply:
+        """A Complete retried after it succeeded (SDKs retry when the answer was lost): S3
+        answers success again. The object at the key was made by this upload when it carries
+        the upload's sealed key and nonce (random per upload), so no record is needed."""
+        from gateway.s3.proxy import version_headers
+
+        assert req.bucket is not None and req.key is not None
+        if not is_token(upload_id):
+            raise gone
+        token = decode_token(upload_id)
+        stored = await self.proxy.reader.stat(req.bucket, req.key)
+        meta = stored.meta if stored is not None else None
+        if (stored is None or meta is None or not meta.multipart or meta.base_nonce != token.base_nonce
+                or meta.sealed_key != token.sealed_key or stored.parts_count != count):
+            raise gone
+        sse = self.proxy.sse_headers(req.auth, meta, self.proxy.customer_key(req))
+        return self._completed(req, stored.etag, {**sse, **version_headers(stored.headers)})
 
     async def abort(self, req: S3Request) -> Reply:
         from gateway.s3.proxy import Reply
@@ -363,6 +397,21 @@ class Uploads:
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
         return Reply(200, {"content-type": "application/xml"}, r.content)
+
+
+def _etag_fits(given: str | None, backend: str, md5_etags: bool) -> bool:
+    """Whether a part's ETag in a Complete names the part the backend holds.
+
+    The ETag ListParts shows (the sealed part's) is checked exactly. SSE-S3 parts were handed
+    the MD5 of their plaintext (as S3 gives them), which only the part's plaintext could prove
+    and the backend does not keep: such an ETag is taken when it is an MD5, unchecked.
+    """
+    if given is None:
+        return False
+    bare = given.strip().strip('"').lower()
+    if bare == backend.strip().strip('"').lower():
+        return True
+    return md5_etags and len(bare) == 32 and all(ch in "0123456789abcdef" for ch in bare)
 
 
 def _drop_checksums(el: ET.Element) -> None:

@@ -49,7 +49,7 @@ def test_rewrap_after_rotation_and_to_another_key(s3: S3Stack) -> None:
 
     out = io.StringIO()
     summary = rewrap(c, b, "docs/", progress_out=out)
-    assert summary.counts == {"rewrapped": 5, "current": 0, "plaintext": 1, "customer-key": 0, "gone": 0,
+    assert summary.counts == {"rewrapped": 5, "current": 0, "kept": 0, "plaintext": 1, "customer-key": 0, "gone": 0,
                               "failed": 0}, summary
     assert "rewrap 6/6 objects" in out.getvalue()
     for k, data in contents.items():
@@ -102,3 +102,30 @@ def test_rewrap_interrupted_and_resumed(s3: S3Stack) -> None:
     for i in range(0, n, 17):
         assert sealed_under(s3, b, f"k{i:03d}")[0] == key_b
         assert c.get_object(Bucket=b, Key=f"k{i:03d}")["Body"].read() == b"%d" % i
+
+
+def test_rewrap_walks_every_version(s3: S3Stack) -> None:
+    t = s3.tenant()
+    c: Any = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    key_a = s3.kms.service.create_key(t.caller).key_id
+    key_b = s3.kms.service.create_key(t.caller).key_id
+    old = c.put_object(Bucket=b, Key="k", Body=b"old", ServerSideEncryption="aws:kms", SSEKMSKeyId=key_a)
+    cur = c.put_object(Bucket=b, Key="k", Body=b"current", ServerSideEncryption="aws:kms", SSEKMSKeyId=key_a)
+    hidden = c.put_object(Bucket=b, Key="gone", Body=b"hidden", ServerSideEncryption="aws:kms", SSEKMSKeyId=key_a)
+    c.delete_object(Bucket=b, Key="gone")  # its only version is now an older one
+
+    summary = rewrap(c, b, to_key=key_b, progress_out=io.StringIO())
+    assert summary.objects == 3  # versions: k twice, gone once (a delete marker is no version)
+    assert (summary.counts["rewrapped"], summary.counts["kept"], summary.counts["failed"]) == (1, 2, 0)
+    assert "kept" in summary.as_json()
+    assert c.get_object(Bucket=b, Key="k")["Body"].read() == b"current"
+    assert c.head_object(Bucket=b, Key="k")["SSEKMSKeyId"].endswith(key_b)
+    # Every version opens: the kept ones, and the one the rewrap's copy superseded.
+    for vid, body in ((old["VersionId"], b"old"), (cur["VersionId"], b"current"),
+                      (hidden["VersionId"], b"hidden")):
+        assert c.get_object(Bucket=b, Key="k" if body != b"hidden" else "gone", VersionId=vid)["Body"].read() == body
+    again = rewrap(c, b, to_key=key_b, progress_out=io.StringIO())
+    assert again.counts["current"] == 1 and again.counts["rewrapped"] == 0 and again.counts["failed"] == 0
