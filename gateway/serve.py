@@ -35,9 +35,11 @@ from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from kms_core.client import InProcessKmsClient, KmsClient
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
-from kms_core.errors import AccessDenied, AlreadyExists, NotFound
+from kms_core.errors import AccessDenied, AlreadyExists, KeyUnavailable, NotFound
 from kms_core.http.app import create_app as create_kms_app
 from kms_core.http_client import HttpKmsClient
+from kms_core.node_options import OptionError, add_node_options, hsm_from_args
+from kms_core.rootkey import RootKeyError
 from kms_core.scheduler import Scheduler, start_scheduler
 from kms_core.sigv4 import UnknownAccessKey
 from kms_core.specs import Protection
@@ -111,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kms-workers", type=int, default=1,
                    help="processes serving the ports (SO_REUSEPORT); use the core count under load")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    add_node_options(p)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -221,7 +224,15 @@ def run(args: argparse.Namespace) -> int:
         print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     keep_freed_buffers()
-    kms, demo = prepare_node(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
+    try:
+        kms, demo = prepare_node(KmsConfig(data_dir=args.data_dir, db_url=args.db_url,
+                                           region=args.region, hsm=hsm_from_args(args),
+                                           root_key=args.root_key))
+    except (RootKeyError, OptionError, KeyUnavailable) as exc:
+        # Said plainly, and no serving: a node that cannot open the cluster's keys must not
+        # answer requests with errors about every ciphertext.
+        print(f"ssegw serve: {exc.message}", file=sys.stderr)
+        return 2
     kms.start_background()
     # Every worker runs the scheduler: each due action is claimed in the database, so it
     # happens once however many processes look for it.

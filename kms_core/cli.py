@@ -42,6 +42,7 @@ from kms_core.http import rest
 from kms_core.http.params import Params
 from kms_core.http_client import HttpKmsClient
 from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS
+from kms_core.node_options import add_node_options, hsm_from_args
 from kms_core.types import Caller
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -54,10 +55,12 @@ def add_store_options(p: argparse.ArgumentParser) -> None:
                    help="SQLAlchemy URL of the metadata DB (default: SQLite under --data-dir)")
     p.add_argument("--region", default=os.environ.get("SSEGW_REGION", DEFAULT_REGION),
                    help=f"KMS region / resource pool (default {DEFAULT_REGION})")
+    add_node_options(p)
 
 
 def open_from_args(args: argparse.Namespace) -> Kms:
-    return open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region))
+    return open_kms(KmsConfig(data_dir=args.data_dir, db_url=args.db_url, region=args.region,
+                              hsm=hsm_from_args(args), root_key=args.root_key))
 
 
 def caller_from_args(kms: Kms, args: argparse.Namespace) -> Caller:

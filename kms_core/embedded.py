@@ -13,13 +13,14 @@ from sqlalchemy.engine import Engine
 from kms_core.accounts import AccountService
 from kms_core.audit import AuditLog
 from kms_core.db import make_engine
-from kms_core.keystore import KeyStore
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
 from kms_core.keystore.softhsm import ensure_embedded_token
-from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
+from kms_core.keystore.software import RootSealer, SoftwareKeyStore
 from kms_core.metering import Meter
 from kms_core.models import utcnow
 from kms_core.observe import Flusher, Observer
+from kms_core.rootkey import open_root_key
+from kms_core.schema import cluster_lock
 from kms_core.service import DEFAULT_CACHE_TTL, KmsService
 from kms_core.specs import Protection
 
@@ -35,8 +36,11 @@ class KmsConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     db_url: str | None = None
     region: str = DEFAULT_REGION
-    # None: the embedded SoftHSM2 token under <data_dir>/hsm, created on first use.
+    # None: the embedded SoftHSM2 token under <data_dir>/hsm, created on first use. Otherwise
+    # the cluster's HSM (--pkcs11-module, --pkcs11-token, --pkcs11-pin-file).
     hsm: HsmConfig | None = None
+    # "file": the software root key in <data_dir>/root.key; "hsm": sealed by the HSM, in the DB.
+    root_key: str = "file"
     cache_ttl: float = DEFAULT_CACHE_TTL
     clock: Callable[[], datetime] = utcnow
 
@@ -73,13 +77,28 @@ class Kms:
 
 
 def open_kms(config: KmsConfig) -> Kms:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    sealer = RootSealer(load_or_create_root_key(config.data_dir / "root.key"))
-    engine = make_engine(config.database_url)
+    """Open (creating on first use) the KMS of a data directory and metadata database.
 
-    def hsm_store() -> KeyStore:
-        hsm = config.hsm or ensure_embedded_token(config.data_dir / "hsm")
-        return HsmKeyStore(hsm)
+    Raises RootKeyError when this node's root key is not the database's: it must not serve.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.database_url)
+    hsm_stores: list[HsmKeyStore] = []
+
+    def hsm_store() -> HsmKeyStore:
+        # One per process; made on first use (HSM keys) or at once (--root-key hsm).
+        if not hsm_stores:
+            hsm = config.hsm or ensure_embedded_token(config.data_dir / "hsm")
+            hsm_stores.append(HsmKeyStore(hsm, lock=lambda: cluster_lock(engine, "hsm-objects")))
+        return hsm_stores[0]
+
+    try:
+        root_key = open_root_key(config.root_key, config.data_dir, engine,
+                                 lambda: cluster_lock(engine, "root-key"), hsm_store)
+    except BaseException:
+        engine.dispose()
+        raise
+    sealer = RootSealer(root_key)
 
     accounts = AccountService(engine, sealer, config.cache_ttl)
     meter, audit = Meter(engine, config.clock), AuditLog(engine, config.clock)

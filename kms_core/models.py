@@ -146,3 +146,20 @@ class MaterialTrash(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=96)
     lease_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class RootKeyRecord(SQLModel, table=True):
+    """The cluster's software root key: a check value always, the key itself only HSM-sealed.
+
+    `check` (an HMAC under the root key) lets a node tell at start-up whether the root key it
+    holds is the one the database was set up with. With `--root-key hsm`, `sealed` is the root
+    key sealed by the HSM key `hsm_label` (AES-GCM inside the HSM), so a new node needs only
+    the database and the HSM; otherwise the key lives in each node's `root.key` file.
+    """
+
+    __tablename__ = "kms_root_key"
+    name: str = Field(primary_key=True, max_length=32)
+    check_value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    hsm_label: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)

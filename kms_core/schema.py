@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -81,25 +83,42 @@ def _create_unmigrated_tables(conn: Connection) -> None:
         conn.commit()
 
 
+def _migration_lock(engine: Engine) -> AbstractContextManager[Connection]:
+    return cluster_lock(engine, "schema")
+
+
+_local_locks: dict[str, threading.Lock] = {}
+
+
 @contextmanager
-def _migration_lock(engine: Engine) -> Iterator[Connection]:
+def cluster_lock(engine: Engine, name: str) -> Iterator[Connection]:
+    """Hold a lock named `name` that every process on this database respects; yield a connection.
+
+    PostgreSQL: a session advisory lock (so every node of a cluster waits for it). SQLite: an
+    exclusive lock on a file beside the database. An in-memory database has one process only.
+    """
     if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"ssegw/{name}".encode()).digest()[:8], "big",
+                             signed=True)
+        if name == "schema":
+            key = ADVISORY_LOCK_ID
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_ID})
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
             conn.commit()
             try:
                 yield conn
             finally:
                 conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_ID})
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
         return
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:" or database.startswith("file:"):
-        with engine.connect() as conn:
+        with _local_locks.setdefault(name, threading.Lock()), engine.connect() as conn:
             yield conn
         return
-    lock_path = Path(database).with_name(Path(database).name + ".migrate.lock")
+    suffix = ".migrate.lock" if name == "schema" else f".{name}.lock"
+    lock_path = Path(database).with_name(Path(database).name + suffix)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with engine.connect() as conn:

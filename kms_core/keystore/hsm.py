@@ -7,14 +7,21 @@ that never leaves the token, and unwrap it only in memory for the operation.
 
 PKCS#11 sessions must not be shared between threads, so each thread gets its own session; the
 token login is per application, so only the first session presents the PIN.
+
+Object handles are never kept between calls: every node of a cluster uses the same HSM, and
+another process may create or destroy an object at any time. Each use finds its object by label;
+one that is not found is looked for once more after a moment (SoftHSM2 notices objects written
+by other processes when it re-reads its token directory, which a half-written object can miss)
+before the key is reported missing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +41,13 @@ NONCE_LEN = 12
 _OBJECT = b"\x01"  # stored reference: the label of a key object inside the token
 _WRAPPED = b"\x02"  # stored reference: material wrapped by the HSM root key
 _T = TypeVar("_T")
+# Held while a shared object (the HSM root key) is made, so that nodes starting at once do not
+# each make one: a database-wide lock (kms_core.schema.cluster_lock) in practice.
+CreationLock = Callable[[], AbstractContextManager[object]]
+# A moment for another process's object to become visible before it is reported missing.
+_REFIND_DELAY = 0.05
+# The handle went stale between finding and using it (destroyed or re-created elsewhere).
+_STALE_HANDLE: tuple[type[Exception], ...] = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
 
 # PKCS#11 return codes that mean "these bytes do not authenticate" on a decrypt; SoftHSM2
 # reports a GCM tag mismatch as CKR_GENERAL_ERROR. Anything else is the HSM being unavailable.
@@ -80,7 +94,7 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
 
 
 class Hsm:
-    """A logged-in token with per-thread sessions and per-thread key handles."""
+    """A logged-in token with per-thread sessions; objects are found by label on every use."""
 
     def __init__(self, config: HsmConfig) -> None:
         self.config = config
@@ -88,7 +102,13 @@ class Hsm:
         self._login_lock = threading.Lock()
         self._logged_in = False
         with _pkcs11_errors():
-            self._token = pkcs11.lib(config.module).get_token(token_label=config.token_label)
+            try:
+                self._token = pkcs11.lib(config.module).get_token(token_label=config.token_label)
+            except p11e.NoSuchToken:
+                raise KeyUnavailable(
+                    f"the HSM has no token labelled {config.token_label!r} "
+                    f"(PKCS#11 module {config.module})"
+                ) from None
 
     def session(self) -> Any:
         s = getattr(self._local, "session", None)
@@ -103,25 +123,35 @@ class Hsm:
                         s = self._token.open(rw=True)
                     self._logged_in = True
             self._local.session = s
-            self._local.keys = {}
         return s
 
-    def secret_key(self, label: str) -> Any:
-        keys: dict[str, Any] | None = getattr(self._local, "keys", None)
-        if keys is None:
-            self.session()
-            keys = self._local.keys
-        key = keys.get(label)
-        if key is None:
+    def find_key(self, object_class: ObjectClass, label: str) -> Any:
+        """The key object labelled `label`, looked for twice before it is called missing."""
+        for attempt in range(2):
             with _pkcs11_errors():
                 try:
-                    key = self.session().get_key(
-                        object_class=ObjectClass.SECRET_KEY, label=label
-                    )
+                    return self.session().get_key(object_class=object_class, label=label)
                 except p11e.NoSuchKey:
-                    raise KeyUnavailable(f"key object {label!r} is not in the HSM") from None
-            keys[label] = key
-        return key
+                    pass
+                except p11e.MultipleObjectsReturned:
+                    raise KeyUnavailable(f"the HSM holds several objects labelled {label!r}") from None
+            if attempt == 0:
+                time.sleep(_REFIND_DELAY)
+        raise KeyUnavailable(f"key object {label!r} is not in the HSM")
+
+    def secret_key(self, label: str) -> Any:
+        return self.find_key(ObjectClass.SECRET_KEY, label)
+
+    def with_key(self, object_class: ObjectClass, label: str, use: Callable[[Any], _T]) -> _T:
+        """Find the object and use it; a handle gone stale in between is found again, once."""
+        key = self.find_key(object_class, label)
+        try:
+            with _CALL_LOCK:
+                return use(key)
+        except _STALE_HANDLE:
+            key = self.find_key(object_class, label)
+            with _CALL_LOCK:
+                return use(key)
 
     def generate_aes(self, label: str) -> None:
         with _pkcs11_errors():
@@ -142,22 +172,24 @@ class Hsm:
                 },
             )
 
-    def ensure_aes(self, label: str) -> None:
+    def has_object(self, object_class: ObjectClass, label: str) -> bool:
         with _pkcs11_errors():
-            found = list(
-                self.session().get_objects(
-                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
-                )
-            )
-        if not found:
-            self.generate_aes(label)
+            return bool(list(self.session().get_objects(
+                {Attribute.CLASS: object_class, Attribute.LABEL: label})))
+
+    def ensure_aes(self, label: str, lock: CreationLock | None = None) -> None:
+        """Make the AES key `label` unless it exists; `lock` keeps other nodes from making a second."""
+        if self.has_object(ObjectClass.SECRET_KEY, label):
+            return
+        with lock() if lock is not None else nullcontext():
+            if not self.has_object(ObjectClass.SECRET_KEY, label):
+                self.generate_aes(label)
 
     def destroy(self, label: str) -> None:
         with _pkcs11_errors():
             # Every object with the label: an AES key, or both halves of an RSA key pair.
             for obj in list(self.session().get_objects({Attribute.LABEL: label})):
                 obj.destroy()
-        self._local.keys.pop(label, None)
 
     def run(self, fn: Callable[[], _T], decrypting: bool = False) -> _T:
         with _pkcs11_errors(decrypting):
@@ -173,14 +205,12 @@ class HsmAesGcm:
         self._hsm = hsm
         self._label = label
 
-    # The hot path of HSM-level keys: plain try/except rather than the shared context manager,
-    # which costs a generator per call.
     def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
-        key = self._hsm.secret_key(self._label)
+        params = GCMParams(nonce, associated_data, 128)
         try:
-            with _CALL_LOCK:  # see _CALL_LOCK: SoftHSM2 runs without locks of its own
-                out: bytes = key.encrypt(data, mechanism=Mechanism.AES_GCM,
-                                         mechanism_param=GCMParams(nonce, associated_data, 128))
+            out: bytes = self._hsm.with_key(
+                ObjectClass.SECRET_KEY, self._label,
+                lambda key: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
         except p11e.PKCS11Error as exc:
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
@@ -188,11 +218,11 @@ class HsmAesGcm:
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         if len(data) < 16:
             raise InvalidCiphertext()
-        key = self._hsm.secret_key(self._label)
+        params = GCMParams(nonce, associated_data, 128)
         try:
-            with _CALL_LOCK:
-                out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM,
-                                         mechanism_param=GCMParams(nonce, associated_data, 128))
+            out: bytes = self._hsm.with_key(
+                ObjectClass.SECRET_KEY, self._label,
+                lambda key: key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
         except _DECRYPT_FAILURES as exc:
             raise InvalidCiphertext() from exc
         except p11e.PKCS11Error as exc:
@@ -203,9 +233,9 @@ class HsmAesGcm:
 class HsmRootSealer:
     """Seal material the HSM cannot use itself under the HSM root key (inside the HSM)."""
 
-    def __init__(self, hsm: Hsm) -> None:
+    def __init__(self, hsm: Hsm, lock: CreationLock | None = None) -> None:
         self._hsm = hsm
-        hsm.ensure_aes(hsm.config.root_label)
+        hsm.ensure_aes(hsm.config.root_label, lock)
         self._aead = HsmAesGcm(hsm, hsm.config.root_label)
 
     def seal(self, data: bytes, aad: bytes) -> bytes:
@@ -219,9 +249,9 @@ class HsmRootSealer:
 class HsmKeyStore(HsmAsymmetric):
     protection = Protection.HSM
 
-    def __init__(self, config: HsmConfig) -> None:
+    def __init__(self, config: HsmConfig, lock: CreationLock | None = None) -> None:
         self.hsm = Hsm(config)
-        self.sealer = HsmRootSealer(self.hsm)
+        self.sealer = HsmRootSealer(self.hsm, lock)
 
     @staticmethod
     def _label(version_id: str) -> str:

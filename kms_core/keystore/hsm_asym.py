@@ -28,13 +28,11 @@ OpenSSL's SM2 (`kms_core.sm2_engine`).
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11 import exceptions as p11e
 
 from kms_core import sm2
 from kms_core.asym_crypto import (
@@ -47,7 +45,7 @@ from kms_core.asym_crypto import (
     Sm2Private,
     pkcs1_digest_info,
 )
-from kms_core.errors import InvalidCiphertext, InvalidKeyUsage, KeyUnavailable, KmsError
+from kms_core.errors import InvalidCiphertext, InvalidKeyUsage, KmsError
 from kms_core.keystore import asymmetric_aad
 from kms_core.rsa_oaep import OaepDecodeError, oaep_decode
 from kms_core.sm2_engine import default_engine
@@ -66,7 +64,7 @@ def key_label(version_id: str) -> str:
 
 
 class HsmRsaPrivate:
-    """An RSA private key object in the token; handles are per thread like the sessions."""
+    """An RSA private key object in the token, found by label on every use."""
 
     def __init__(self, hsm: Hsm, label: str, usage: KeyUsage) -> None:
         self._hsm = hsm
@@ -74,23 +72,10 @@ class HsmRsaPrivate:
         # The token enforces this too (CKA_SIGN / CKA_DECRYPT); python-pkcs11 then offers no
         # method at all, so say it clearly here.
         self._usage = usage
-        self._local = threading.local()
 
     def _key(self) -> Any:
-        key = getattr(self._local, "key", None)
-        if key is None:
-
-            def find() -> Any:
-                try:
-                    return self._hsm.session().get_key(
-                        object_class=ObjectClass.PRIVATE_KEY, label=self._label
-                    )
-                except p11e.NoSuchKey:
-                    raise KeyUnavailable(f"key object {self._label!r} is not in the HSM") from None
-
-            key = self._hsm.run(find)
-            self._local.key = key
-        return key
+        # Found on every use, never kept: another node may have made or destroyed it.
+        return self._hsm.find_key(ObjectClass.PRIVATE_KEY, self._label)
 
     def modulus(self) -> int:
         key = self._key()

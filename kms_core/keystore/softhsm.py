@@ -35,8 +35,8 @@ def find_softhsm_module() -> str:
         if os.path.exists(path):
             return path
     raise KeyUnavailable(
-        "SoftHSM2 is not installed (libsofthsm2.so not found); `apt-get install softhsm2` "
-        "or pass --hsm-module"
+        "SoftHSM2 is not installed (libsofthsm2.so not found); `apt-get install softhsm2`, "
+        "or use another HSM with --pkcs11-module PATH --pkcs11-token LABEL"
     )
 
 

@@ -73,18 +73,19 @@ def test_thread_race_makes_one_key(kms: Kms, caller: Caller) -> None:
     assert len(defaults) == 1
 
 
-def _race_worker(data_dir: str, account_id: str, start: object, out: object) -> None:
-    kms = open_kms(KmsConfig(data_dir=Path(data_dir)))
+def _race_worker(data_dir: str, db_url: str | None, account_id: str, start: object,
+                 out: object) -> None:
+    kms = open_kms(KmsConfig(data_dir=Path(data_dir), db_url=db_url))
     start.wait()  # type: ignore[attr-defined]
     out.put(kms.service.default_key(Caller(account_id, "cn-east-1"), "oss").id)  # type: ignore[attr-defined]
 
 
-def test_process_race_makes_one_key(tmp_path: Path) -> None:
-    kms = open_kms(KmsConfig(data_dir=tmp_path))
+def test_process_race_makes_one_key(tmp_path: Path, kms_db_url: str | None) -> None:
+    kms = open_kms(KmsConfig(data_dir=tmp_path, db_url=kms_db_url))
     info, _ = kms.accounts.create_account("racer")
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), info.account_id, start, out))
+    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), kms_db_url, info.account_id, start, out))
              for _ in range(4)]
     for p in procs:
         p.start()

@@ -38,6 +38,7 @@ def test_pre_migration_database_is_adopted(tmp_path: Path) -> None:
         # What a data dir made before migrations (and before the lifecycle columns) looks like.
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP TABLE kms_material_trash"))
+        conn.execute(text("DROP TABLE kms_root_key"))
         for column in ("rotation_period_days", "material_digest", "destroyed_at", "lease_owner"):
             conn.execute(text(f"ALTER TABLE kms_key DROP COLUMN {column}"))
         conn.execute(text("INSERT INTO account (id, name, frozen, created_at) "
