@@ -29,11 +29,13 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway.console_products import ProxyProductEncryption
 from gateway.s3.app import create_app as create_s3_app
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from kms_core.client import InProcessKmsClient, KmsClient
+from kms_core.console.app import create_console
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
 from kms_core.errors import AccessDenied, AlreadyExists, KeyUnavailable, NotFound
 from kms_core.http.app import create_app as create_kms_app
@@ -176,6 +178,16 @@ def _credentials(kms: Kms) -> Callable[[str], tuple[str, str]]:
     return lookup
 
 
+def _served_regions(args: argparse.Namespace) -> tuple[str, ...]:
+    # --region may be given once (a string) or, repeatable, as a list of pools.
+    region = args.region
+    return tuple(region) if isinstance(region, (list, tuple)) else (str(region),)
+
+
+def _secrets(kms: Kms) -> Callable[[str], str]:
+    return lambda access_key_id: kms.accounts.credentials(access_key_id).secret_access_key
+
+
 def _kms_clients(kms: Kms, kms_url: str | None, ca: str | None) -> Callable[[Authenticated], KmsClient]:
     if kms_url is None:
         return lambda auth: InProcessKmsClient(kms.service, auth.caller)
@@ -248,8 +260,10 @@ def run(args: argparse.Namespace) -> int:
     proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca),
                     allow_sse_c_over_http=args.allow_sse_c_over_http)
     domains = tuple(args.s3_domain or ["localhost"])
+    console = create_console(kms, pools=_served_regions(args), secure_cookies=bool(args.tls_cert),
+                             products=ProxyProductEncryption(proxy, _secrets(kms)))
     servers = [
-        (_server(create_kms_app(kms), args), [_listen(args.host, args.kms_port)]),
+        (_server(create_kms_app(kms, console), args), [_listen(args.host, args.kms_port)]),
         (_server(create_s3_app(proxy, _credentials(kms), domains=domains), args),
          [_listen(args.host, args.s3_port)]),
     ]
@@ -263,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
         f"{', in-process moto: objects are kept in memory only' if not args.backend_url else ''})\n"
         f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
         "(AWS: X-Amz-Target TrentService.*; REST: POST /v1/kms/<operation>)\n"
+        f"  console  {scheme}://{args.host}:{args.kms_port}/console/  "
+        "(sign in with the demo access key id and secret below)\n"
         f"  demo account {demo.account_id}\n"
         f"    export AWS_ACCESS_KEY_ID={demo.access_key_id}\n"
         f"    export AWS_SECRET_ACCESS_KEY={demo.secret_access_key}\n"

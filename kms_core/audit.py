@@ -113,3 +113,33 @@ class AuditLog:
             rows = s.exec(q.order_by(col(AuditEvent.id)).limit(limit)).all()
         return [AuditRecord(r.id or 0, r.at, r.request_id, r.account_id, r.region, r.principal,
                             r.operation, r.key_id, r.version_id, r.result) for r in rows]
+
+    def search(
+        self,
+        account_id: str,
+        *,
+        key_id: str | None = None,
+        operation: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[AuditRecord]:
+        """Events of one account, newest first, filtered; page on with `before_id` (the last id
+        of the page before). `start` is inclusive, `end` exclusive."""
+        self.flush()
+        with Session(self._engine) as s:
+            q = select(AuditEvent).where(AuditEvent.account_id == account_id)
+            if key_id:
+                q = q.where(AuditEvent.key_id == key_id)
+            if operation:
+                q = q.where(AuditEvent.operation == operation)
+            if start is not None:
+                q = q.where(col(AuditEvent.at) >= start)
+            if end is not None:
+                q = q.where(col(AuditEvent.at) < end)
+            if before_id is not None:
+                q = q.where(col(AuditEvent.id) < before_id)
+            rows = s.exec(q.order_by(col(AuditEvent.id).desc()).limit(limit)).all()
+        return [AuditRecord(r.id or 0, r.at, r.request_id, r.account_id, r.region, r.principal,
+                            r.operation, r.key_id, r.version_id, r.result) for r in rows]

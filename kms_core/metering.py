@@ -80,3 +80,16 @@ class Meter:
                 if acct == account_id and m == month:
                     totals[op] += n
         return dict(sorted(totals.items()))
+
+    def monthly(self, account_id: str) -> dict[str, dict[str, int]]:
+        """Every month's totals per operation ({"YYYY-MM": {op: n}}), oldest month first,
+        unflushed counts included."""
+        months: dict[str, Counter[str]] = {}
+        with Session(self._engine) as s:
+            for row in s.exec(select(UsageCount).where(UsageCount.account_id == account_id)):
+                months.setdefault(row.month, Counter())[row.operation] += row.count
+        with self._lock:
+            for (acct, m, op), n in self._pending.items():
+                if acct == account_id:
+                    months.setdefault(m, Counter())[op] += n
+        return {m: dict(sorted(c.items())) for m, c in sorted(months.items())}

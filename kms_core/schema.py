@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import kms_core.audit  # noqa: F401  (registers the tables)
+import kms_core.console.sessions  # noqa: F401
 import kms_core.metering  # noqa: F401
 import kms_core.models  # noqa: F401
 

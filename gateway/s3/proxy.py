@@ -98,6 +98,14 @@ def backend_failure(e: BackendError) -> S3Error:
     return S3Error("ServiceUnavailable", f"the storage backend failed: {e}", 503)
 
 
+class BackendListError(Exception):
+    """The backend refused to list buckets; `response` is its answer."""
+
+    def __init__(self, response: BackendResponse) -> None:
+        super().__init__(f"backend answered {response.status_code} listing buckets")
+        self.response = response
+
+
 class S3Proxy:
     def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
                  key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False) -> None:
@@ -141,16 +149,26 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ buckets
 
-    async def list_buckets(self, req: S3Request) -> Reply:
+    async def owned_buckets(self, account_id: str) -> list[tuple[str, str, BucketInfo]]:
+        """(name, creation date, info) of every backend bucket this account owns.
+
+        Raises BackendListError when the backend refuses to list."""
         r = await self.backend.send("GET")
         if r.status_code != 200:
-            return await self._backend_error(r)
+            raise BackendListError(r)
         root = ET.fromstring(r.content)
         names = [(b.findtext(f"{{{S3_NS}}}Name") or "", b.findtext(f"{{{S3_NS}}}CreationDate") or "")
                  for b in root.iter(f"{{{S3_NS}}}Bucket")]
         infos = await asyncio.gather(*(self.buckets.info(n) for n, _ in names), return_exceptions=True)
-        mine = [(n, d) for (n, d), info in zip(names, infos, strict=True)
-                if isinstance(info, BucketInfo) and info.owner == req.auth.caller.account_id]
+        return [(n, d, info) for (n, d), info in zip(names, infos, strict=True)
+                if isinstance(info, BucketInfo) and info.owner == account_id]
+
+    async def list_buckets(self, req: S3Request) -> Reply:
+        try:
+            owned = await self.owned_buckets(req.auth.caller.account_id)
+        except BackendListError as e:
+            return await self._backend_error(e.response)
+        mine = [(n, d) for n, d, _ in owned]
         items = "".join(f"<Bucket><Name>{escape(n)}</Name><CreationDate>{d}</CreationDate></Bucket>"
                         for n, d in mine)
         account = req.auth.caller.account_id
@@ -201,11 +219,22 @@ class S3Proxy:
         assert req.bucket is not None
         await self._owned(req)
         rule = xml_bodies.bucket_encryption(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))
-        if rule.kms_key:
-            await self._key_spec(req, rule.kms_key)  # the key must exist and be the caller's
-        await self.buckets.write(req.bucket, req.auth.caller.account_id,
-                                 BucketEncryption(rule.sse, rule.kms_key, rule.bucket_key))
+        await self.set_bucket_encryption(req.auth, req.bucket, rule)
         return Reply(200)
+
+    async def set_bucket_encryption(self, auth: Authenticated, bucket: str,
+                                    rule: xml_bodies.EncryptionRule) -> None:
+        """A bucket's default encryption, checked and written: PutBucketEncryption and the
+        console's product-encryption page both come here."""
+        await self.buckets.check_owner(bucket, auth.caller.account_id)
+        if rule.kms_key:
+            await self.keys.spec(auth, rule.kms_key)  # the key must exist and be the caller's
+        await self.buckets.write(bucket, auth.caller.account_id,
+                                 BucketEncryption(rule.sse, rule.kms_key, rule.bucket_key))
+
+    async def remove_bucket_encryption(self, auth: Authenticated, bucket: str) -> None:
+        await self.buckets.check_owner(bucket, auth.caller.account_id)
+        await self.buckets.write(bucket, auth.caller.account_id, None)
 
     async def get_bucket_encryption(self, req: S3Request) -> Reply:
         info = await self._owned(req)
@@ -220,8 +249,7 @@ class S3Proxy:
 
     async def delete_bucket_encryption(self, req: S3Request) -> Reply:
         assert req.bucket is not None
-        await self._owned(req)
-        await self.buckets.write(req.bucket, req.auth.caller.account_id, None)
+        await self.remove_bucket_encryption(req.auth, req.bucket)
         return Reply(204)
 
     # ------------------------------------------------------------------ listing

@@ -222,11 +222,16 @@ def bucket_encryption(body: bytes) -> EncryptionRule:
     _only(default, {"SSEAlgorithm", "KMSMasterKeyID"})
     sse = text(default, "SSEAlgorithm", required=True)
     key = text(default, "KMSMasterKeyID") or None
+    return encryption_rule(sse, key, boolean(rule, "BucketKeyEnabled"))
+
+
+def encryption_rule(sse: str | None, key: str | None, bucket_key: bool) -> EncryptionRule:
+    """A bucket's default encryption, checked: from PutBucketEncryption's XML or the console."""
     if sse not in ("AES256", "aws:kms"):
         raise S3Error("InvalidArgument", "SSEAlgorithm must be AES256 or aws:kms", 400)
     if key and sse != "aws:kms":
         raise S3Error("InvalidArgument", "KMSMasterKeyID is allowed only with aws:kms", 400)
-    return EncryptionRule(sse, key, boolean(rule, "BucketKeyEnabled"))
+    return EncryptionRule(sse, key, bucket_key)
 
 
 def create_bucket(body: bytes) -> str | None:

@@ -3,6 +3,7 @@
     POST /v1/kms/<operation>                 REST dialect (kms_core.http.rest)
     POST /  + X-Amz-Target: TrentService.Op  AWS-compatible dialect (kms_core.http.aws)
     GET  /health                             liveness, unauthenticated
+    /console/...                             the web console, when given (kms_core.console)
 
 Cryptographic calls run on the event loop: they are served from in-memory key snapshots in
 microseconds, and a thread hop would cost more than the call. Management calls write to the
@@ -23,8 +24,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from kms_core.embedded import Kms
 from kms_core.errors import (
@@ -193,7 +195,7 @@ def _internal(exc: Exception, request_id: str) -> KmsError:
     return InternalError(f"internal error (request {request_id})")
 
 
-def create_app(kms: Kms) -> Starlette:
+def create_app(kms: Kms, console: ASGIApp | None = None) -> Starlette:
     async def rest_endpoint(request: Request) -> Response:
         request_id = _request_id()
         op = request.path_params["operation"]
@@ -229,8 +231,14 @@ def create_app(kms: Kms) -> Starlette:
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[
+    routes: list[BaseRoute] = [
         Route("/v1/kms/{operation}", rest_endpoint, methods=["POST"]),
         Route("/", aws_endpoint, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
-    ])
+    ]
+    if console is not None:
+        async def to_console(_: Request) -> Response:
+            return RedirectResponse("/console/", status_code=307)
+
+        routes += [Route("/console", to_console, methods=["GET"]), Mount("/console", console)]
+    return Starlette(routes=routes)
