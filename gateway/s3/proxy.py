@@ -37,6 +37,7 @@ from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
 from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged
+from gateway.s3.upload_state import UploadState, default_state_bucket
 from kms_core.client import KmsClient
 
 BUFFER_LIMIT = 16 * 1024 * 1024  # objects up to this size get the plaintext MD5 as ETag
@@ -108,7 +109,8 @@ class BackendListError(Exception):
 
 class S3Proxy:
     def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
-                 key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False) -> None:
+                 key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False,
+                 state_bucket: str | None = None) -> None:
         from gateway.s3.copy import Copier
         from gateway.s3.uploads import Uploads
         from gateway.s3.versions import Versions
@@ -125,6 +127,10 @@ class S3Proxy:
         self.copier = Copier(self)
         self.versions = Versions(self)
         self.acl = Acl(self)
+        # Upload state every node must see (upload_state.py): a backend bucket no tenant owns.
+        self.state_bucket = (state_bucket or os.environ.get("SSEGW_STATE_BUCKET")
+                             or default_state_bucket(backend.config.url, backend.config.access_key_id))
+        self.upload_state = UploadState(backend, self.state_bucket)
         self._list_cache: dict[tuple[str, str, str], tuple[int, str]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -179,6 +185,8 @@ class S3Proxy:
 
     async def create_bucket(self, req: S3Request) -> Reply:
         assert req.bucket is not None
+        if req.bucket == self.state_bucket:
+            raise S3Error("BucketAlreadyExists", "The requested bucket name is not available.", 409, f"/{req.bucket}")
         check_acl_headers(req.headers, req.auth.caller.account_id)
         # A LocationConstraint is the client's region, not the backend's: checked, not forwarded.
         xml_bodies.create_bucket(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
@@ -80,6 +81,11 @@ class Uploads:
             raise S3Error("InternalError", "the backend returned no UploadId", 500)
         token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
                             enc.sse, enc.context, ok.salt, ok.customer).encode(ok.plaintext)
+        try:
+            await self.proxy.upload_state.remember_upload(req.bucket, backend_id, token)
+        except S3Error:
+            await self.backend.send("DELETE", req.bucket, req.key, query={"uploadId": backend_id})
+            raise
         body = (f'<InitiateMultipartUploadResult xmlns="{S3_NS}"><Bucket>{escape(req.bucket)}</Bucket>'
                 f"<Key>{escape(req.key)}</Key><UploadId>{token}</UploadId></InitiateMultipartUploadResult>")
         return Reply(200, {"content-type": "application/xml", **self.proxy.sse_headers(req.auth, meta, enc.customer)},
@@ -90,10 +96,9 @@ class Uploads:
     async def _token(self, req: S3Request) -> tuple[UploadToken, bytes, str]:
         """(token, data key, UploadId) of the upload a part request names."""
         assert req.bucket is not None and req.key is not None
-        upload_id = req.query.get("uploadId", "")
+        upload_id = await self._issued_id(req.bucket, req.query.get("uploadId", ""))
         if not is_token(upload_id):
-            raise S3Error("NoSuchUpload", "This proxy needs the UploadId that CreateMultipartUpload "
-                          "returned (upload ids from ListMultipartUploads can list or abort only)", 404)
+            raise no_such_upload()
         try:
             token = decode_token(upload_id)
         except ValueError:
@@ -113,6 +118,13 @@ class Uploads:
         if not token.verify(upload_id, data_key):
             raise no_such_upload()
         return token, data_key, upload_id
+
+    async def _issued_id(self, bucket: str, upload_id: str) -> str:
+        """The UploadId we issued, for the backend's id of the same upload (as listings used to
+        show it); any other id as it is."""
+        if is_token(upload_id) or not upload_id:
+            return upload_id
+        return await self.proxy.upload_state.upload_id(bucket, upload_id) or upload_id
 
     def _meta(self, token: UploadToken) -> ObjectMeta:
         return ObjectMeta(token.algorithm, token.sealed_key, token.base_nonce, None, token.kms_key_id,
@@ -136,6 +148,7 @@ class Uploads:
                                   self.proxy.content_md5(req), md5)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
+        await self._remember_md5(req, token, number, md5, r)
         return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token)})
 
     @staticmethod
@@ -150,6 +163,14 @@ class Uploads:
         no ETag we hand out has to be kept.
         """
         return hashlib.md5() if token.sse == "AES256" else None
+
+    async def _remember_md5(self, req: S3Request, token: UploadToken, number: int, md5: hashlib._Hash | None,
+                            r: BackendResponse) -> None:
+        """Records the plaintext MD5 handed out as a part's ETag, so Complete can check it."""
+        assert req.bucket is not None
+        if md5 is not None:
+            await self.proxy.upload_state.remember_part(req.bucket, token.backend_id, number,
+                                                        r.headers.get("etag", ""), md5.hexdigest())
 
     @staticmethod
     def _part_etag(md5: hashlib._Hash | None, backend: BackendResponse) -> str:
@@ -209,6 +230,7 @@ class Uploads:
         r = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
+        await self._remember_md5(req, token, number, md5, r)
         modified = last_modified(r.headers)
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
@@ -258,6 +280,7 @@ class Uploads:
 
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
+        upload_id = await self._issued_id(req.bucket, upload_id)
         token = decode_token(upload_id) if is_token(upload_id) else None
         customer = self.proxy.customer_key(req)
         if token is not None and customer is not None:
@@ -277,10 +300,13 @@ class Uploads:
                 raise
             return await self._completed_before(req, upload_id, len(wanted), e)
         md5_etags = token is None or self._etag_md5(token) is not None
+        md5s: dict[tuple[int, str], str] | None = None
         for part in listed:
             if part.number not in have:
                 raise S3Error("InvalidPart", f"Part {part.number} could not be found.", 400)
-            if not _etag_fits(part.etag, have[part.number][1], md5_etags):
+            if md5_etags and md5s is None and not _same_etag(part.etag, have[part.number][1]):
+                md5s = await self.proxy.upload_state.part_md5s(req.bucket, backend_id)
+            if not _etag_fits(part, have[part.number][1], md5s):
                 raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part "
                               "may not have been uploaded, or the specified entity tag may not match the "
                               f"part's entity tag (part {part.number}).", 400)
@@ -313,6 +339,7 @@ class Uploads:
             await self.proxy.backend_error(done)
         etag = _text(ET.fromstring(done.content), "ETag") or ""
         self.proxy.reader.remember(req.bucket, req.key, etag, layout)
+        await self.proxy.upload_state.forget(req.bucket, backend_id)
         sse: dict[str, str] = {}
         if token is not None:
             sse = self.proxy.sse_headers(req.auth, self._meta(token), customer)
@@ -356,6 +383,7 @@ class Uploads:
             raise no_such_upload()
         if r.status_code not in (200, 204):
             return await self.proxy.backend_error(r)
+        await self.proxy.upload_state.forget(req.bucket, backend_id)
         return Reply(204)
 
     async def list_parts(self, req: S3Request) -> Reply:
@@ -392,26 +420,46 @@ class Uploads:
         await self.proxy.owned(req)
         allowed = ("delimiter", "encoding-type", "key-marker", "max-uploads", "prefix", "upload-id-marker")
         query = {k: v for k, v in req.query.items() if k in allowed}
+        if "upload-id-marker" in query:
+            try:
+                query["upload-id-marker"] = backend_upload_id(query["upload-id-marker"])
+            except ValueError:
+                raise invalid_argument("upload-id-marker is not an upload id of this bucket") from None
         query["uploads"] = ""
         r = await self.backend.send("GET", req.bucket, query=query)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        return Reply(200, {"content-type": "application/xml"}, r.content)
+        # Each upload listed with the UploadId we issued, so that it can go on with its parts.
+        ET.register_namespace("", S3_NS)
+        root = ET.fromstring(r.content)
+        ids = [el for upload in root.iter(_NS + "Upload") for el in upload.iter(_NS + "UploadId")]
+        issued = await self.proxy.upload_state.upload_ids(req.bucket, [el.text or "" for el in ids])
+        for el in ids:
+            el.text = issued.get(el.text or "", el.text)
+        for owner in list(root.iter(_NS + "Owner")) + list(root.iter(_NS + "Initiator")):
+            for child in owner:  # the backend's account is not the client's
+                child.text = req.auth.caller.account_id
+        return Reply(200, {"content-type": "application/xml"},
+                     b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
 
 
-def _etag_fits(given: str | None, backend: str, md5_etags: bool) -> bool:
-    """Whether a part's ETag in a Complete names the part the backend holds.
+def _bare(etag: str) -> str:
+    return etag.strip().strip('"').lower()
 
-    The ETag ListParts shows (the sealed part's) is checked exactly. SSE-S3 parts were handed
-    the MD5 of their plaintext (as S3 gives them), which only the part's plaintext could prove
-    and the backend does not keep: such an ETag is taken when it is an MD5, unchecked.
-    """
-    if given is None:
-        return False
-    bare = given.strip().strip('"').lower()
-    if bare == backend.strip().strip('"').lower():
+
+def _same_etag(given: str | None, backend: str) -> bool:
+    return given is not None and _bare(given) == _bare(backend)
+
+
+def _etag_fits(part: xml_bodies.CompletedPart, backend: str, md5s: dict[tuple[int, str], str] | None) -> bool:
+    """Whether a part's ETag in a Complete names the part the backend holds: the ETag ListParts
+    shows (the sealed part's), or for SSE-S3 parts the plaintext MD5 UploadPart handed out,
+    as recorded for that very sealed part (upload_state.py)."""
+    if _same_etag(part.etag, backend):
         return True
-    return md5_etags and len(bare) == 32 and all(ch in "0123456789abcdef" for ch in bare)
+    if part.etag is None or md5s is None:
+        return False
+    return md5s.get((part.number, quote(_bare(backend), safe=""))) == _bare(part.etag)
 
 
 def _drop_checksums(el: ET.Element) -> None:

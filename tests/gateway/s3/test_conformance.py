@@ -91,6 +91,8 @@ def test_complete_checks_parts_and_answers_a_retry(sides: list[Side]) -> None:
                            MultipartUpload={"Parts": parts}, **kw)
 
         obs.append(complete([done[0], {"PartNumber": 2, "ETag": '"deadbeef"'}, done[2]])[:2])
+        obs.append(complete([done[0], {"PartNumber": 2, "ETag": '"' + "f" * 32 + '"'}, done[2]])[:2])
+        obs.append(complete([done[0], {"PartNumber": 2, "ETag": done[2]["ETag"]}, done[2]])[:2])  # another's
         obs.append(complete([done[0], done[1], {"PartNumber": 4, "ETag": done[2]["ETag"]}])[:2])
         status, code, answer = complete(done)
         obs.append((status, code, answer.get("ETag", "").endswith('-3"')))
@@ -104,7 +106,7 @@ def test_complete_checks_parts_and_answers_a_retry(sides: list[Side]) -> None:
 
     seen = _run(sides, scenario)
     assert seen["proxy"] == seen["moto"]
-    assert seen["proxy"][:2] == [(400, "InvalidPart"), (400, "InvalidPart")]
+    assert seen["proxy"][:3] == [(400, "InvalidPart")] * 3
 
 
 def test_complete_refuses_parts_out_of_order_and_failed_conditions(s3: S3Stack) -> None:
@@ -229,3 +231,34 @@ def test_errors_are_s3_xml_with_our_request_id_and_the_client_resource(s3: S3Sta
         err = error_of(r)
         assert err["Code"] == code, (path, query, err)
         assert err["Resource"] == path and err["RequestId"] == r.headers["x-amz-request-id"], err
+
+
+def test_listed_uploads_go_on_and_sse_s3_part_etags_are_checked(s3: S3Stack) -> None:
+    t = s3.tenant()
+    c = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    first = os.urandom(5 * MiB)
+    up = c.create_multipart_upload(Bucket=b, Key="k")["UploadId"]
+    e1 = c.upload_part(Bucket=b, Key="k", UploadId=up, PartNumber=1, Body=os.urandom(5 * MiB))["ETag"]
+    # Part 1 again: the first ETag (a plaintext MD5, as S3 gives SSE-S3 parts) no longer names it.
+    e1_again = c.upload_part(Bucket=b, Key="k", UploadId=up, PartNumber=1, Body=first)["ETag"]
+    assert e1 != e1_again == f'"{hashlib.md5(first).hexdigest()}"'
+    # Another client (or a restarted one) finds the upload by listing and goes on with it.
+    other = s3.client(t)
+    listed = other.list_multipart_uploads(Bucket=b)["Uploads"]
+    assert [u["UploadId"] for u in listed] == [up]
+    e2 = other.upload_part(Bucket=b, Key="k", UploadId=listed[0]["UploadId"], PartNumber=2, Body=b"end")["ETag"]
+    status, code, _ = outcome(other.complete_multipart_upload, Bucket=b, Key="k", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert (status, code) == (400, "InvalidPart")
+    other.complete_multipart_upload(Bucket=b, Key="k", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1_again}, {"PartNumber": 2, "ETag": e2}]})
+    assert c.get_object(Bucket=b, Key="k")["Body"].read() == first + b"end"
+    # The state the upload needed is gone with it, and no tenant sees or takes its bucket.
+    state = s3.proxy.state_bucket
+    assert not s3.backend.list_objects_v2(Bucket=state, Prefix=f"parts/{b}/").get("Contents")
+    assert not s3.backend.list_objects_v2(Bucket=state, Prefix=f"uploads/{b}/").get("Contents")
+    assert state not in [x["Name"] for x in c.list_buckets()["Buckets"]]
+    assert outcome(c.create_bucket, Bucket=state)[:2] == (409, "BucketAlreadyExists")
+    assert outcome(c.list_objects_v2, Bucket=state)[:2] == (403, "AccessDenied")

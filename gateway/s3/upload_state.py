@@ -1,0 +1,151 @@
+"""What the proxy must remember about multipart uploads, kept in the backend (never in memory).
+
+Two facts the backend cannot give back about an upload in progress:
+- the UploadId we issued (it carries the upload's sealed key and nonce: multipart.py), which
+  ListMultipartUploads must show so that a listed upload can go on with its parts;
+- the plaintext MD5 of each SSE-S3 part, its ETag (as S3 gives it), which CompleteMultipartUpload
+  must check against the part the backend holds.
+
+Both live in one backend bucket of the gateway's own (`ssegw-state-...`, no tenant owns it or
+can create it), so every gateway node sharing the backend sees them:
+
+    uploads/<bucket>/<backend upload id>                     the UploadId (body)
+    parts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<plaintext MD5>   (empty)
+
+A part's record names the sealed part it describes (its backend ETag), so a part uploaded
+again never borrows the MD5 of the part it replaced. Records are removed when the upload
+completes or is aborted; uploads abandoned for good leave a few hundred bytes behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from urllib.parse import quote
+
+from gateway.s3.backend import S3_NS, Backend
+from gateway.s3.backend import xml_text as _text
+from gateway.s3.errors import S3Error
+
+log = logging.getLogger("ssegw.s3")
+_NS = f"{{{S3_NS}}}"
+_CACHE = 10_000
+_CONCURRENCY = 16
+
+
+def default_state_bucket(backend_url: str, access_key_id: str) -> str:
+    """One name per backend account, the same on every node (bucket names are global on AWS)."""
+    return "ssegw-state-" + hashlib.sha256(f"{backend_url}\n{access_key_id}".encode()).hexdigest()[:16]
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
+
+
+class UploadState:
+    def __init__(self, backend: Backend, bucket: str) -> None:
+        self.backend = backend
+        self.bucket = bucket
+        self._ready = False
+        self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        r = await self.backend.send("PUT", self.bucket)
+        if r.status_code not in (200, 409):
+            raise S3Error("ServiceUnavailable", f"the gateway's state bucket could not be made ({r.status_code})",
+                          503)
+        self._ready = True
+
+    async def _put(self, key: str, body: bytes) -> None:
+        await self._ensure()
+        r = await self.backend.send("PUT", self.bucket, key, body=body)
+        if r.status_code != 200:
+            raise S3Error("ServiceUnavailable", f"the gateway's upload state could not be written ({r.status_code})",
+                          503)
+
+    # ------------------------------------------------------------------ upload ids
+
+    async def remember_upload(self, bucket: str, backend_id: str, token: str) -> None:
+        await self._put(f"uploads/{_seg(bucket)}/{_seg(backend_id)}", token.encode())
+        self._cache(bucket, backend_id, token)
+
+    def _cache(self, bucket: str, backend_id: str, token: str) -> None:
+        self._tokens[(bucket, backend_id)] = token
+        while len(self._tokens) > _CACHE:
+            self._tokens.popitem(last=False)
+
+    async def upload_id(self, bucket: str, backend_id: str) -> str | None:
+        """The UploadId we issued for a backend upload (None: not one of ours, or before this)."""
+        hit = self._tokens.get((bucket, backend_id))
+        if hit is not None:
+            return hit
+        r = await self.backend.send("GET", self.bucket, f"uploads/{_seg(bucket)}/{_seg(backend_id)}")
+        if r.status_code != 200:
+            return None
+        token = r.content.decode("ascii", "replace")
+        self._cache(bucket, backend_id, token)
+        return token
+
+    async def upload_ids(self, bucket: str, backend_ids: list[str]) -> dict[str, str]:
+        sem = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(backend_id: str) -> tuple[str, str | None]:
+            async with sem:
+                return backend_id, await self.upload_id(bucket, backend_id)
+
+        return {b: t for b, t in await asyncio.gather(*(one(b) for b in backend_ids)) if t is not None}
+
+    # ------------------------------------------------------------------ part MD5s
+
+    async def remember_part(self, bucket: str, backend_id: str, number: int, sealed_etag: str, md5: str) -> None:
+        bare = sealed_etag.strip().strip('"')
+        await self._put(f"parts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{md5}", b"")
+
+    async def part_md5s(self, bucket: str, backend_id: str) -> dict[tuple[int, str], str]:
+        """(part number, sealed ETag) -> plaintext MD5 of every part recorded for an upload."""
+        out: dict[tuple[int, str], str] = {}
+        for key in await self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/"):
+            number, etag, md5 = key.rsplit("/", 3)[1:]
+            if number.isdigit():
+                out[(int(number), etag)] = md5
+        return out
+
+    async def _keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token = None
+        while True:
+            query = {"list-type": "2", "prefix": prefix, **({"continuation-token": token} if token else {})}
+            r = await self.backend.send("GET", self.bucket, query=query)
+            if r.status_code == 404:
+                return keys  # no state bucket yet: nothing recorded
+            if r.status_code != 200:
+                raise S3Error("ServiceUnavailable", f"the gateway's upload state could not be read ({r.status_code})",
+                              503)
+            root = ET.fromstring(r.content)
+            keys += [k.text or "" for k in root.iter(f"{_NS}Key")]
+            token = _text(root, "NextContinuationToken")
+            if (_text(root, "IsTruncated") or "false") != "true" or not token:
+                return keys
+
+    # ------------------------------------------------------------------ clean-up
+
+    async def forget(self, bucket: str, backend_id: str) -> None:
+        """Drops an upload's records once it completed or was aborted (best effort)."""
+        self._tokens.pop((bucket, backend_id), None)
+        try:
+            keys = await self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/")
+            keys.append(f"uploads/{_seg(bucket)}/{_seg(backend_id)}")
+            sem = asyncio.Semaphore(_CONCURRENCY)
+
+            async def drop(key: str) -> None:
+                async with sem:
+                    await self.backend.send("DELETE", self.bucket, key)
+
+            await asyncio.gather(*(drop(k) for k in keys))
+        except Exception as e:  # noqa: BLE001 - leftovers are harmless; the operation succeeded
+            log.warning("could not drop the state of upload %s: %s", backend_id, e)
