@@ -20,11 +20,13 @@ completes or is aborted; uploads abandoned for good leave a few hundred bytes be
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from gateway.s3.backend import S3_NS, Backend
 from gateway.s3.backend import xml_text as _text
@@ -140,12 +142,11 @@ class UploadState:
         try:
             keys = await self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/")
             keys.append(f"uploads/{_seg(bucket)}/{_seg(backend_id)}")
-            sem = asyncio.Semaphore(_CONCURRENCY)
-
-            async def drop(key: str) -> None:
-                async with sem:
-                    await self.backend.send("DELETE", self.bucket, key)
-
-            await asyncio.gather(*(drop(k) for k in keys))
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
+                items = "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys[start:start + 1000])
+                body = f'<Delete xmlns="{S3_NS}"><Quiet>true</Quiet>{items}</Delete>'.encode()
+                await self.backend.send("POST", self.bucket, query={"delete": ""}, body=body, headers={
+                    "content-type": "application/xml",
+                    "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()})
         except Exception as e:  # noqa: BLE001 - leftovers are harmless; the operation succeeded
             log.warning("could not drop the state of upload %s: %s", backend_id, e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from tests.gateway.s3.conftest import S3Stack, Side, bucket_name, outcome
@@ -103,3 +104,50 @@ def test_every_version_stays_readable_after_rotation(s3: S3Stack) -> None:
         s3.kms.service.rotate_key_on_demand(t.caller, key_id)
     for i, vid in enumerate(ids):
         assert c.get_object(Bucket=b, Key="k", VersionId=vid)["Body"].read() == f"v{i}".encode()
+
+
+def test_the_null_version_and_batch_deletes_of_versions(sides: list[Side]) -> None:
+    seen: dict[str, list[Any]] = {}
+    for side in sides:
+        c, b = side.client, side.bucket
+        obs: list[Any] = []
+        c.put_object(Bucket=b, Key="k", Body=b"before")  # before versioning: the "null" version
+        c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+        c.put_object(Bucket=b, Key="k", Body=b"after!!")
+        c.put_object(Bucket=b, Key="j", Body=b"j")
+        c.delete_object(Bucket=b, Key="j")
+        listed = c.list_object_versions(Bucket=b)
+        obs.append(sorted((v["Key"], v["Size"], v["ETag"], v["IsLatest"], v["VersionId"] == "null")
+                          for v in listed["Versions"]))
+        obs.append(c.get_object(Bucket=b, Key="k", VersionId="null")["Body"].read())
+        obs.append(c.head_object(Bucket=b, Key="k", VersionId="null")["ContentLength"])
+        # How SDKs empty a versioned bucket: DeleteObjects over the versions listing.
+        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                  for v in listed["Versions"] + listed["DeleteMarkers"]]
+        deleted = c.delete_objects(Bucket=b, Delete={"Objects": doomed})
+        obs.append((len(deleted["Deleted"]), deleted.get("Errors", [])))
+        after = c.list_object_versions(Bucket=b)
+        obs.append(("Versions" in after, "DeleteMarkers" in after))
+        obs.append(outcome(c.delete_bucket, Bucket=b)[:2])
+        seen[side.name] = obs
+    assert seen["proxy"] == seen["moto"]
+    assert seen["proxy"][1] == b"before" and seen["proxy"][-1] == (204, None)
+
+
+def test_upload_part_copy_from_an_older_version(s3: S3Stack) -> None:
+    c = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    old = os.urandom(5 * 1024 * 1024)
+    v_old = c.put_object(Bucket=b, Key="src", Body=old)["VersionId"]
+    c.put_object(Bucket=b, Key="src", Body=b"newer")
+    up = c.create_multipart_upload(Bucket=b, Key="dst")["UploadId"]
+    p1 = c.upload_part_copy(Bucket=b, Key="dst", UploadId=up, PartNumber=1,
+                            CopySource={"Bucket": b, "Key": "src", "VersionId": v_old})
+    assert p1["CopySourceVersionId"] == v_old
+    p2 = c.upload_part(Bucket=b, Key="dst", UploadId=up, PartNumber=2, Body=b"tail")
+    done = c.complete_multipart_upload(Bucket=b, Key="dst", UploadId=up, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]})
+    assert "VersionId" in done
+    assert c.get_object(Bucket=b, Key="dst")["Body"].read() == old + b"tail"
