@@ -123,6 +123,8 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
         yield
         await proxy.backend.close()  # this server's loop's backend connections
 
-    methods = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+    # Every method reaches `handle`, so that even OPTIONS or PATCH get S3's XML answer
+    # (routing.resolve: 405 MethodNotAllowed), never starlette's plain-text one.
+    methods = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT"]
     return Starlette(routes=[Route("/", handle, methods=methods),
                              Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)

@@ -108,6 +108,8 @@ def subresources(query: Iterable[str]) -> frozenset[str]:
 
 def resolve(method: str, level: Level, query: Iterable[str], headers: Mapping[str, str]) -> Route:
     """The route of a request, or S3Error NotImplemented (501) naming what is not served."""
+    if method not in METHODS:
+        raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
     present = subresources(query)
     for route in ROUTES:
         if route.matches(method, level, present, headers):

@@ -139,6 +139,15 @@ def test_the_walk_over_http(s3: S3Stack) -> None:
     assert "Versions" not in c.list_object_versions(Bucket=b, Prefix="walk")
 
 
+def test_other_methods_get_s3_xml(s3: S3Stack) -> None:
+    t = s3.tenant()
+    b = bucket_name()
+    s3.client(t).create_bucket(Bucket=b)
+    for method in ("OPTIONS", "PATCH"):
+        r = signed_request(s3, t, method, f"/{b}/k")
+        assert r.status == 405 and error_of(r)["Code"] == "MethodNotAllowed", (method, r.data)
+
+
 def test_misrouted_requests_of_the_issue(s3: S3Stack) -> None:
     t = s3.tenant()
     c = s3.client(t)
