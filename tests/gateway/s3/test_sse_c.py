@@ -511,3 +511,23 @@ def test_tampered_binding_serves_no_byte(stack: tuple[S3Stack, Any, str]) -> Non
     # Deleting needs no key, as on S3.
     c.delete_object(Bucket=b, Key="b")
     assert [o["Key"] for o in c.list_objects_v2(Bucket=b)["Contents"]] == ["a"]
+
+
+def test_versions_keep_their_own_keys(stack: tuple[S3Stack, Any, str]) -> None:
+    s3, c, b = stack
+    c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    k1, k2 = os.urandom(32), os.urandom(32)
+    v1 = c.put_object(Bucket=b, Key="o", Body=b"first", **ssec(k1))["VersionId"]
+    v2 = c.put_object(Bucket=b, Key="o", Body=b"second", **ssec(k2))["VersionId"]
+    assert c.get_object(Bucket=b, Key="o", VersionId=v1, **ssec(k1))["Body"].read() == b"first"
+    assert c.get_object(Bucket=b, Key="o", **ssec(k2))["Body"].read() == b"second"
+    assert c.head_object(Bucket=b, Key="o", VersionId=v1, **ssec(k1))["ContentLength"] == 5
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket=b, Key="o", VersionId=v1, **ssec(k2))
+    assert error(e) == (403, "AccessDenied")
+    # An older version as copy source, to SSE-KMS.
+    c.copy_object(Bucket=b, Key="copy", CopySource={"Bucket": b, "Key": "o", "VersionId": v1}, **copy_ssec(k1),
+                  ServerSideEncryption="aws:kms")
+    assert c.get_object(Bucket=b, Key="copy")["Body"].read() == b"first"
+    sizes = {(v["VersionId"], v["Size"]) for v in c.list_object_versions(Bucket=b, Prefix="o")["Versions"]}
+    assert sizes == {(v1, 5), (v2, 6)}
