@@ -108,7 +108,6 @@ ZH: dict[str, str] = {
     "Done.": "操作成功。",
     "Back to keys": "返回密钥列表",
     "Metered calls per month": "每月计量调用次数",
-    "Key hosting (key-days) per month": "每月密钥托管量(密钥·天)",
     "Audit log": "审计日志",
     "Time": "时间",
     "Operation": "操作",

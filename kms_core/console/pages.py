@@ -79,25 +79,9 @@ async def usage(console: Console, request: Request, session: SignedIn, form: dic
                 "older": events[AUDIT_PAGE - 1].id if len(events) > AUDIT_PAGE else None}
 
     data = await in_thread(load)
-    hosting = await in_thread(_hosting, console, account)
-    return console.page(request, "usage.html", 200, session, **data, hosting=hosting,
+    return console.page(request, "usage.html", 200, session, **data,
                         f_key=key, f_operation=op, f_from=params.get("from", ""), f_to=params.get("to", ""),
                         filter_query=_filter_query(key, op, params.get("from", ""), params.get("to", "")))
-
-
-def _hosting(console: Console, account: str) -> list[Bar]:
-    """Key-hosting metering (key-days per month), where this build meters it."""
-    monthly = getattr(console.kms.meter, "key_days", None)
-    if monthly is None:
-        return []
-    try:
-        data = monthly(account)
-    except TypeError:
-        return []
-    values = {str(m): int(n) for m, n in dict(data).items()}
-    if not values:
-        return []
-    return chart([(m, values.get(m, 0)) for m in last_months(console.kms.audit.now())])
 
 
 def _filter_query(key: str, op: str, start: str, end: str) -> str:

@@ -24,6 +24,7 @@ import pytest
 import urllib3
 from botocore.config import Config
 
+from gateway.cli import build_parser
 from kms_core.embedded import Kms, KmsConfig, open_kms
 from tests.kms_core.http.conftest import free_port
 
@@ -77,6 +78,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
             "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--region", REGION]
+    if isinstance(build_parser().parse_args(["serve", "--region", "a", "--region", "b"]).region, list):
+        argv += ["--region", SECOND_POOL]  # a second pool for the drop-down, where serve takes one
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     banner = ""

@@ -1,6 +1,7 @@
 """Every page in both languages at desktop and phone width: rendered, nothing wider than the
 screen, nothing unlabelled. Screenshots go to $SSEGW_CONSOLE_SCREENSHOTS when set (the README's
-come from there), else to a temporary directory."""
+come from there, taken with SSEGW_CONSOLE_SCREENSHOT_SCALE=0.6 to keep them small), else to a
+temporary directory."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def test_every_page_renders(browser: Any, server: ConsoleServer, shots: Path, la
     key = _populate(server, t)
     viewport = DESKTOP if size == "desktop" else PHONE
     accept = "zh-CN,zh;q=0.9" if lang == "zh" else "en-US,en;q=0.9"
-    ctx = browser.new_context(viewport=viewport, extra_http_headers={"Accept-Language": accept})
+    scale = float(os.environ.get("SSEGW_CONSOLE_SCREENSHOT_SCALE", "1"))
+    ctx = browser.new_context(viewport=viewport, device_scale_factor=scale,
+                              extra_http_headers={"Accept-Language": accept})
     try:
         page = ctx.new_page()
         page.goto(f"{server.console}/signin")
