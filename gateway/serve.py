@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
          [_listen(args.host, args.s3_port)]),
     ]
     if args.worker_child:
-        return _serve(kms, backend, servers, [], scheduler)
+        return _serve(kms, backend, servers, [], scheduler, proxy)
     workers = _spawn_workers(args, backend_url)
     scheme = "https" if args.tls_cert else "http"
     print(
@@ -287,11 +287,12 @@ def run(args: argparse.Namespace) -> int:
         f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
         flush=True,
     )
-    return _serve(kms, backend, servers, workers, scheduler)
+    return _serve(kms, backend, servers, workers, scheduler, proxy)
 
 
 def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[socket.socket]]],
-           workers: list[subprocess.Popen[bytes]], scheduler: Scheduler) -> int:
+           workers: list[subprocess.Popen[bytes]], scheduler: Scheduler,
+           proxy: S3Proxy | None = None) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
@@ -301,6 +302,15 @@ def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        if proxy is not None:
+            # A key disabled, deleted or moved on any node (PostgreSQL NOTIFY): bucket keys
+            # cached here stop working at once too.
+            keys = proxy.keys
+
+            def forget_keys(_message: str) -> None:
+                loop.call_soon_threadsafe(keys.forget_all)
+
+            kms.changes.subscribe(forget_keys)
         try:
             await asyncio.gather(*(server.serve(sockets=socks) for server, socks in servers))
         finally:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from kms_core.changes import EVERYTHING, ChangeFeed
 from kms_core.errors import AccessDenied, AlreadyExists, InvalidParameter, NotFound
 from kms_core.keystore.software import RootSealer
 from kms_core.models import AccessKey, Account
@@ -41,8 +42,10 @@ def _secret_aad(access_key_id: str) -> bytes:
 
 
 class AccountService:
-    def __init__(self, engine: Engine, sealer: RootSealer, cache_ttl: float = 2.0) -> None:
+    def __init__(self, engine: Engine, sealer: RootSealer, cache_ttl: float = 2.0,
+                 changes: ChangeFeed | None = None) -> None:
         self._engine = engine
+        self._changes = changes
         self._sealer = sealer
         self._cache_ttl = cache_ttl
         # account id -> (expiry, frozen): the frozen gate runs on every call, so it is cached;
@@ -91,7 +94,16 @@ class AccountService:
             s.add(row)
             s.commit()
         self._frozen.pop(account_id, None)
+        if self._changes is not None:
+            self._changes.publish(f"a:{account_id}")
         return _info(row)
+
+    def on_change(self, message: str) -> None:
+        """A change made by another node (kms_core.changes): drop what it makes stale."""
+        if message.startswith("a:"):
+            self._frozen.pop(message[2:], None)
+        elif message == EVERYTHING:
+            self._frozen.clear()
 
     def is_frozen(self, account_id: str) -> bool:
         now = time.monotonic()

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from kms_core.accounts import AccountService
 from kms_core.audit import AuditLog
+from kms_core.changes import ChangeFeed
 from kms_core.db import make_engine
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
 from kms_core.keystore.softhsm import ensure_embedded_token
@@ -41,7 +42,10 @@ class KmsConfig:
     hsm: HsmConfig | None = None
     # "file": the software root key in <data_dir>/root.key; "hsm": sealed by the HSM, in the DB.
     root_key: str = "file"
-    cache_ttl: float = DEFAULT_CACHE_TTL
+    # How long a process trusts its snapshot of a key's state (SSEGW_KMS_CACHE_SECONDS). Other
+    # nodes' changes arrive at once on PostgreSQL (kms_core.changes); this bounds the rest.
+    cache_ttl: float = field(default_factory=lambda: float(
+        os.environ.get("SSEGW_KMS_CACHE_SECONDS", DEFAULT_CACHE_TTL)))
     clock: Callable[[], datetime] = utcnow
 
     @property
@@ -58,16 +62,20 @@ class Kms:
     observer: Observer
     meter: Meter
     audit: AuditLog
+    changes: ChangeFeed
     flusher: Flusher | None = None
 
     def start_background(self, flush_interval: float = 1.0) -> None:
-        """Flush metering and audit buffers periodically (servers); CLIs just call close()."""
+        """Flush metering and audit buffers periodically and listen for other nodes' changes
+        (servers); CLIs just call close()."""
+        self.changes.start()
         if self.flusher is None:
             self.flusher = Flusher(self.observer, flush_interval)
             self.flusher.start()
 
     def close(self) -> None:
         """Write what is buffered (usage counts, audit events); loses nothing on a clean stop."""
+        self.changes.stop()
         if self.flusher is not None:
             self.flusher.stop()
             self.flusher = None
@@ -100,7 +108,8 @@ def open_kms(config: KmsConfig) -> Kms:
         raise
     sealer = RootSealer(root_key)
 
-    accounts = AccountService(engine, sealer, config.cache_ttl)
+    changes = ChangeFeed(engine)
+    accounts = AccountService(engine, sealer, config.cache_ttl, changes)
     meter, audit = Meter(engine, config.clock), AuditLog(engine, config.clock)
     observer = Observer(accounts, meter, audit)
     service = KmsService(
@@ -109,5 +118,8 @@ def open_kms(config: KmsConfig) -> Kms:
         cache_ttl=config.cache_ttl,
         clock=config.clock,
         observer=observer,
+        changes=changes,
     )
-    return Kms(config, engine, service, accounts, observer, meter, audit)
+    changes.subscribe(service.on_change)
+    changes.subscribe(accounts.on_change)
+    return Kms(config, engine, service, accounts, observer, meter, audit, changes)

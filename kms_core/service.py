@@ -4,9 +4,9 @@ HTTP-free: the REST and AWS dialects, the CLI and the product clients all call t
 names its `Caller`; a key of another account or region is NotFound, by id and by alias alike.
 
 The cryptographic calls are the hot path. They resolve a key through a short-lived in-process
-snapshot cache (local mutations invalidate it at once; changes made by another process are seen
-within `cache_ttl` seconds) and reuse one AEAD object per key version, so a data key costs no
-database round trip.
+snapshot cache (local mutations invalidate it at once; on PostgreSQL other nodes' changes do too,
+through kms_core.changes; otherwise changes made by another process are seen within `cache_ttl`
+seconds) and reuse one AEAD object per key version, so a data key costs no database round trip.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 from kms_core import blob as blobfmt
 from kms_core.asymmetric_ops import AsymmetricOps
 from kms_core.blob import Aead, Algorithm, BlobHeader
+from kms_core.changes import EVERYTHING, ChangeFeed
 from kms_core.errors import (
     AlreadyExists,
     InvalidCiphertext,
@@ -169,8 +170,11 @@ class KmsService(LifecycleOps, AsymmetricOps):
         clock: Callable[[], datetime] = utcnow,
         default_protection: Protection = Protection.SOFTWARE,
         observer: Observer | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._engine = engine
+        # Other nodes' caches hear of our changes through it (and ours of theirs: on_change).
+        self._changes = changes
         # Frozen-account gate, metering and audit around every @operation (None: none of them).
         self.observer = observer
         # A key store may be given as a factory so the HSM is opened only when first needed.
@@ -181,6 +185,9 @@ class KmsService(LifecycleOps, AsymmetricOps):
         self._clock = clock
         self._default_protection = default_protection
         self._records: dict[tuple[str, str, str], tuple[float, KeyRecord]] = {}
+        # Bumped whenever snapshots are dropped: a lookup that read the database before a drop
+        # does not put its (possibly stale) snapshot back after it.
+        self._generation = 0
         self._aeads: dict[tuple[str, str], Aead] = {}
 
     # ----------------------------------------------------------------- plumbing
@@ -206,15 +213,36 @@ class KmsService(LifecycleOps, AsymmetricOps):
 
     def _forget_key(self, key_id: str) -> None:
         """Drop every cache this process holds of a key: snapshots, AEADs (symmetric material in
-        memory), asymmetric versions and private keys. Called when material goes away."""
-        self._invalidate()
+        memory), asymmetric versions and private keys. Called when material goes away; other
+        nodes are told to do the same."""
+        self._drop_key(key_id)
+        self._publish(f"k:{key_id}")
+
+    def _drop_key(self, key_id: str) -> None:
+        self._drop_records()
         for ck in [ck for ck in self._aeads if ck[0] == key_id]:
             self._aeads.pop(ck, None)
         self._forget_asymmetric(key_id)
 
     def _invalidate(self) -> None:
         # Mutations are rare; dropping every snapshot keeps alias and id entries consistent.
+        self._drop_records()
+        self._publish(EVERYTHING)
+
+    def _drop_records(self) -> None:
+        self._generation += 1
         self._records.clear()
+
+    def _publish(self, message: str) -> None:
+        if self._changes is not None:
+            self._changes.publish(message)
+
+    def on_change(self, message: str) -> None:
+        """A change made by another node (kms_core.changes): drop what it makes stale."""
+        if message.startswith("k:"):
+            self._drop_key(message[2:])
+        elif not message.startswith("a:"):
+            self._drop_records()
 
     @staticmethod
     def _find_key(s: Session, caller: Caller, ref: str) -> Key:
@@ -243,9 +271,11 @@ class KmsService(LifecycleOps, AsymmetricOps):
         hit = self._records.get(ck)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         with self._session() as s:
             rec = KeyRecord.of(self._find_key(s, caller, ref))
-        self._records[ck] = (now + self._cache_ttl, rec)
+        if generation == self._generation:
+            self._records[ck] = (now + self._cache_ttl, rec)
         return rec
 
     def latest_version_id(self, caller: Caller, ref: str) -> str:

@@ -49,6 +49,9 @@ class KeyCache(Generic[V]):
     def forget(self, key: Hashable) -> None:
         self._items.pop(key, None)
 
+    def clear(self) -> None:
+        self._items.clear()
+
     async def get_or_load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         hit = self.get(key)
         if hit is not None:

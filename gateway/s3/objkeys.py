@@ -62,6 +62,12 @@ class ObjectKeys:
         self._resealed: KeyCache[DataKey] = KeyCache(ttl, clock=clock)
         self.kms_calls = 0  # for tests and benchmarks: calls this proxy made to the KMS
 
+    def forget_all(self) -> None:
+        """Drop every cached key (a key's state changed somewhere in the cluster). Call it on
+        the event loop: the caches are not shared with other threads."""
+        for cache in (self._specs, self._bucket_keys, self._opened, self._resealed):
+            cache.clear()
+
     async def call(self, auth: Authenticated, fn: Callable[[KmsClient], T]) -> T:
         """One KMS call, off the event loop (an HTTP KMS or a first-use database write block)."""
         client = self.kms_for(auth)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from kms_core.keystore.softhsm import init_token
@@ -46,6 +48,7 @@ class Node:
     s3_port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[str] | None = None
     banner: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def kms_url(self) -> str:
@@ -59,7 +62,7 @@ class Node:
         self.proc = subprocess.Popen(
             [*self.argv, "--data-dir", str(self.data_dir), "--kms-port", str(self.kms_port),
              "--s3-port", str(self.s3_port)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **self.env}, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_ready(self) -> None:
@@ -112,7 +115,10 @@ class Cluster:
                 "--scheduler-interval", "3600", *extra]
 
     def add_node(self, *extra: str) -> Node:
-        node = Node(self.root / f"node{len(self.nodes)}", self.argv(*extra))
+        # Key state cached for an hour: only the change channel can make a node see another
+        # node's change during a test.
+        node = Node(self.root / f"node{len(self.nodes)}", self.argv(*extra),
+                    env={"SSEGW_KMS_CACHE_SECONDS": "3600"})
         self.nodes.append(node)
         return node
 
@@ -191,3 +197,35 @@ def test_a_node_with_its_own_root_key_file_refuses_to_start(cluster: Cluster) ->
     _, err = node.proc.communicate(timeout=120)
     assert node.proc.returncode == 2
     assert "is not this database's root key" in err and "Traceback" not in err
+
+
+def _refused(call: Any) -> str | None:
+    try:
+        call()
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return None
+
+
+def test_a_key_disabled_on_one_node_is_refused_by_the_other(cluster: Cluster) -> None:
+    a, b = (n.kms() for n in cluster.nodes[:2])
+    for _ in range(3):
+        key = a.create_key()["KeyMetadata"]["KeyId"]
+        alias = f"alias/moving-{secrets.token_hex(4)}"
+        a.create_alias(AliasName=alias, TargetKeyId=key)
+        assert _refused(lambda k=key: b.encrypt(KeyId=k, Plaintext=b"x")) is None  # cached on b
+        assert _refused(lambda al=alias: b.encrypt(KeyId=al, Plaintext=b"x")) is None
+        a.disable_key(KeyId=key)
+        # b caches key state for an hour here: only a's notification can make it refuse.
+        deadline = time.monotonic() + 60
+        while _refused(lambda k=key: b.encrypt(KeyId=k, Plaintext=b"x")) is None:
+            assert time.monotonic() < deadline, "node b never heard that the key was disabled"
+            time.sleep(0.01)
+        assert _refused(lambda k=key: b.encrypt(KeyId=k, Plaintext=b"x")) == "DisabledException"
+        # An alias moved on a is followed by b.
+        other = a.create_key()["KeyMetadata"]["KeyId"]
+        a.update_alias(AliasName=alias, TargetKeyId=other)
+        while _refused(lambda al=alias: b.encrypt(KeyId=al, Plaintext=b"x")) is not None:
+            assert time.monotonic() < deadline, "node b never heard that the alias moved"
+            time.sleep(0.01)
+        assert other in b.encrypt(KeyId=alias, Plaintext=b"x")["KeyId"]
