@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from gateway.console_products import ProxyProductEncryption
+from gateway.ops import OpsMiddleware, kms_operation, ready_checks, s3_operation
 from gateway.s3.app import create_app as create_s3_app
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import Backend, BackendConfig
@@ -115,6 +116,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kms-workers", type=int, default=1,
                    help="processes serving the ports (SO_REUSEPORT); use the core count under load")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--access-log", action="store_true",
+                   default=os.environ.get("SSEGW_ACCESS_LOG", "") not in ("", "0"),
+                   help="one JSON line per request on stderr, with its request id")
+    p.add_argument("--drain-delay", type=float, default=0.0,
+                   help="on SIGTERM, seconds to keep serving with /readyz at 503 before closing "
+                        "the ports (in-flight requests are always let finish)")
     add_node_options(p)
 
 
@@ -147,7 +154,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Starlette, args: argparse.Namespace) -> uvicorn.Server:
+def _server(app: ASGIApp, args: argparse.Namespace) -> uvicorn.Server:
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=10,
@@ -213,6 +220,15 @@ def _spawn_workers(args: argparse.Namespace, backend_url: str) -> list[subproces
     return [subprocess.Popen(argv) for _ in range(max(0, args.kms_workers - 1))]
 
 
+def _log_requests() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("ssegw.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
 def keep_freed_buffers(mmap_threshold: int = 8 << 20, trim_threshold: int = 32 << 20) -> bool:
     """Let glibc reuse freed megabyte buffers instead of returning them to the kernel.
 
@@ -262,13 +278,18 @@ def run(args: argparse.Namespace) -> int:
     domains = tuple(args.s3_domain or ["localhost"])
     console = create_console(kms, pools=_served_regions(args), secure_cookies=bool(args.tls_cert),
                              products=ProxyProductEncryption(proxy, _secrets(kms)))
+    if args.access_log:
+        _log_requests()
+    checks = ready_checks(kms, backend_url)
     servers = [
-        (_server(create_kms_app(kms, console), args), [_listen(args.host, args.kms_port)]),
-        (_server(create_s3_app(proxy, _credentials(kms), domains=domains), args),
+        (_server(OpsMiddleware(create_kms_app(kms, console), "kms", checks, kms_operation), args),
+         [_listen(args.host, args.kms_port)]),
+        (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains), "s3", checks,
+                               s3_operation), args),
          [_listen(args.host, args.s3_port)]),
     ]
     if args.worker_child:
-        return _serve(kms, backend, servers, [], scheduler, proxy)
+        return _serve(kms, backend, servers, [], scheduler, proxy, args.drain_delay)
     workers = _spawn_workers(args, backend_url)
     scheme = "https" if args.tls_cert else "http"
     print(
@@ -287,18 +308,26 @@ def run(args: argparse.Namespace) -> int:
         f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
         flush=True,
     )
-    return _serve(kms, backend, servers, workers, scheduler, proxy)
+    return _serve(kms, backend, servers, workers, scheduler, proxy, args.drain_delay)
 
 
 def _serve(kms: Kms, backend: Backend, servers: list[tuple[uvicorn.Server, list[socket.socket]]],
            workers: list[subprocess.Popen[bytes]], scheduler: Scheduler,
-           proxy: S3Proxy | None = None) -> int:
+           proxy: S3Proxy | None = None, drain_delay: float = 0.0) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
-        def stop() -> None:
+        def exit_now() -> None:
             for server, _ in servers:
                 server.should_exit = True
+
+        def stop() -> None:
+            # /readyz answers 503 from now on, so a load balancer stops sending new requests;
+            # after --drain-delay the ports close and uvicorn lets in-flight requests finish.
+            for server, _ in servers:
+                if isinstance(server.config.app, OpsMiddleware):
+                    server.config.app.draining = True
+            loop.call_later(drain_delay, exit_now)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)

@@ -20,6 +20,7 @@ from kms_core.audit import AuditLog
 from kms_core.blob import decode_blob
 from kms_core.errors import AccountFrozen, KmsError
 from kms_core.metering import Meter
+from kms_core.metrics import KMS_CALLS
 from kms_core.types import Caller
 
 # Set by the HTTP layer per request so audit events name the request; otherwise one per call.
@@ -47,6 +48,7 @@ class Observer:
     def record(self, caller: Caller, op: str, metered: bool, key_id: str | None,
                version_id: str | None, result: str) -> None:
         at = self.audit.now()
+        KMS_CALLS.labels(op, result).inc()
         if metered and result == "Success":
             self.meter.count(caller.account_id, op, at)
         self.audit.record(

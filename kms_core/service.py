@@ -41,6 +41,7 @@ from kms_core.errors import (
 )
 from kms_core.keystore import KeyStore
 from kms_core.lifecycle_ops import LifecycleOps, check_rotation_period
+from kms_core.metrics import KEY_CACHE_HIT, KEY_CACHE_MISS
 from kms_core.models import Alias, DefaultKey, Key, KeyVersion, utcnow
 from kms_core.observe import Observer, operation
 from kms_core.specs import (
@@ -270,7 +271,9 @@ class KmsService(LifecycleOps, AsymmetricOps):
         now = time.monotonic()
         hit = self._records.get(ck)
         if hit is not None and hit[0] > now:
+            KEY_CACHE_HIT.inc()
             return hit[1]
+        KEY_CACHE_MISS.inc()
         generation = self._generation
         with self._session() as s:
             rec = KeyRecord.of(self._find_key(s, caller, ref))

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from kms_core.metrics import CACHE
+
 V = TypeVar("V")
 
 DEFAULT_TTL = 60.0
@@ -22,8 +24,9 @@ DEFAULT_TTL = 60.0
 
 class KeyCache(Generic[V]):
     def __init__(self, ttl: float = DEFAULT_TTL, *, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "s3_keys") -> None:
         self.ttl = ttl
+        self._hit, self._miss = CACHE.labels(name, "hit"), CACHE.labels(name, "miss")
         self._max = max_entries
         self._clock = clock
         self._items: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
@@ -32,10 +35,13 @@ class KeyCache(Generic[V]):
     def get(self, key: Hashable) -> V | None:
         hit = self._items.get(key)
         if hit is None:
+            self._miss.inc()
             return None
         if hit[0] <= self._clock():
-            del self._items[key]
+            self._items.pop(key, None)
+            self._miss.inc()
             return None
+        self._hit.inc()
         return hit[1]
 
     def put(self, key: Hashable, value: V) -> None:

@@ -56,10 +56,10 @@ class ObjectKeys:
         self.kms_for = kms_for
         self.ttl = ttl
         self._specs: KeyCache[tuple[str, str]] = KeyCache(min(ttl, SPEC_TTL) if ttl > 0 else SPEC_TTL,
-                                                          clock=clock)
-        self._bucket_keys: KeyCache[DataKey] = KeyCache(ttl, clock=clock)
-        self._opened: KeyCache[bytes] = KeyCache(ttl, clock=clock)
-        self._resealed: KeyCache[DataKey] = KeyCache(ttl, clock=clock)
+                                                          clock=clock, name="s3_key_specs")
+        self._bucket_keys: KeyCache[DataKey] = KeyCache(ttl, clock=clock, name="s3_bucket_keys")
+        self._opened: KeyCache[bytes] = KeyCache(ttl, clock=clock, name="s3_opened_keys")
+        self._resealed: KeyCache[DataKey] = KeyCache(ttl, clock=clock, name="s3_resealed_keys")
         self.kms_calls = 0  # for tests and benchmarks: calls this proxy made to the KMS
 
     def forget_all(self) -> None:

@@ -35,6 +35,7 @@ from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
 from kms_core.keystore import material_aad
 from kms_core.keystore.hsm_asym import HsmAsymmetric
 from kms_core.keystore.software import aead_for, material_len
+from kms_core.metrics import HSM_DECRYPT, HSM_ENCRYPT, HSM_ERRORS
 from kms_core.specs import KeySpec, Protection
 
 NONCE_LEN = 12
@@ -89,6 +90,7 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
             if decrypting and isinstance(exc, _DECRYPT_FAILURES):
                 raise InvalidCiphertext() from exc
             if isinstance(exc, p11e.PKCS11Error | RuntimeError | OSError):
+                HSM_ERRORS.labels(type(exc).__name__).inc()
                 raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
             raise
 
@@ -207,11 +209,13 @@ class HsmAesGcm:
 
     def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         params = GCMParams(nonce, associated_data, 128)
+        HSM_ENCRYPT.inc()
         try:
             out: bytes = self._hsm.with_key(
                 ObjectClass.SECRET_KEY, self._label,
                 lambda key: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
         except p11e.PKCS11Error as exc:
+            HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
 
@@ -219,6 +223,7 @@ class HsmAesGcm:
         if len(data) < 16:
             raise InvalidCiphertext()
         params = GCMParams(nonce, associated_data, 128)
+        HSM_DECRYPT.inc()
         try:
             out: bytes = self._hsm.with_key(
                 ObjectClass.SECRET_KEY, self._label,
@@ -226,6 +231,7 @@ class HsmAesGcm:
         except _DECRYPT_FAILURES as exc:
             raise InvalidCiphertext() from exc
         except p11e.PKCS11Error as exc:
+            HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
         return out
 
