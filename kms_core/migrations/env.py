@@ -10,6 +10,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import kms_core.audit  # noqa: F401  (registers the tables, for autogenerate)
+import kms_core.console.sessions  # noqa: F401
 import kms_core.metering  # noqa: F401
 import kms_core.models  # noqa: F401
 

@@ -19,6 +19,12 @@ def _sqlite(tmp_path: Path, name: str = "kms.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
 
+def test_migrations_have_one_head() -> None:
+    # Two migrations written side by side need a merge revision (alembic merge): one line of
+    # history, one row in alembic_version.
+    assert len(_heads()) == 1, sorted(_heads())
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_build_exactly_the_models(backend: str, tmp_path: Path,
                                              request: pytest.FixtureRequest) -> None:
