@@ -63,8 +63,10 @@ def create_console(kms: Kms, *, pools: tuple[str, ...] | None = None,
             elif session is None:
                 return redirect(f"{PREFIX}/signin")
             assert session is not None
-            if not allow_frozen and await in_thread(console.frozen, session):
-                return console.page(request, "frozen.html", 403, session)
+            if not allow_frozen:
+                reason = await in_thread(console.frozen, session)
+                if reason is not None:
+                    return console.page(request, "frozen.html", 403, session, reason=reason)
             return await handler(console, request, session, form)
 
         return endpoint

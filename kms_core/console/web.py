@@ -19,6 +19,7 @@ from kms_core.console.i18n import negotiate, translator
 from kms_core.console.products import ProductEncryption
 from kms_core.console.sessions import SessionStore, SignedIn, SignInThrottle, same_token
 from kms_core.embedded import Kms
+from kms_core.errors import AccountFrozen
 from kms_core.regions import ResourcePool, is_pool, pool
 from kms_core.specs import KeySpec, KeyUsage, Protection
 from kms_core.types import Caller
@@ -115,8 +116,13 @@ class Console:
     def caller(self, session: SignedIn) -> Caller:
         return Caller(session.account_id, session.pool, session.access_key_id)
 
-    def frozen(self, session: SignedIn) -> bool:
-        return self.kms.accounts.is_frozen(session.account_id)
+    def frozen(self, session: SignedIn) -> str | None:
+        """Why the account is frozen, in the service's words (None: it is not)."""
+        try:
+            self.kms.observer.admit(self.caller(session))
+        except AccountFrozen as e:
+            return e.message
+        return None
 
     def set_session_cookie(self, response: Response, token: str) -> None:
         response.set_cookie(SESSION_COOKIE, token, path=PREFIX, httponly=True, samesite="strict",

@@ -9,6 +9,10 @@ from playwright.sync_api import expect
 from tests.kms_core.console.conftest import ConsoleServer, Tenant, sign_in
 
 
+def test_banner_prints_the_console_url(server: ConsoleServer) -> None:
+    assert f"console  {server.kms_url}/console/" in server.banner
+
+
 def test_sign_in_list_and_sign_out(page: Any, server: ConsoleServer, tenant: Tenant) -> None:
     api = server.kms(tenant)
     made = api.create_key(Description="made by the API")["KeyMetadata"]["KeyId"]
@@ -30,6 +34,7 @@ def test_wrong_secret_is_refused(page: Any, server: ConsoleServer, tenant: Tenan
     page.get_by_label("Secret access key").fill("not-the-secret")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("wrong")
+    assert "not-the-secret" not in page.content()  # a typed secret is never sent back
     assert page.context.cookies() == [] or all(c["name"] != "ssegw_console" for c in page.context.cookies())
 
 
@@ -82,3 +87,28 @@ def test_disable_and_enable_from_the_detail_page(signed_in: Any, server: Console
     page.get_by_role("button", name="Enable").click()
     expect(page.get_by_role("button", name="Disable")).to_be_visible()
     assert api.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_edit_description(signed_in: Any, server: ConsoleServer, tenant: Tenant) -> None:
+    page, api = signed_in, server.kms(tenant)
+    key_id = api.create_key(Description="old")["KeyMetadata"]["KeyId"]
+    page.goto(f"{server.console}/keys/{key_id}")
+    page.get_by_label("Description").fill("new words")
+    page.get_by_role("button", name="Save description").click()
+    expect(page.get_by_role("status")).to_be_visible()
+    assert api.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "new words"
+    # Too long for the service: its message, the typed text kept, nothing changed.
+    page.get_by_label("Description").fill("x" * 8193)
+    page.get_by_role("button", name="Save description").click()
+    expect(page.get_by_role("alert")).to_contain_text("8192")
+    assert api.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "new words"
+
+
+def test_nothing_secret_is_rendered(signed_in: Any, server: ConsoleServer, tenant: Tenant) -> None:
+    page, api = signed_in, server.kms(tenant)
+    key_id = api.create_key()["KeyMetadata"]["KeyId"]
+    for path in ("/keys", f"/keys/{key_id}", "/usage", "/products"):
+        page.goto(server.console + path)
+        html = page.content()
+        assert tenant.secret_access_key not in html, path
+        assert "PRIVATE KEY" not in html, path

@@ -156,6 +156,7 @@ def test_frozen_account_signs_in_and_sees_why(page: Any, server: ConsoleServer) 
     page.get_by_label("Secret access key").fill(t.secret_access_key)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Your account is frozen")).to_be_visible()
+    expect(page.get_by_text(f"account {t.account_id} is frozen")).to_be_visible()  # the service's reason
     for path in ("/keys", "/usage", "/products"):
         r = page.goto(server.console + path)
         assert r.status == 403
