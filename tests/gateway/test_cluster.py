@@ -229,3 +229,197 @@ def test_a_key_disabled_on_one_node_is_refused_by_the_other(cluster: Cluster) ->
             assert time.monotonic() < deadline, "node b never heard that the alias moved"
             time.sleep(0.01)
         assert other in b.encrypt(KeyId=alias, Plaintext=b"x")["KeyId"]
+
+
+# Another node of the cluster, 31 days later: its scheduler pass destroys what is due.
+_LATER_NODE = """
+import json, sys
+from datetime import timedelta
+from pathlib import Path
+from kms_core.embedded import KmsConfig, open_kms
+from kms_core.keystore.hsm import HsmConfig
+from kms_core.models import utcnow
+from kms_core.scheduler import Scheduler
+cfg = json.loads(sys.argv[1])
+later = utcnow() + timedelta(days=31)
+kms = open_kms(KmsConfig(data_dir=Path(cfg["data_dir"]), db_url=cfg["db_url"], root_key="hsm",
+                         hsm=HsmConfig(cfg["module"], cfg["token"], cfg["pin"]), clock=lambda: later))
+report = Scheduler(kms, lease_clock=lambda: later).run_once()
+kms.close()
+print(json.dumps({"destroyed": sorted(report.destroyed), "errors": [str(e) for e in report.errors]}))
+"""
+
+# A fresh process (SoftHSM2 reads the token when the library starts): every label on the token.
+_TOKEN_LABELS = """
+import json, sys
+import pkcs11
+lib = pkcs11.lib(sys.argv[1])
+with lib.get_token(token_label=sys.argv[2]).open(user_pin=sys.argv[3]) as s:
+    print(json.dumps(sorted({o[pkcs11.Attribute.LABEL] for o in s.get_objects()})))
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_a_destroyed_hsm_key_is_gone_from_the_one_token(cluster: Cluster) -> None:
+    import json
+
+    from kms_core.keystore.softhsm import find_softhsm_module
+
+    a, b = (n.kms() for n in cluster.nodes[:2])
+    key = a.create_key(Origin="AWS_CLOUDHSM")["KeyMetadata"]["KeyId"]
+    blob = b.encrypt(KeyId=key, Plaintext=b"doomed")["CiphertextBlob"]
+    pin = cluster.pin_file.read_text().strip()
+    module = find_softhsm_module()
+    before = set(json.loads(_python(_TOKEN_LABELS, module, cluster.token, pin)))
+    b.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+    report = json.loads(_python(_LATER_NODE, json.dumps({
+        "data_dir": str(cluster.root / "later"), "db_url": cluster.db_url, "module": module,
+        "token": cluster.token, "pin": pin})))
+    assert report["errors"] == [] and key in report["destroyed"]
+    after = set(json.loads(_python(_TOKEN_LABELS, module, cluster.token, pin)))
+    gone = before - after
+    assert len(gone) == 1 and gone.pop().startswith("ssegw-key-")  # its one version's object
+    for node in (a, b):
+        assert _refused(lambda n=node: n.decrypt(CiphertextBlob=blob)) == "NotFoundException"
+
+
+_HAPROXY_CFG = """
+global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+    default-server inter 200ms fall 1 rise 2
+frontend s3
+    bind 127.0.0.1:{s3}
+    default_backend s3_nodes
+frontend kms
+    bind 127.0.0.1:{kms}
+    default_backend kms_nodes
+backend s3_nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{s3_servers}
+backend kms_nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{kms_servers}
+"""
+
+
+@dataclass
+class _Outcome:
+    started: float
+    ok: bool
+    what: str
+
+
+def test_behind_haproxy_a_killed_node_loses_only_its_requests_in_flight(cluster: Cluster) -> None:
+    # Last in this module: it kills node 0 and restarts it.
+    import hashlib
+    import shutil
+
+    haproxy_bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    s3_port, kms_port = _free_port(), _free_port()
+    nodes = cluster.nodes[:2]
+    cfg = cluster.root / "haproxy.cfg"
+    cfg.write_text(_HAPROXY_CFG.format(
+        s3=s3_port, kms=kms_port,
+        s3_servers="\n".join(f"    server n{i} 127.0.0.1:{n.s3_port} check" for i, n in enumerate(nodes)),
+        kms_servers="\n".join(f"    server n{i} 127.0.0.1:{n.kms_port} check" for i, n in enumerate(nodes)),
+    ))
+    lb = subprocess.Popen([haproxy_bin, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        access, secret = nodes[0].credentials()
+        cfg_boto = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="cn-east-1",
+                          aws_access_key_id=access, aws_secret_access_key=secret, config=cfg_boto)
+        kms = boto3.client("kms", endpoint_url=f"http://127.0.0.1:{kms_port}", region_name="cn-east-1",
+                           aws_access_key_id=access, aws_secret_access_key=secret, config=cfg_boto)
+        deadline = time.monotonic() + 60
+        while True:  # haproxy up, both nodes checked
+            try:
+                s3.create_bucket(Bucket="through-lb")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, lb.stderr.read() if lb.poll() is not None else ""
+                time.sleep(0.1)
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+
+        acknowledged: dict[str, str] = {}
+        outcomes: list[_Outcome] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def worker(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                if i % 2:
+                    name, data = f"w{n}/{i}", os.urandom(1024 * (1 + i % 48))
+                    try:
+                        s3.put_object(Bucket="through-lb", Key=name, Body=data)
+                        with lock:
+                            acknowledged[name] = hashlib.sha256(data).hexdigest()
+                        outcomes.append(_Outcome(started, True, "put"))
+                    except Exception as exc:  # noqa: BLE001 - recorded, judged below
+                        outcomes.append(_Outcome(started, False, f"put {name}: {exc!r}"))
+                else:
+                    try:
+                        blob = kms.encrypt(KeyId=key_id, Plaintext=b"p%d" % i)["CiphertextBlob"]
+                        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"p%d" % i
+                        outcomes.append(_Outcome(started, True, "kms"))
+                    except Exception as exc:  # noqa: BLE001
+                        outcomes.append(_Outcome(started, False, f"kms: {exc!r}"))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        killed_at = time.monotonic()
+        assert nodes[0].proc is not None
+        nodes[0].proc.kill()  # kill -9
+        nodes[0].proc.wait()
+        time.sleep(3.0)
+        stop.set()
+        for t in threads:
+            t.join(120)
+
+        after = [o for o in outcomes if o.started > killed_at]
+        assert after and all(o.ok for o in after), [o.what for o in after if not o.ok]
+        failed_in_flight = [o for o in outcomes if not o.ok]
+        assert len(failed_in_flight) <= len(threads)  # at most one request in flight per client
+        assert len(acknowledged) > 10
+        for name, digest in acknowledged.items():  # every acknowledged PUT, byte for byte
+            body = s3.get_object(Bucket="through-lb", Key=name)["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == digest, name
+
+        # The killed node rejoins on restart and serves again, directly and through HAProxy.
+        nodes[0].start()
+        nodes[0].wait_ready()
+        blob = nodes[0].kms().encrypt(KeyId=key_id, Plaintext=b"back")["CiphertextBlob"]
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"back"
+        assert httpx_get(f"{nodes[0].s3_url}/readyz") == 200
+    finally:
+        lb.terminate()
+        lb.wait(10)
+
+
+def httpx_get(url: str) -> int:
+    import httpx
+
+    return httpx.get(url, timeout=10).status_code
