@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -55,7 +55,7 @@ MOTO_KEY = ("ssegw-backend", "ssegw-backend-secret")
 class DemoCredentials:
     account_id: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
 
 
 def ensure_demo_account(kms: Kms) -> DemoCredentials:

@@ -7,7 +7,7 @@ or aws-chunked with chunk signatures or checksum trailers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from gateway.s3.aws_chunked import SIGNED, UNSIGNED_TRAILER, ChunkSigning
@@ -37,7 +37,7 @@ _S3_CODES = {
 @dataclass(frozen=True)
 class Authenticated:
     caller: Caller
-    secret: str
+    secret: str = field(repr=False)  # the account's SigV4 secret: never in a log line
     payload: str  # a hex SHA-256, UNSIGNED-PAYLOAD, or one of the STREAMING-* forms
     chunk_signing: ChunkSigning | None
 
