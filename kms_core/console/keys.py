@@ -67,13 +67,13 @@ def _filtered(keys: list[KeyMetadata], state: str, spec: str, q: str) -> list[Ke
 
 async def key_list(console: Console, request: Request, session: SignedIn, form: dict[str, Any]) -> Response:
     service, caller = console.kms.service, console.caller(session)
-    error, status, values = None, 200, {}
+    error, status, values, error_code = None, 200, {}, None
     if request.method == "POST":
         values = {k: str(v) for k, v in form.items() if isinstance(v, str) and k != "csrf"}
         try:
             made = await in_thread(_create, service, caller, values)
         except (KmsError, _FormError) as e:
-            error, status = e.message, 400
+            error, status, error_code = e.message, 400, getattr(e, "code", None)
         else:
             return redirect(f"{PREFIX}/keys/{made.key_id}?done=created")
     params = request.query_params
@@ -83,7 +83,7 @@ async def key_list(console: Console, request: Request, session: SignedIn, form: 
         request, "keys.html", status, session, keys=_filtered(keys, state, spec, q), total=len(keys),
         state=state, spec=spec, q=q, states=[s.value for s in KeyState], specs=[s.value for s in KeySpec],
         open_dialog="create" if error or params.get("dialog") == "create" else None,
-        error=error, values=values, done=params.get("done"), **_create_choices(),
+        error=error, error_code=error_code, values=values, done=params.get("done"), **_create_choices(),
     )
 
 
@@ -230,12 +230,12 @@ async def key_action(console: Console, request: Request, session: SignedIn, form
     except NotFound as e:
         if action.startswith("alias") and "alias" in e.message:
             return await key_detail(console, request, session, form, status=400, error=e.message,
-                                    open_dialog=action, values=text)
+                                    error_code=e.code, open_dialog=action, values=text)
         return console.not_found(request, session)
     except (KmsError, _FormError) as e:
         # The dialog again, with what was typed and the service's reason.
         return await key_detail(console, request, session, form, status=400, error=e.message,
-                                open_dialog=action, values=text)
+                                error_code=getattr(e, "code", None), open_dialog=action, values=text)
     if isinstance(result, ImportParameters):
         return await key_detail(console, request, session, form, open_dialog="import-parameters",
                                 import_params=_import_downloads(result))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,9 +170,6 @@ async def form_data(request: Request) -> dict[str, Any]:
 def csrf_ok(session: SignedIn, form: dict[str, Any]) -> bool:
     value = form.get("csrf")
     return isinstance(value, str) and same_token(value, session.csrf)
-
-
-Handler = Callable[[Request, SignedIn], Awaitable[Response]]
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
