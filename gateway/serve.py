@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -108,6 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "caller's own credentials) instead of the in-process one")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    p.add_argument("--console-idle-minutes", type=float, default=30.0,
+                   help="web console sessions end after this long without a request (default 30)")
     p.add_argument("--allow-sse-c-over-http", action="store_true",
                    help="accept SSE-C (customer-provided keys) on plain HTTP too; AWS refuses it, and so "
                         "do we by default: only for test rigs on loopback")
@@ -277,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
                     allow_sse_c_over_http=args.allow_sse_c_over_http)
     domains = tuple(args.s3_domain or ["localhost"])
     console = create_console(kms, pools=_served_regions(args), secure_cookies=bool(args.tls_cert),
+                             idle_timeout=timedelta(minutes=args.console_idle_minutes),
                              products=ProxyProductEncryption(proxy, _secrets(kms)))
     if args.access_log:
         _log_requests()
