@@ -29,7 +29,7 @@ class ProxyProductEncryption:
 
     async def list_buckets(self, caller: Caller) -> list[BucketSetting]:
         try:
-            owned = await self._proxy.owned_buckets(caller.account_id)
+            owned = await self._proxy.owned_buckets(self._auth(caller))
         except BackendListError as e:
             raise ProductSettingError(str(e)) from None
         out = []

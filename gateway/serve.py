@@ -200,7 +200,7 @@ def _secrets(kms: Kms) -> Callable[[str], str]:
 
 def _kms_clients(kms: Kms, kms_url: str | None, ca: str | None) -> Callable[[Authenticated], KmsClient]:
     if kms_url is None:
-        return lambda auth: InProcessKmsClient(kms.service, auth.caller)
+        return lambda auth: InProcessKmsClient(kms.service, auth.caller, kms.buckets, kms.accounts.is_frozen)
     remote: dict[str, HttpKmsClient] = {}
 
     def client(auth: Authenticated) -> KmsClient:
@@ -288,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
     servers = [
         (_server(OpsMiddleware(create_kms_app(kms, console), "kms", checks, kms_operation), args),
          [_listen(args.host, args.kms_port)]),
-        (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains), "s3", checks,
+        (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains,
+                                             frozen=kms.accounts.is_frozen), "s3", checks,
                                s3_operation), args),
          [_listen(args.host, args.s3_port)]),
     ]

@@ -6,10 +6,12 @@ process; the HTTP client (same methods, same errors) lets a gateway node use a r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kms_core.buckets import BucketClaims
+from kms_core.errors import AccountFrozen, UnsupportedOperation
 from kms_core.service import KmsService
 from kms_core.types import Caller, KeyMetadata
 
@@ -52,11 +54,30 @@ class KmsClient(Protocol):
     def describe_key(self, key: str) -> KeyMetadata:
         ...
 
+    # S3 bucket ownership (kms_core.buckets), claimed in the KMS database all gateway nodes share.
+    def claim_bucket(self, bucket: str) -> str:
+        """"created", "yours", "taken" or "busy" (see kms_core.buckets.Claim)."""
+        ...
+
+    def bucket_access(self, bucket: str) -> str:
+        """"mine", "other" or "none"."""
+        ...
+
+    def release_bucket(self, bucket: str) -> bool:
+        ...
+
+    def owned_buckets(self) -> list[str]:
+        """The bucket names the caller owns."""
+        ...
+
 
 class InProcessKmsClient:
-    def __init__(self, service: KmsService, caller: Caller) -> None:
+    def __init__(self, service: KmsService, caller: Caller, buckets: BucketClaims | None = None,
+                 frozen: Callable[[str], bool] | None = None) -> None:
         self._service = service
         self.caller = caller
+        self._buckets = buckets
+        self._frozen = frozen
 
     def _key_id(self, product: str, key: str | None) -> str:
         return key if key else self._service.default_key(self.caller, product).id
@@ -91,3 +112,22 @@ class InProcessKmsClient:
 
     def describe_key(self, key: str) -> KeyMetadata:
         return self._service.describe_key(self.caller, key)
+
+    def _claims(self) -> BucketClaims:
+        if self._buckets is None:
+            raise UnsupportedOperation("this KMS client was made without bucket claims")
+        if self._frozen is not None and self._frozen(self.caller.account_id):
+            raise AccountFrozen(f"account {self.caller.account_id} is frozen")
+        return self._buckets
+
+    def claim_bucket(self, bucket: str) -> str:
+        return self._claims().claim(self.caller.account_id, bucket).value
+
+    def bucket_access(self, bucket: str) -> str:
+        return self._claims().access(self.caller.account_id, bucket).value
+
+    def release_bucket(self, bucket: str) -> bool:
+        return self._claims().release(self.caller.account_id, bucket)
+
+    def owned_buckets(self) -> list[str]:
+        return self._claims().owned(self.caller.account_id)

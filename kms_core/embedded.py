@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from kms_core.accounts import AccountService
 from kms_core.audit import AuditLog
+from kms_core.buckets import BucketClaims
 from kms_core.changes import ChangeFeed
 from kms_core.db import make_engine
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
@@ -63,6 +64,7 @@ class Kms:
     meter: Meter
     audit: AuditLog
     changes: ChangeFeed
+    buckets: BucketClaims
     flusher: Flusher | None = None
 
     def start_background(self, flush_interval: float = 1.0) -> None:
@@ -122,4 +124,4 @@ def open_kms(config: KmsConfig) -> Kms:
     )
     changes.subscribe(service.on_change)
     changes.subscribe(accounts.on_change)
-    return Kms(config, engine, service, accounts, observer, meter, audit, changes)
+    return Kms(config, engine, service, accounts, observer, meter, audit, changes, BucketClaims(engine))

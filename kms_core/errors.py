@@ -152,6 +152,13 @@ class SignatureDoesNotMatch(KmsError):
     http_status = 403
 
 
+class InvalidMarker(InvalidParameter):
+    """A paging marker that no page of this listing handed out."""
+
+    code = "InvalidMarker"
+    aws_code = "InvalidMarkerException"
+
+
 class UnknownOperation(KmsError):
     code = "UnknownOperation"
     aws_code = "UnknownOperationException"

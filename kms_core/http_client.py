@@ -139,5 +139,17 @@ class HttpKmsClient:
     def describe_key(self, key: str) -> KeyMetadata:
         return parse_key_metadata(self.call("describeKey", {"cmkUuid": key}))
 
+    def claim_bucket(self, bucket: str) -> str:
+        return str(self.call("claimBucket", {"bucket": bucket})["claim"])
+
+    def bucket_access(self, bucket: str) -> str:
+        return str(self.call("bucketAccess", {"bucket": bucket})["access"])
+
+    def release_bucket(self, bucket: str) -> bool:
+        return bool(self.call("releaseBucket", {"bucket": bucket})["released"])
+
+    def owned_buckets(self) -> list[str]:
+        return [str(b) for b in self.call("listBucketClaims", {})["buckets"]]
+
     def close(self) -> None:
         self._pool.clear()

@@ -163,3 +163,18 @@ class RootKeyRecord(SQLModel, table=True):
     sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     hsm_label: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class BucketClaim(SQLModel, table=True):
+    """Which account owns an S3 bucket name, for every gateway node at once.
+
+    The bucket name is the primary key, so of two nodes inserting one name at the same moment
+    exactly one insert commits. A deleted bucket keeps its row (`released_at`) for a while, so a
+    node still holding the old owner in its cache cannot write into the name's next owner.
+    """
+
+    __tablename__ = "bucket_claim"
+    bucket: str = Field(primary_key=True, max_length=63)
+    account_id: str = Field(index=True, max_length=32)
+    claimed_at: datetime = Field(default_factory=utcnow)
+    released_at: datetime | None = None

@@ -33,6 +33,7 @@ from kms_core.errors import (
     AlreadyExists,
     InvalidCiphertext,
     InvalidKeyUsage,
+    InvalidMarker,
     InvalidParameter,
     InvalidState,
     KeyUnavailable,
@@ -83,6 +84,17 @@ def default_alias(product: str) -> str:
 
 
 _RESERVED_ALIASES = frozenset(default_alias(p) for p in PRODUCTS)
+
+
+def _key_marker(marker: str) -> str:
+    """A ListKeys marker is the last key id of the page before (any key id keeps its place)."""
+    try:
+        ok = str(uuid.UUID(marker)) == marker
+    except (ValueError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise InvalidMarker(f"the marker {marker!r} was not handed out by ListKeys")
+    return marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +455,7 @@ class KmsService(LifecycleOps, AsymmetricOps):
             q = select(Key).where(Key.account_id == caller.account_id, Key.region == caller.region,
                                   col(Key.destroyed_at).is_(None))
             if marker:
-                q = q.where(col(Key.id) > marker)
+                q = q.where(col(Key.id) > _key_marker(marker))
             keys = s.exec(q.order_by(col(Key.id)).limit(limit + 1)).all()
             page, more = keys[:limit], len(keys) > limit
             names: dict[str, list[str]] = {k.id: [] for k in page}
@@ -578,6 +590,10 @@ class KmsService(LifecycleOps, AsymmetricOps):
                 Alias.account_id == caller.account_id, Alias.region == caller.region
             )
             if marker:
+                # The marker is the last alias of the page before: it must be one of this
+                # account's (an invented marker would silently answer an empty or shifted page).
+                if s.exec(q.where(col(Alias.name) == marker)).first() is None:
+                    raise InvalidMarker(f"the marker {marker!r} was not handed out by ListAliases")
                 q = q.where(col(Alias.name) > marker)
             rows = s.exec(q.order_by(col(Alias.name)).limit(limit + 1)).all()
         page = [_to_alias(r) for r in rows[:limit]]

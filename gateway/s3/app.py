@@ -7,17 +7,21 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import request_response
+from starlette.types import Receive, Scope, Send
 
 from gateway.s3 import routing
 from gateway.s3.auth import authenticate
 from gateway.s3.backend import BackendError
+from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error
+from gateway.s3.names import check_key
 from gateway.s3.proxy import Reply, S3Proxy, S3Request
 from kms_core.sigv4 import UnknownAccessKey
 
@@ -65,9 +69,64 @@ def handlers(proxy: S3Proxy) -> dict[str, Operation]:
     }
 
 
+def _client_disconnect(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # the disconnect may come wrapped (the backend upload reading our body)
+        if seen is None:
+            return False
+        if isinstance(seen, ClientDisconnect):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# Set in a request's task when its streamed answer was broken off on purpose; uvicorn then
+# reports "ASGI callable returned without completing response", which our own line already says.
+_BROKEN_OFF: ContextVar[bool] = ContextVar("ssegw_s3_broken_off", default=False)
+
+
+class _BrokenOffNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_BROKEN_OFF.get() and "without completing response" in record.getMessage())
+
+
+logging.getLogger("uvicorn.error").addFilter(_BrokenOffNotice())
+
+
+class BrokenOffStream(Response):
+    """A streamed answer that, when its body fails midway (an object that fails authentication
+    past the first package, a backend that breaks off), stops without completing the response:
+    the client sees the connection close short of Content-Length, never a clean end, and the log
+    gets one line saying which request and what happened instead of an ASGI traceback."""
+
+    def __init__(self, body: AsyncIterator[bytes], status: int, headers: dict[str, str],
+                 request_id: str) -> None:
+        super().__init__(None, status, headers)
+        self.body_iterator = body
+        self.request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        sent = 0
+        try:
+            async for piece in self.body_iterator:
+                sent += len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        except (ObjectCorrupt, S3Error, BackendError) as e:
+            what = ("the stored object failed authentication" if isinstance(e, ObjectCorrupt | S3Error)
+                    else "the backend broke off")
+            _BROKEN_OFF.set(True)
+            log.warning("request %s: %s after %d bytes were sent; connection broken off (%s)",
+                        self.request_id, what, sent, e)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def create_app(proxy: S3Proxy, credentials: Credentials, *,
-               domains: tuple[str, ...] = ("localhost",)) -> Starlette:
-    """`credentials(access_key_id)` → (account id, secret), UnknownAccessKey if unknown."""
+               domains: tuple[str, ...] = ("localhost",),
+               frozen: Callable[[str], bool] | None = None) -> Starlette:
+    """`credentials(access_key_id)` → (account id, secret), UnknownAccessKey if unknown;
+    `frozen(account id)` says whether the account is frozen (then every call is refused)."""
     ops = handlers(proxy)
 
     async def handle(request: Request) -> Response:
@@ -86,10 +145,20 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
         try:
             auth = authenticate(method=method, raw_path=raw_path, raw_query=raw_query,
                                 headers=headers, credentials=credentials)
+            if frozen is not None and frozen(auth.caller.account_id):
+                raise S3Error("AccessDenied", "The account is frozen: every request is refused until "
+                              "an operator thaws it.", 403)
+            if key is not None:
+                check_key(key)
             op = ops[routing.resolve(method, routing.level_of(bucket, key), query, headers).operation]
             reply = await op(S3Request(method, bucket, key, query, headers, auth, request.stream(),
                                        request_id, secure=request.url.scheme == "https"))
         except Exception as exc:
+            if _client_disconnect(exc):
+                # Nobody is left to answer: one line, no traceback, not a failed request of ours.
+                log.info("request %s: the client disconnected before sending the whole body (%s %s)",
+                         request_id, method, path)
+                return Response(b"", 400, {"connection": "close"})
             if isinstance(exc, S3Error):
                 e = exc
             elif isinstance(exc, BackendError):
@@ -116,15 +185,16 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
                     resp.headers["content-length"] = out_headers["content-length"]
                 return resp
             return Response(reply.body, reply.status, out_headers)
-        return StreamingResponse(reply.body, reply.status, out_headers)
+        return BrokenOffStream(reply.body, reply.status, out_headers, request_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
         await proxy.backend.close()  # this server's loop's backend connections
 
-    # Every method reaches `handle`, so that even OPTIONS or PATCH get S3's XML answer
+    # Every path and method goes to `handle`, so each answer is S3's XML: no route pattern that
+    # a key with a newline (%0a) fails to match, and even OPTIONS or PATCH get S3's answer
     # (routing.resolve: 405 MethodNotAllowed), never starlette's plain-text one.
-    methods = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT"]
-    return Starlette(routes=[Route("/", handle, methods=methods),
-                             Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)
+    app = Starlette(routes=[], lifespan=lifespan)
+    app.router.default = request_response(handle)
+    return app

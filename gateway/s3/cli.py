@@ -1,6 +1,7 @@
 """`ssegw s3 ...`: object-storage commands run against the S3 proxy.
 
     ssegw s3 rewrap --bucket B [--prefix P] [--to-key KEY]
+    ssegw s3 assign-bucket BUCKET ACCOUNT [--data-dir D | --db-url U]   (operators)
 
 Talks to the proxy as the bucket owner (SSEGW_ACCESS_KEY_ID / SSEGW_SECRET_ACCESS_KEY, or the
 AWS_* variables), so it needs neither backend credentials nor the KMS's data directory, and
@@ -20,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from kms_core.cli import add_store_options, open_from_args
 from kms_core.embedded import DEFAULT_REGION
 
 
@@ -42,6 +44,26 @@ def register(sub: Any) -> None:
     p.add_argument("--ca-bundle", help="CA certificate to verify an HTTPS proxy")
     p.add_argument("--concurrency", type=int, default=8, help="objects in flight (default 8)")
     p.set_defaults(handler=_rewrap)
+    a = s3_sub.add_parser(
+        "assign-bucket", help="give a backend bucket to an account (operators)",
+        description="Record ACCOUNT as the owner of BUCKET in the KMS database every gateway shares. "
+                    "A bucket made in the backend without the proxy is nobody's (unreachable "
+                    "through the proxy) until assigned; assigning an owned bucket moves it.")
+    a.add_argument("bucket")
+    a.add_argument("account", help="account id or name")
+    add_store_options(a)
+    a.set_defaults(handler=_assign_bucket)
+
+
+def _assign_bucket(args: argparse.Namespace) -> Any:
+    kms = open_from_args(args)
+    try:
+        account = kms.accounts.resolve(args.account)
+        previous = kms.buckets.owner(args.bucket)
+        kms.buckets.assign(args.bucket, account.account_id)
+    finally:
+        kms.close()
+    return {"bucket": args.bucket, "accountId": account.account_id, "previousOwner": previous}
 
 
 def _client(args: argparse.Namespace) -> Any:

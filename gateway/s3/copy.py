@@ -69,7 +69,7 @@ class Copier:
         bucket, _, key = unquote(path).lstrip("/").partition("/")
         if not bucket or not key:
             raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
-        await self.proxy.buckets.check_owner(bucket, req.auth.caller.account_id)
+        await self.proxy.buckets.check(bucket, req.auth)
         stored = await self.proxy.reader.stat(bucket, key, version_id=version_id)
         if stored is None:
             raise no_such_key(bucket, key)

@@ -34,6 +34,7 @@ from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, from_backend, invalid_argument, no_such_key
 from gateway.s3.keycache import DEFAULT_TTL
+from gateway.s3.names import check_bucket_name, check_metadata
 from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
 from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged
@@ -120,7 +121,7 @@ class S3Proxy:
         self.backend = backend
         # As AWS: customer keys only over TLS, unless a test rig on loopback says otherwise.
         self.allow_sse_c_over_http = allow_sse_c_over_http
-        self.buckets = Buckets(backend)
+        self.buckets = Buckets(backend, kms_for)
         self.keys = ObjectKeys(kms_for, key_cache_ttl)
         self.reader = Reader(backend)
         self.uploads = Uploads(self)
@@ -137,7 +138,7 @@ class S3Proxy:
 
     async def _owned(self, req: S3Request) -> BucketInfo:
         assert req.bucket is not None
-        return await self.buckets.check_owner(req.bucket, req.auth.caller.account_id)
+        return await self.buckets.check(req.bucket, req.auth)
 
     owned = _owned
 
@@ -155,8 +156,8 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ buckets
 
-    async def owned_buckets(self, account_id: str) -> list[tuple[str, str, BucketInfo]]:
-        """(name, creation date, info) of every backend bucket this account owns.
+    async def owned_buckets(self, auth: Authenticated) -> list[tuple[str, str, BucketInfo]]:
+        """(name, creation date, info) of every backend bucket the caller owns.
 
         Raises BackendListError when the backend refuses to list."""
         r = await self.backend.send("GET")
@@ -165,13 +166,15 @@ class S3Proxy:
         root = ET.fromstring(r.content)
         names = [(b.findtext(f"{{{S3_NS}}}Name") or "", b.findtext(f"{{{S3_NS}}}CreationDate") or "")
                  for b in root.iter(f"{{{S3_NS}}}Bucket")]
-        infos = await asyncio.gather(*(self.buckets.info(n) for n, _ in names), return_exceptions=True)
-        return [(n, d, info) for (n, d), info in zip(names, infos, strict=True)
-                if isinstance(info, BucketInfo) and info.owner == account_id]
+        owned = await self.buckets.owned_among([n for n, _ in names], auth)
+        mine = [(n, d) for n, d in names if n in owned]
+        infos = await asyncio.gather(*(self.buckets.info(n) for n, _ in mine), return_exceptions=True)
+        return [(n, d, info) for (n, d), info in zip(mine, infos, strict=True)
+                if isinstance(info, BucketInfo)]
 
     async def list_buckets(self, req: S3Request) -> Reply:
         try:
-            owned = await self.owned_buckets(req.auth.caller.account_id)
+            owned = await self.owned_buckets(req.auth)
         except BackendListError as e:
             return await self._backend_error(e.response)
         mine = [(n, d) for n, d, _ in owned]
@@ -187,21 +190,11 @@ class S3Proxy:
         assert req.bucket is not None
         if req.bucket == self.state_bucket:
             raise S3Error("BucketAlreadyExists", "The requested bucket name is not available.", 409, f"/{req.bucket}")
+        check_bucket_name(req.bucket)
         check_acl_headers(req.headers, req.auth.caller.account_id)
         # A LocationConstraint is the client's region, not the backend's: checked, not forwarded.
         xml_bodies.create_bucket(await self.buffered_body(req, xml_bodies.SMALL_LIMIT))
-        r = await self.backend.send("PUT", req.bucket)
-        if r.status_code not in (200, 409):
-            return await self._backend_error(r)
-        self.buckets.forget(req.bucket)
-        info = await self.buckets.info(req.bucket)
-        if info.owner == req.auth.caller.account_id:
-            raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named "
-                          "bucket succeeded and you already own it.", 409, f"/{req.bucket}")
-        if info.owner is not None or r.status_code == 409:
-            raise S3Error("BucketAlreadyExists", "The requested bucket name is not available.",
-                          409, f"/{req.bucket}")
-        await self.buckets.write(req.bucket, req.auth.caller.account_id, None)
+        await self.buckets.create(req.bucket, req.auth)
         return Reply(200, {"location": f"/{req.bucket}"})
 
     async def head_bucket(self, req: S3Request) -> Reply:
@@ -221,6 +214,7 @@ class S3Proxy:
         self.buckets.forget(req.bucket)
         if r.status_code != 204:
             return await self._backend_error(r)
+        await self.buckets.release(req.bucket, req.auth)
         return Reply(204)
 
     async def put_bucket_encryption(self, req: S3Request) -> Reply:
@@ -234,14 +228,14 @@ class S3Proxy:
                                     rule: xml_bodies.EncryptionRule) -> None:
         """A bucket's default encryption, checked and written: PutBucketEncryption and the
         console's product-encryption page both come here."""
-        await self.buckets.check_owner(bucket, auth.caller.account_id)
+        await self.buckets.check(bucket, auth)
         if rule.kms_key:
             await self.keys.spec(auth, rule.kms_key)  # the key must exist and be the caller's
         await self.buckets.write(bucket, auth.caller.account_id,
                                  BucketEncryption(rule.sse, rule.kms_key, rule.bucket_key))
 
     async def remove_bucket_encryption(self, auth: Authenticated, bucket: str) -> None:
-        await self.buckets.check_owner(bucket, auth.caller.account_id)
+        await self.buckets.check(bucket, auth)
         await self.buckets.write(bucket, auth.caller.account_id, None)
 
     async def get_bucket_encryption(self, req: S3Request) -> Reply:
@@ -519,6 +513,7 @@ class S3Proxy:
 
     def put_headers(self, req: S3Request) -> dict[str, str]:
         """The client's metadata and standard headers to store with a new object."""
+        check_metadata(req.headers)
         out = {}
         for name, value in req.headers.items():
             if name.startswith("x-amz-meta-"):

@@ -12,7 +12,7 @@ from typing import Any
 
 from kms_core import wire
 from kms_core.embedded import Kms
-from kms_core.errors import InvalidParameter, KmsError
+from kms_core.errors import AccountFrozen, InvalidParameter, KmsError
 from kms_core.http.params import Params
 from kms_core.types import Caller
 
@@ -175,6 +175,26 @@ LIFECYCLE_OPERATIONS: dict[str, Handler] = {
 }
 
 
+def _unfrozen(k: Kms, c: Caller) -> Caller:
+    if k.accounts.is_frozen(c.account_id):
+        raise AccountFrozen(f"account {c.account_id} is frozen")
+    return c
+
+
+def _bucket(k: Kms, c: Caller, p: Params) -> str:
+    _unfrozen(k, c)
+    return str(p.str("bucket"))
+
+
+# S3 bucket ownership (kms_core.buckets), for gateway nodes; a tenant learns only mine/other/none.
+BUCKET_OPERATIONS: dict[str, Handler] = {
+    "claimBucket": lambda k, c, p: {"claim": k.buckets.claim(c.account_id, _bucket(k, c, p)).value},
+    "bucketAccess": lambda k, c, p: {"access": k.buckets.access(c.account_id, _bucket(k, c, p)).value},
+    "releaseBucket": lambda k, c, p: {"released": k.buckets.release(c.account_id, _bucket(k, c, p))},
+    "listBucketClaims": lambda k, c, p: {"buckets": k.buckets.owned(_unfrozen(k, c).account_id)},
+}
+
+
 def get_usage(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
     month = p.str("month", False)
     if month is not None and not (len(month) == 7 and month[4] == "-" and month.replace("-", "").isdigit()):
@@ -238,6 +258,7 @@ OPERATIONS: dict[str, Handler] = {
     "listAuditEvents": list_audit_events,
     **ASYMMETRIC_OPERATIONS,
     **LIFECYCLE_OPERATIONS,
+    **BUCKET_OPERATIONS,
 }
 
 

@@ -23,7 +23,10 @@ import boto3
 import pytest
 import urllib3
 import uvicorn
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
@@ -106,7 +109,7 @@ def _run(app: Any, port: int, cert: tuple[Path, Path] | None) -> uvicorn.Server:
 def s3(kms: Kms, moto_url: str, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
     backend = Backend(BackendConfig(moto_url, *BACKEND_KEY))
     proxy = S3Proxy(backend, _kms_clients(kms, None, None))
-    app = create_app(proxy, _credentials(kms))
+    app = create_app(proxy, _credentials(kms), frozen=kms.accounts.is_frozen)
     tls_port, http_port = free_port(), free_port()
     servers = [_run(app, tls_port, tls_cert), _run(app, http_port, None)]
     direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
@@ -176,3 +179,20 @@ def outcome(fn: Any, **kwargs: Any) -> tuple[int, str | None, dict[str, Any]]:
         return (e.response["ResponseMetadata"]["HTTPStatusCode"], e.response.get("Error", {}).get("Code"),
                 dict(e.response))
     return r["ResponseMetadata"]["HTTPStatusCode"], None, r
+
+
+def signed(t: Tenant, method: str, url: str, body: bytes = b"",
+           headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers of a request signed over `body` (payload hash included), as boto3 would send
+    them: tests alter them afterwards, as an attacker replaying a captured request would."""
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    S3SigV4Auth(BotoCredentials(t.access_key_id, t.secret_access_key), "s3", "cn-east-1").add_auth(req)
+    return dict(req.headers.items())
+
+
+def presigned(t: Tenant, method: str, url: str, headers: dict[str, str] | None = None) -> str:
+    """A presigned URL for `url` signing `headers` too (botocore's S3 query signer)."""
+    req = AWSRequest(method=method, url=url, headers=dict(headers or {}))
+    S3SigV4QueryAuth(BotoCredentials(t.access_key_id, t.secret_access_key), "s3", "cn-east-1",
+                     expires=300).add_auth(req)
+    return str(req.url)

@@ -13,29 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.gateway.s3.conftest import S3Stack, Tenant, bucket_name
-
-REGION = "cn-east-1"
-
-
-def signed(t: Tenant, method: str, url: str, body: bytes = b"",
-           headers: dict[str, str] | None = None) -> dict[str, str]:
-    """Headers of a request signed over `body` (payload hash included), as boto3 would send."""
-    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
-    S3SigV4Auth(Credentials(t.access_key_id, t.secret_access_key), "s3", REGION).add_auth(req)
-    return dict(req.headers.items())
-
-
-def presigned(t: Tenant, method: str, url: str, headers: dict[str, str] | None = None) -> str:
-    req = AWSRequest(method=method, url=url, headers=dict(headers or {}))
-    S3SigV4QueryAuth(Credentials(t.access_key_id, t.secret_access_key), "s3", REGION,
-                     expires=300).add_auth(req)
-    return str(req.url)
+from tests.gateway.s3.conftest import S3Stack, Tenant, bucket_name, presigned, signed
 
 
 def error_code(r: httpx.Response) -> str:

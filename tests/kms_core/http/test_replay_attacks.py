@@ -70,3 +70,23 @@ def test_deeply_nested_json_is_a_client_error(kms_server: KmsServer) -> None:
         r = httpx.post(kms_server.url + "/", content=body, headers=signed(kms_server, alice, body, headers))
         assert r.status_code == 400, r.text
         assert r.json()["__type"] != "KMSInternalException"
+
+
+def test_invented_paging_markers_are_errors(kms_server: KmsServer) -> None:
+    from botocore.exceptions import ClientError
+
+    kms: Any = kms_server.boto(kms_server.tenant("alice"))
+    for _ in range(3):
+        kms.create_alias(AliasName=f"alias/a{_}", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    page = kms.list_keys(Limit=1)
+    assert page["Truncated"] and len(kms.list_keys(Marker=page["NextMarker"])["Keys"]) == 2
+    aliases = kms.list_aliases(Limit=1)
+    assert aliases["Truncated"] and kms.list_aliases(Marker=aliases["NextMarker"])["Aliases"]
+    for call in (lambda: kms.list_keys(Marker="garbage"), lambda: kms.list_aliases(Marker="garbage")):
+        try:
+            call()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "InvalidMarkerException"
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        else:
+            raise AssertionError("an invented marker answered a page")
