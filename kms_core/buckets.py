@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -104,14 +104,17 @@ class BucketClaims:
                 .order_by(col(BucketClaim.bucket)))
             return list(rows)
 
-    def release(self, account_id: str, bucket: str) -> bool:
-        """Give the name up (its bucket was deleted); False if the caller did not own it."""
+    def release(self, account_id: str, bucket: str, *, hold: bool = True) -> bool:
+        """Give the name up; False if the caller did not own it. `hold`: its bucket existed and
+        was deleted, so the name is kept from other accounts for REUSE_DELAY. Without: the claim
+        was a mistake (nothing was made under it, the backend already had the bucket) and goes."""
         with Session(self._engine) as s:
-            result = s.execute(
-                update(BucketClaim)
-                .where(col(BucketClaim.bucket) == bucket, col(BucketClaim.account_id) == account_id,
-                       col(BucketClaim.released_at).is_(None))
-                .values(released_at=self._clock()))
+            owned = (col(BucketClaim.bucket) == bucket, col(BucketClaim.account_id) == account_id,
+                     col(BucketClaim.released_at).is_(None))
+            if hold:
+                result = s.execute(update(BucketClaim).where(*owned).values(released_at=self._clock()))
+            else:
+                result = s.execute(delete(BucketClaim).where(*owned))
             s.commit()
             return bool(getattr(result, "rowcount", 0) == 1)
 

@@ -63,7 +63,8 @@ class KmsClient(Protocol):
         """"mine", "other" or "none"."""
         ...
 
-    def release_bucket(self, bucket: str) -> bool:
+    def release_bucket(self, bucket: str, hold: bool = True) -> bool:
+        """Give the name up (`hold`: kept from other accounts a while; else the claim goes)."""
         ...
 
     def owned_buckets(self) -> list[str]:
@@ -126,8 +127,8 @@ class InProcessKmsClient:
     def bucket_access(self, bucket: str) -> str:
         return self._claims().access(self.caller.account_id, bucket).value
 
-    def release_bucket(self, bucket: str) -> bool:
-        return self._claims().release(self.caller.account_id, bucket)
+    def release_bucket(self, bucket: str, hold: bool = True) -> bool:
+        return self._claims().release(self.caller.account_id, bucket, hold=hold)
 
     def owned_buckets(self) -> list[str]:
         return self._claims().owned(self.caller.account_id)

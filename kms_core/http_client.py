@@ -145,8 +145,8 @@ class HttpKmsClient:
     def bucket_access(self, bucket: str) -> str:
         return str(self.call("bucketAccess", {"bucket": bucket})["access"])
 
-    def release_bucket(self, bucket: str) -> bool:
-        return bool(self.call("releaseBucket", {"bucket": bucket})["released"])
+    def release_bucket(self, bucket: str, hold: bool = True) -> bool:
+        return bool(self.call("releaseBucket", {"bucket": bucket, "hold": hold})["released"])
 
     def owned_buckets(self) -> list[str]:
         return [str(b) for b in self.call("listBucketClaims", {})["buckets"]]

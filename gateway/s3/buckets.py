@@ -159,15 +159,15 @@ class Buckets:
             info = await self.info(bucket)
             if info.owner == account:
                 raise already_yours(bucket)
-            await self._kms(auth, lambda c: c.release_bucket(bucket))
+            await self._kms(auth, lambda c: c.release_bucket(bucket, hold=False))
             raise bucket_exists_error(bucket)
         try:
             r = await self._backend.send("PUT", bucket)
         except BackendError:
-            await self._kms(auth, lambda c: c.release_bucket(bucket))
+            await self._kms(auth, lambda c: c.release_bucket(bucket, hold=False))
             raise
         if r.status_code != 200:
-            await self._kms(auth, lambda c: c.release_bucket(bucket))
+            await self._kms(auth, lambda c: c.release_bucket(bucket, hold=False))
             raise S3Error("ServiceUnavailable", f"the backend answered {r.status_code} creating the bucket", 503)
         await self.write(bucket, account, None)
         await self._remember(bucket, account, True)

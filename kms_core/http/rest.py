@@ -190,7 +190,8 @@ def _bucket(k: Kms, c: Caller, p: Params) -> str:
 BUCKET_OPERATIONS: dict[str, Handler] = {
     "claimBucket": lambda k, c, p: {"claim": k.buckets.claim(c.account_id, _bucket(k, c, p)).value},
     "bucketAccess": lambda k, c, p: {"access": k.buckets.access(c.account_id, _bucket(k, c, p)).value},
-    "releaseBucket": lambda k, c, p: {"released": k.buckets.release(c.account_id, _bucket(k, c, p))},
+    "releaseBucket": lambda k, c, p: {"released": k.buckets.release(
+        c.account_id, _bucket(k, c, p), hold=p.bool("hold", True))},
     "listBucketClaims": lambda k, c, p: {"buckets": k.buckets.owned(_unfrozen(k, c).account_id)},
 }
 

@@ -29,6 +29,9 @@ def test_claim_lifecycle(kms: Any) -> None:
     now[0] += timedelta(seconds=31)
     assert claims.claim(bob, "pics") is Claim.CREATED
     assert claims.owner("pics") == bob
+    assert claims.claim(alice, "mistake") is Claim.CREATED
+    assert claims.release(alice, "mistake", hold=False) is True  # gone, not held
+    assert claims.claim(bob, "mistake") is Claim.CREATED
     claims.assign("pics", alice)
     assert claims.owner("pics") == alice
     with pytest.raises(NotFound):

@@ -37,7 +37,7 @@ from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
 from kms_core.sigv4 import sign_headers
 from kms_core.types import Caller
-from tests.kms_core.http.conftest import free_port
+from tests.kms_core.http.conftest import free_port, kms_server  # noqa: F401 (kms_server: a fixture for tests here)
 
 BACKEND_KEY = ("backend-key", "backend-secret")
 
