@@ -3,8 +3,11 @@
 The bucket name is the primary key, so of two nodes claiming one name exactly one insert
 commits (kms_core/buckets.py).
 
-Revision ID: 0002
-Revises: 0001
+It also joins the two branches that grew from 0001 at the same time (0002, the root key;
+0002_console, console sessions), so the schema has one head again.
+
+Revision ID: 0003
+Revises: 0002, 0002_console
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = ("0002", "0002_console")
 branch_labels = None
 depends_on = None
 
