@@ -28,7 +28,10 @@ def _error_classes() -> dict[str, type[KmsError]]:
     todo: list[type[KmsError]] = [KmsError]
     while todo:
         cls = todo.pop()
-        found.setdefault(cls.code, cls)
+        # Classes elsewhere may reuse a code (node_options.OptionError is an InvalidParameter
+        # too): the reply names the service's class, the one kms_core.errors defines.
+        if cls.code not in found or cls.__module__ == "kms_core.errors":
+            found[cls.code] = cls
         todo.extend(cls.__subclasses__())
     return found
 
