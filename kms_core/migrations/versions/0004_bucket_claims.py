@@ -3,11 +3,8 @@
 The bucket name is the primary key, so of two nodes claiming one name exactly one insert
 commits (kms_core/buckets.py).
 
-It also joins the two branches that grew from 0001 at the same time (0002, the root key;
-0002_console, console sessions), so the schema has one head again.
-
-Revision ID: 0003
-Revises: 0002, 0002_console
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -15,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = ("0002", "0002_console")
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
