@@ -114,6 +114,24 @@ def test_schedule_and_cancel_deletion(signed_in: Any, server: ConsoleServer, ten
     assert api.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] in ("Disabled", "Enabled")
 
 
+def test_deletion_from_the_lists_operations_column(signed_in: Any, server: ConsoleServer,
+                                                   tenant: Tenant) -> None:
+    # The guide's 3.2.7: "在右侧操作列选择更多>计划删除密钥", and cancelling there too.
+    page, api = signed_in, server.kms(tenant)
+    key_id = api.create_key()["KeyMetadata"]["KeyId"]
+    page.goto(f"{server.console}/keys")
+    page.get_by_role("link", name=f"Schedule deletion {key_id}").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Waiting period (days)").fill("10")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("button", name="Cancel deletion")).to_be_visible()
+    assert api.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    page.goto(f"{server.console}/keys")
+    page.get_by_role("button", name=f"Cancel deletion {key_id}").click()
+    expect(page.get_by_role("status")).to_be_visible()
+    assert api.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] != "PendingDeletion"
+
+
 def _download(page: Any, scope: Any, name: str, tmp: Path) -> bytes:
     with page.expect_download() as info:
         scope.get_by_role("link", name=name).or_(scope.get_by_role("button", name=name)).first.click()
