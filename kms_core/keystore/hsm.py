@@ -8,11 +8,15 @@ that never leaves the token, and unwrap it only in memory for the operation.
 PKCS#11 sessions must not be shared between threads, so each thread gets its own session; the
 token login is per application, so only the first session presents the PIN.
 
-Object handles are never kept between calls: every node of a cluster uses the same HSM, and
-another process may create or destroy an object at any time. Each use finds its object by label;
-one that is not found is looked for once more after a moment (SoftHSM2 notices objects written
-by other processes when it re-reads its token directory, which a half-written object can miss)
-before the key is reported missing.
+Every node of a cluster uses the same HSM, and another process may create or destroy an object
+at any time. An object is found by label on first use in a thread; one that is not found is
+looked for once more after a moment (SoftHSM2 notices objects written by other processes when it
+re-reads its token directory, which a half-written object can miss) before the key is reported
+missing, and a miss is never remembered. The handle found is kept for the thread's next calls,
+because a find costs SoftHSM2 ~100 times the AES-GCM call (it checks every object file of the
+token), but the HSM checks it on every use: once another process destroyed the object, the call
+fails with ObjectHandleInvalid (seen with SoftHSM2), and the key is then found again, or reported
+missing, and the call tried once more. So a destroyed key is never used from a kept handle.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
 
 
 class Hsm:
-    """A logged-in token with per-thread sessions; objects are found by label on every use."""
+    """A logged-in token with per-thread sessions and per-thread, use-checked object handles."""
 
     def __init__(self, config: HsmConfig) -> None:
         self.config = config
@@ -142,18 +146,34 @@ class Hsm:
         raise KeyUnavailable(f"key object {label!r} is not in the HSM")
 
     def secret_key(self, label: str) -> Any:
-        return self.find_key(ObjectClass.SECRET_KEY, label)
+        return self.key_handle(ObjectClass.SECRET_KEY, label)
+
+    def key_handle(self, object_class: ObjectClass, label: str) -> Any:
+        """This thread's handle of the object, found on first use (see the module docstring)."""
+        handles: dict[tuple[ObjectClass, str], Any] | None = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+        key = handles.get((object_class, label))
+        if key is None:
+            key = handles[(object_class, label)] = self.find_key(object_class, label)
+        return key
 
     def with_key(self, object_class: ObjectClass, label: str, use: Callable[[Any], _T]) -> _T:
-        """Find the object and use it; a handle gone stale in between is found again, once."""
-        key = self.find_key(object_class, label)
+        """Use the object; a handle gone stale (destroyed elsewhere) is found again, once."""
+        key = self.key_handle(object_class, label)
         try:
             with _CALL_LOCK:
                 return use(key)
         except _STALE_HANDLE:
-            key = self.find_key(object_class, label)
+            self.forget_handle(label)
+            key = self.key_handle(object_class, label)
             with _CALL_LOCK:
                 return use(key)
+
+    def forget_handle(self, label: str) -> None:
+        handles: dict[tuple[ObjectClass, str], Any] = getattr(self._local, "handles", {})
+        for ck in [ck for ck in handles if ck[1] == label]:
+            handles.pop(ck, None)
 
     def generate_aes(self, label: str) -> None:
         with _pkcs11_errors():
@@ -192,6 +212,7 @@ class Hsm:
             # Every object with the label: an AES key, or both halves of an RSA key pair.
             for obj in list(self.session().get_objects({Attribute.LABEL: label})):
                 obj.destroy()
+        self.forget_handle(label)
 
     def run(self, fn: Callable[[], _T], decrypting: bool = False) -> _T:
         with _pkcs11_errors(decrypting):

@@ -28,7 +28,8 @@ OpenSSL's SM2 (`kms_core.sm2_engine`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -50,6 +51,8 @@ from kms_core.keystore import asymmetric_aad
 from kms_core.rsa_oaep import OaepDecodeError, oaep_decode
 from kms_core.sm2_engine import default_engine
 from kms_core.specs import KeySpec, KeyUsage
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from kms_core.keystore.hsm import Hsm, HsmRootSealer
@@ -73,26 +76,26 @@ class HsmRsaPrivate:
         # method at all, so say it clearly here.
         self._usage = usage
 
-    def _key(self) -> Any:
-        # Found on every use, never kept: another node may have made or destroyed it.
-        return self._hsm.find_key(ObjectClass.PRIVATE_KEY, self._label)
+    def _use(self, op: Callable[[Any], _T], decrypting: bool = False) -> _T:
+        # Through Hsm.with_key: a handle gone stale (the key destroyed or re-made by another
+        # node) is found again once before the call fails.
+        return self._hsm.run(
+            lambda: self._hsm.with_key(ObjectClass.PRIVATE_KEY, self._label, op), decrypting)
 
     def modulus(self) -> int:
-        key = self._key()
-        return int.from_bytes(self._hsm.run(lambda: key[Attribute.MODULUS]), "big")
+        return int.from_bytes(self._use(lambda key: key[Attribute.MODULUS]), "big")
 
     def sign(self, alg: SigningAlgorithm, digest: bytes) -> bytes:
         if self._usage is not KeyUsage.SIGN_VERIFY:
             raise InvalidKeyUsage("this HSM key may only decrypt")
-        key = self._key()
         if alg is SigningAlgorithm.RSASSA_PSS_SHA_256:
             params = (Mechanism.SHA256, MGF.SHA256, PSS_SALT_LEN)
-            out: bytes = self._hsm.run(
-                lambda: key.sign(digest, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=params)
+            out: bytes = self._use(
+                lambda key: key.sign(digest, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=params)
             )
         else:
             data = pkcs1_digest_info(digest)
-            out = self._hsm.run(lambda: key.sign(data, mechanism=Mechanism.RSA_PKCS))
+            out = self._use(lambda key: key.sign(data, mechanism=Mechanism.RSA_PKCS))
         return out
 
     def decrypt(self, alg: EncryptionAlgorithm, ciphertext: bytes) -> bytes:
@@ -100,18 +103,17 @@ class HsmRsaPrivate:
             raise InvalidKeyUsage("this HSM key may only sign")
         if len(ciphertext) != RSA_BYTES:
             raise InvalidCiphertext()
-        key = self._key()
         if alg is EncryptionAlgorithm.RSAES_OAEP_SHA_1:
             params = (Mechanism.SHA_1, MGF.SHA1, None)
-            out: bytes = self._hsm.run(
-                lambda: key.decrypt(
+            out: bytes = self._use(
+                lambda key: key.decrypt(
                     ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params
                 ),
                 decrypting=True,
             )
             return out
-        raw: bytes = self._hsm.run(
-            lambda: key.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509), decrypting=True
+        raw: bytes = self._use(
+            lambda key: key.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509), decrypting=True
         )
         try:
             return oaep_decode(raw.rjust(RSA_BYTES, b"\x00"), RSA_BYTES, hashes.SHA256())

@@ -95,3 +95,39 @@ def _count_keys(cfg: HsmConfig) -> int:
     token = pkcs11.lib(cfg.module).get_token(token_label=cfg.token_label)
     with token.open(rw=False) as s:
         return len(list(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})))
+
+
+_OTHER_PROCESS = """
+import sys
+from kms_core.keystore.hsm import Hsm, HsmConfig
+hsm = Hsm(HsmConfig(sys.argv[1], sys.argv[2], sys.argv[3]))
+if sys.argv[4] == "make":
+    hsm.generate_aes(sys.argv[5])
+else:
+    hsm.destroy(sys.argv[5])
+"""
+
+
+def _other_process(hsm_config: HsmConfig, action: str, label: str) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, hsm_config.module, hsm_config.token_label,
+                    hsm_config.pin, action, label], check=True, cwd=root,
+                   env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_hsm_objects_of_other_processes_are_found_and_their_destruction_seen(
+        hsm_config: HsmConfig) -> None:
+    store = HsmKeyStore(hsm_config)
+    version = str(uuid.uuid4())
+    label = f"ssegw-key-{version}"
+    _other_process(hsm_config, "make", label)  # another node makes the key...
+    aead = store.open_symmetric(KeySpec.AES_256, version, b"\x01" + label.encode())
+    nonce = os.urandom(12)
+    sealed = aead.encrypt(nonce, b"cross-process", b"ad")  # ...found on first use here
+    assert aead.decrypt(nonce, sealed, b"ad") == b"cross-process"
+    _other_process(hsm_config, "destroy", label)  # ...and destroyed by another node:
+    with pytest.raises(KmsError, match="not in the HSM"):  # the kept handle is not used
+        aead.decrypt(nonce, sealed, b"ad")
