@@ -159,6 +159,12 @@ class Copier:
                 return await self._result(req, src, meta, "stale")
         new = dataclasses.replace(meta, sealed_key=resealed.sealed, kms_key_id=resealed.key_id, sse=enc.sse,
                                   context=enc.context if meta.bucket_key_salt is None else None)
+        if new.version == envelope.FORMAT_VERSION_3:
+            # The MAC binds the sealed key, CMK and name: it is made anew for the copy (the
+            # data key itself does not change, so neither do the sealed bytes).
+            data_key = await self.proxy.open_key(req.auth, src)
+            assert data_key is not None
+            new = new.signed(data_key, req.bucket, req.key)
         headers.update(new.encode())
         assert src.layout is not None
         etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
@@ -178,6 +184,7 @@ class Copier:
         wrapped, record = sse_c.bind(enc.customer, data_key, req.bucket, req.key)
         new = dataclasses.replace(meta, sealed_key=wrapped, kms_key_id="", sse=sse_c.SSE, md5=None, context=None,
                                   bucket_key_salt=None, customer=record.encode())
+        new = new.signed(data_key, req.bucket, req.key)  # v3: the MAC binds the new fields and name
         headers.update(new.encode())
         assert src.layout is not None
         etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
@@ -255,7 +262,8 @@ class Copier:
         assert req.bucket is not None and req.key is not None
         ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
-        sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce))
+        sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce,
+                                                        version=envelope.FORMAT_VERSION_3))
         src_key = await self.proxy.open_key(req.auth, src, self.proxy.customer_key(req, copy_source=True))
         size = src.size
         plain = await self.proxy.reader.plaintext(src, src_key, 0, size)
@@ -270,12 +278,13 @@ class Copier:
                 sealed.append(sealer.finish())
                 new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse,
                                  None if ok.customer else md5.hexdigest(), enc.context, bucket_key_salt=ok.salt,
-                                 customer=ok.customer)
+                                 customer=ok.customer).signed(ok.plaintext, req.bucket, req.key)
                 headers.update(new.encode())
                 r = await self.backend.send("PUT", req.bucket, req.key, headers=headers, body=b"".join(sealed))
             else:
                 new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, None,
-                                 enc.context, bucket_key_salt=ok.salt, customer=ok.customer)
+                                 enc.context, bucket_key_salt=ok.salt, customer=ok.customer).signed(
+                                     ok.plaintext, req.bucket, req.key)
                 headers.update(new.encode())
                 r = await self.backend.send("PUT", req.bucket, req.key, headers=headers,
                                             body=sealed_stream(plain, sealer))

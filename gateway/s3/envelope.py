@@ -25,28 +25,54 @@ and are still written for plain single PUTs) adds:
 - `ssegw-ssec: <record>`, an SSE-C object: the sealed key is the data key wrapped under the
   customer's key and the record proves which key that is (`sse_c.py`); no KMS key is involved,
   so `ssegw-kms-key` is absent.
+
+Format version 3 (every object written since; v1 and v2 objects still read) closes what
+storage access could do to v1/v2 objects:
+
+- Packages carry `ssegw/obj/v3` in their AAD, so a v3 object relabelled v1/v2 fails.
+- Each multipart part (UploadPart or UploadPartCopy) starts with a 16-byte random salt (its
+  *header*); the part's key and base nonce are HKDF(data key, salt, part number) (`part_key`).
+  v2 sealed a part number sent twice under the same key and nonces (giving away the XOR of the
+  plaintexts and the GCM authentication key); now no (key, nonce) pair is ever used twice.
+- `ssegw-mac`: an HMAC over every other `ssegw-*` field and the object's bucket and name,
+  under a key derived from the data key (`ObjectMeta.signed`/`verify`). Readers open the data
+  key, check the MAC, and only then trust a size, ETag MD5, algorithm, context or layout.
+- A multipart object's metadata is fixed at CreateMultipartUpload, before its parts exist. At
+  completion the proxy reads back each part's salt, adds `ssegw-size` (plaintext total),
+  `ssegw-layout` (sealed part sizes, run-length coded) and `ssegw-parts` (SHA-256 of the salts
+  in order) and the MAC, and has the backend copy the object onto itself with that metadata
+  (uploads.py `_seal_layout`). Readers take the layout from there: dropping, duplicating,
+  reordering, cutting or extending parts, or swapping in an older upload of a part number,
+  fails before a byte is served. The manifest is kept in the object itself (not a hidden
+  second object) so that the object stays one atomic thing for the backend and no proxy node
+  keeps state; the price is one backend-side copy per completed upload.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 FORMAT_VERSION = "1"
 FORMAT_VERSION_2 = "2"
-KNOWN_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2)
+FORMAT_VERSION_3 = "3"
+KNOWN_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2, FORMAT_VERSION_3)
 SALT = 16
+PART_HEADER = 16  # v3: the random salt a part's sealed stream starts with
 MAX_PART = 10_000  # part numbers 1..MAX_PART
 MAX_PART_SIZE = 5 * 1024**3  # plaintext bytes in one part, as S3
 _HKDF_INFO = b"ssegw/obj/bucket-key/v2"
@@ -55,6 +81,9 @@ TAG = 16
 SEALED_PACKAGE = PACKAGE + TAG
 NONCE = 12
 _AAD_PREFIX = b"ssegw/obj/v1"
+_AAD_PREFIX_V3 = b"ssegw/obj/v3"
+_PART_KEY_INFO = b"ssegw/obj/v3/part/"
+_META_MAC_INFO = b"ssegw/obj/v3/meta"
 META_PREFIX = "x-amz-meta-ssegw"
 
 
@@ -127,19 +156,23 @@ class _Sm4Gcm:
 class PackageCipher:
     """Seals and opens the packages of one object part."""
 
-    def __init__(self, algorithm: Algorithm, key: bytes, base_nonce: bytes, part: int = 0) -> None:
+    def __init__(self, algorithm: Algorithm, key: bytes, base_nonce: bytes, part: int = 0,
+                 version: str = FORMAT_VERSION) -> None:
         if len(key) != algorithm.key_len or len(base_nonce) != NONCE:
             raise ValueError("wrong key or nonce length for the object format")
         self._aead: AESGCM | _Sm4Gcm = AESGCM(key) if algorithm is Algorithm.AES_256_GCM else _Sm4Gcm(key)
         self._prefix = base_nonce[:4]
         self._counter = int.from_bytes(base_nonce[4:], "big")
         self._part = part
+        # v3 packages carry another AAD prefix, so a v3 object relabelled as v1/v2 (to drop
+        # its metadata MAC) fails authentication instead of reading with forged metadata.
+        self._aad_prefix = _AAD_PREFIX_V3 if version == FORMAT_VERSION_3 else _AAD_PREFIX
 
     def _nonce(self, seq: int) -> bytes:
         return self._prefix + (self._counter ^ seq).to_bytes(8, "big")
 
     def _aad(self, seq: int, final: bool) -> bytes:
-        return _AAD_PREFIX + struct.pack(">IQB", self._part, seq, final)
+        return self._aad_prefix + struct.pack(">IQB", self._part, seq, final)
 
     def seal(self, seq: int, data: bytes, final: bool) -> bytes:
         return self._aead.encrypt(self._nonce(seq), data, self._aad(seq, final))
@@ -242,7 +275,7 @@ class ObjectMeta:
     algorithm: Algorithm
     sealed_key: bytes = field(repr=False)
     base_nonce: bytes
-    size: int | None  # plaintext size; None for multipart objects (it follows from the parts)
+    size: int | None  # plaintext size; None for multipart objects before completion (v1/v2: always)
     kms_key_id: str
     sse: str  # what the client asked for: "aws:kms" or "AES256"
     md5: str | None = None  # plaintext MD5 (objects buffered before upload)
@@ -250,10 +283,21 @@ class ObjectMeta:
     multipart: bool = False
     bucket_key_salt: bytes | None = None  # set: sealed_key is a bucket key, see derive_key
     customer: str | None = None  # SSE-C: the key record (sse_c.py); sealed_key is wrapped by the customer key
+    format: str = FORMAT_VERSION_3  # what new objects are written as; decode keeps the stored one
+    layout: tuple[int, ...] | None = None  # v3 multipart, completed: each part's sealed size
+    parts_digest: bytes | None = None  # v3 multipart, completed: SHA-256 of the parts' salts
+    mac: bytes | None = field(default=None, repr=False)  # v3: see `signed`
 
     @property
     def version(self) -> str:
+        if self.format == FORMAT_VERSION_3:
+            return FORMAT_VERSION_3
         return FORMAT_VERSION_2 if self.multipart or self.bucket_key_salt or self.customer else FORMAT_VERSION
+
+    @property
+    def complete(self) -> bool:
+        """A v3 multipart object whose layout was sealed at completion (or any other object)."""
+        return not (self.version == FORMAT_VERSION_3 and self.multipart and self.layout is None)
 
     def encode(self) -> dict[str, str]:
         out = {
@@ -278,7 +322,53 @@ class ObjectMeta:
             out[f"{META_PREFIX}-mp"] = "1"
         if self.bucket_key_salt:
             out[f"{META_PREFIX}-bk"] = base64.b64encode(self.bucket_key_salt).decode()
+        if self.layout is not None:
+            out[f"{META_PREFIX}-layout"] = encode_layout(self.layout)
+        if self.parts_digest is not None:
+            out[f"{META_PREFIX}-parts"] = base64.b64encode(self.parts_digest).decode()
+        if self.mac is not None:
+            out[f"{META_PREFIX}-mac"] = base64.b64encode(self.mac).decode()
         return out
+
+    # -------------------------------------------------------------- v3 metadata MAC
+
+    def _mac_input(self, bucket: str, key: str) -> bytes:
+        """Every field but the MAC, and the object's name, unambiguously encoded.
+
+        The name is bound so that an attacker with storage access cannot move an object
+        (bytes and metadata) onto another name: per-object keys are bound to it by the KMS
+        context already, bucket-key objects only by this MAC.
+        """
+        fields = sorted((k, v) for k, v in self.encode().items() if k != f"{META_PREFIX}-mac")
+        items = [_META_MAC_INFO, bucket.encode(), key.encode()]
+        items += [k.encode() + b"\0" + v.encode() for k, v in fields]
+        return b"".join(struct.pack(">I", len(x)) + x for x in items)
+
+    def _mac(self, data_key: bytes, bucket: str, key: str) -> bytes:
+        digest = hashes.SM3() if self.algorithm is Algorithm.SM4_GCM else hashes.SHA256()
+        mac_key = HKDF(digest, 32, None, _META_MAC_INFO).derive(data_key)
+        h = HMAC(mac_key, digest)
+        h.update(self._mac_input(bucket, key))
+        return h.finalize()
+
+    def signed(self, data_key: bytes, bucket: str, key: str) -> ObjectMeta:
+        """This metadata with its MAC (v3): every field the proxy relies on, bound to the
+        object's data key and name, so storage access cannot change sizes, ETag, layout,
+        algorithm or context without the read failing."""
+        if self.version != FORMAT_VERSION_3:
+            return self
+        return replace(self, mac=self._mac(data_key, bucket, key))
+
+    def verify(self, data_key: bytes, bucket: str, key: str) -> None:
+        """ObjectCorrupt unless the metadata is as the proxy wrote it for this name (v3);
+        v1/v2 objects carry no MAC and are taken as they are."""
+        if self.version != FORMAT_VERSION_3:
+            return
+        if self.mac is None or not self.complete:
+            raise ObjectCorrupt("the object's metadata is not authenticated (or its upload was "
+                                "never completed through the proxy)")
+        if not hmac.compare_digest(self.mac, self._mac(data_key, bucket, key)):
+            raise ObjectCorrupt("the object's metadata failed authentication")
 
     @staticmethod
     def decode(headers: Mapping[str, str]) -> ObjectMeta | None:
@@ -288,26 +378,36 @@ class ObjectMeta:
             return None
         if version not in KNOWN_VERSIONS:
             raise ObjectCorrupt(f"unknown object format version {version!r}")
+        v3 = version == FORMAT_VERSION_3
         try:
             ctx = headers.get(f"{META_PREFIX}-ctx")
-            multipart = version == FORMAT_VERSION_2 and headers.get(f"{META_PREFIX}-mp") == "1"
-            salt = headers.get(f"{META_PREFIX}-bk") if version == FORMAT_VERSION_2 else None
+            multipart = version != FORMAT_VERSION and headers.get(f"{META_PREFIX}-mp") == "1"
+            salt = headers.get(f"{META_PREFIX}-bk") if version != FORMAT_VERSION else None
             # Any version after 1 (a later one keeps the field as it is).
             customer = headers.get(f"{META_PREFIX}-ssec") if version != FORMAT_VERSION else None
+            size = headers.get(f"{META_PREFIX}-size")
+            layout = headers.get(f"{META_PREFIX}-layout") if v3 and multipart else None
+            digest = headers.get(f"{META_PREFIX}-parts") if v3 and multipart else None
+            mac = headers.get(f"{META_PREFIX}-mac") if v3 else None
             meta = ObjectMeta(
                 algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
                 sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),
                 base_nonce=base64.b64decode(headers[f"{META_PREFIX}-iv"], validate=True),
-                size=None if multipart else int(headers[f"{META_PREFIX}-size"]),
+                size=(None if multipart and (not v3 or size is None)
+                      else _size(headers[f"{META_PREFIX}-size"])),
                 kms_key_id=headers[f"{META_PREFIX}-kms-key"] if customer is None else "",
                 sse=headers[f"{META_PREFIX}-sse"],
                 md5=headers.get(f"{META_PREFIX}-md5"),
-                context=json.loads(base64.b64decode(ctx)) if ctx else None,
+                context=_context(ctx) if ctx else None,
                 multipart=multipart,
                 bucket_key_salt=base64.b64decode(salt, validate=True) if salt else None,
                 customer=customer,
+                format=FORMAT_VERSION_3 if v3 else FORMAT_VERSION,
+                layout=decode_layout(layout) if layout is not None else None,
+                parts_digest=base64.b64decode(digest, validate=True) if digest is not None else None,
+                mac=base64.b64decode(mac, validate=True) if mac is not None else None,
             )
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError, UnicodeError) as e:
             raise ObjectCorrupt(f"the object's envelope metadata is damaged ({e})") from None
         if meta.bucket_key_salt is not None and len(meta.bucket_key_salt) != SALT:
             raise ObjectCorrupt("the object's bucket-key salt has the wrong length")
@@ -316,7 +416,52 @@ class ObjectMeta:
         if meta.customer is not None and (meta.bucket_key_salt is not None
                                           or meta.algorithm is not Algorithm.AES_256_GCM):
             raise ObjectCorrupt("an SSE-C object has bucket-key or SM4 fields")
+        if (meta.layout is None) != (meta.parts_digest is None) or (meta.layout is not None and meta.size is None):
+            raise ObjectCorrupt("the object's layout metadata is incomplete")
         return meta
+
+
+def _size(text: str) -> int:
+    if not text.isdigit() or len(text) > 20:
+        raise ValueError("size is not a number")
+    return int(text)
+
+
+def _context(b64: str) -> dict[str, str]:
+    ctx = json.loads(base64.b64decode(b64, validate=True))
+    if not isinstance(ctx, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()):
+        raise ValueError("context is not a JSON object of strings")
+    return ctx
+
+
+MAX_LAYOUT_TEXT = 1024  # S3 keeps 2 KB of user metadata; the layout may take half
+
+
+def encode_layout(sealed: tuple[int, ...]) -> str:
+    """Sealed part sizes, run-length encoded: `size*count,size*count` (one run per distinct
+    stretch; clients use one part size, so this is one or two runs)."""
+    runs: list[list[int]] = []
+    for s in sealed:
+        if runs and runs[-1][0] == s:
+            runs[-1][1] += 1
+        else:
+            runs.append([s, 1])
+    return ",".join(f"{s}*{n}" for s, n in runs)
+
+
+def decode_layout(text: str) -> tuple[int, ...]:
+    if len(text) > MAX_LAYOUT_TEXT:
+        raise ValueError("layout too long")
+    out: list[int] = []
+    for run in text.split(","):
+        size, star, count = run.partition("*")
+        if not star:
+            raise ValueError("layout run without a count")
+        n = _size(count)
+        if not 1 <= n <= MAX_PART - len(out):
+            raise ValueError("layout has too many parts")
+        out.extend([_size(size)] * n)
+    return tuple(out)
 
 
 def part_nonce(base: bytes, part: int) -> bytes:
@@ -328,6 +473,33 @@ def part_nonce(base: bytes, part: int) -> bytes:
     if not 0 <= part <= MAX_PART or len(base) != NONCE:
         raise ValueError("part number or nonce out of range")
     return (int.from_bytes(base[:4], "big") ^ part).to_bytes(4, "big") + base[4:]
+
+
+def part_key(data_key: bytes, salt: bytes, part: int, algorithm: Algorithm) -> tuple[bytes, bytes]:
+    """v3: (key, base nonce) of one uploaded part, from the upload's data key and the part's salt.
+
+    Every UploadPart (and UploadPartCopy) draws a fresh random salt and writes it as the
+    first PART_HEADER bytes of the sealed part, so a part number sent twice is sealed under
+    two unrelated keys and nonces: (key, nonce) pairs never repeat, whatever the client
+    re-sends (v2 sealed a re-sent part under the same key and nonces, which gives away the XOR
+    of the plaintexts and the GCM authentication key). Part and package numbers stay in the
+    AAD, so packages still cannot move between parts or places.
+    """
+    if len(salt) != PART_HEADER or not 1 <= part <= MAX_PART:
+        raise ValueError("part salt or number out of range")
+    digest = hashes.SM3() if algorithm is Algorithm.SM4_GCM else hashes.SHA256()
+    info = _PART_KEY_INFO + algorithm.value.encode() + struct.pack(">I", part)
+    out = HKDF(digest, algorithm.key_len + NONCE, salt, info).derive(data_key)
+    return out[:algorithm.key_len], out[algorithm.key_len:]
+
+
+def new_part_salt() -> bytes:
+    return os.urandom(PART_HEADER)
+
+
+def parts_digest(salts: list[bytes]) -> bytes:
+    """What a completed v3 multipart object's metadata binds of its parts' salts (in order)."""
+    return hashlib.sha256(b"ssegw/obj/v3/parts" + b"".join(salts)).digest()
 
 
 def derive_key(bucket_key: bytes, salt: bytes, algorithm: Algorithm) -> bytes:

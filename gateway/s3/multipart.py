@@ -1,7 +1,10 @@
 """Multipart objects, pure: part layouts, plaintext ranges across parts, upload tokens.
 
-A multipart object is N independent package streams (envelope.py), part p sealed with
-`part_nonce(base, p)` and p in every package's AAD. The backend keeps the parts back to back
+A multipart object is N independent package streams (envelope.py), p in every package's AAD.
+Format v3 parts start with their salt (the *header*) and the object's layout is sealed into its
+metadata at completion (envelope.py, uploads.py): readers take it from there. What follows is
+how v2 objects (parts sealed with `part_nonce(base, p)`, layout nowhere) are still read.
+The backend keeps the parts back to back
 and remembers nothing we can put in metadata after the upload started, so the plaintext size
 and the place of a byte follow from the parts' sealed sizes (the *layout*). Readers learn it
 from the backend: HEAD with partNumber=1 gives part 1's size and the part count, HEAD with
@@ -29,6 +32,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.s3.envelope import (
+    FORMAT_VERSION_2,
+    FORMAT_VERSION_3,
     PACKAGE,
     Algorithm,
     ObjectCorrupt,
@@ -58,6 +63,7 @@ class Layout:
 
     sealed: tuple[int, ...]
     first: int = 1
+    header: int = 0  # bytes each part's sealed stream starts with (v3 parts: their salt)
     plain: tuple[int, ...] = field(init=False, repr=False)
     plain_offsets: tuple[int, ...] = field(init=False, repr=False)
     sealed_offsets: tuple[int, ...] = field(init=False, repr=False)
@@ -65,7 +71,9 @@ class Layout:
     def __post_init__(self) -> None:
         if not self.sealed:
             raise ObjectCorrupt("an object has at least one part")
-        plain = tuple(plain_size(s) for s in self.sealed)  # ObjectCorrupt for impossible sizes
+        if any(s < self.header for s in self.sealed):
+            raise ObjectCorrupt("a part is shorter than its header")
+        plain = tuple(plain_size(s - self.header) for s in self.sealed)  # ObjectCorrupt for impossible sizes
         po, so, p, s = [], [], 0, 0
         for ps, ss in zip(plain, self.sealed, strict=True):
             po.append(p)
@@ -128,6 +136,7 @@ class Segment:
     skip: int  # plaintext bytes to drop from the segment's first package
     length: int  # plaintext bytes wanted from the segment
     final: bool  # the segment ends with the part's final package
+    header: int = 0  # the segment starts with its part's header (v3), this long, checked and dropped
 
 
 def plan(layout: Layout, start: int, end: int) -> tuple[int, int, list[Segment]]:
@@ -137,10 +146,11 @@ def plan(layout: Layout, start: int, end: int) -> tuple[int, int, list[Segment]]
     request covers them all. An empty range (or an empty object) reads one final package: it
     is authenticated, so an empty body is as trustworthy as any other.
     """
+    h = layout.header
     if start == end:
         if layout.size == 0:
             # An empty object: read and authenticate its one empty final package.
-            return 0, layout.sealed[0], [Segment(layout.first, 0, 1, layout.sealed[0], 0, 0, True)]
+            return h, layout.sealed[0], [Segment(layout.first, 0, 1, layout.sealed[0] - h, 0, 0, True)]
         raise ValueError("empty range of a non-empty object")
     if not 0 <= start < end <= layout.size:
         raise ValueError("range outside the object")
@@ -152,11 +162,15 @@ def plan(layout: Layout, start: int, end: int) -> tuple[int, int, list[Segment]]
             continue
         sp = span(lo - off, hi - off, size)
         total = package_count(size)
+        base = layout.sealed_offsets[i] + h
+        # A segment after the first starts at its part's beginning, header included (the
+        # bytes lie back to back); the first one skips its header.
+        header = h if sealed_start >= 0 else 0
         if sealed_start < 0:
-            sealed_start = layout.sealed_offsets[i] + sp.sealed_start
-        sealed_end = layout.sealed_offsets[i] + sp.sealed_end
-        segs.append(Segment(layout.first + i, sp.first, total, sp.sealed_end - sp.sealed_start,
-                            sp.skip, sp.length, sp.last == total - 1))
+            sealed_start = base + sp.sealed_start
+        sealed_end = base + sp.sealed_end
+        segs.append(Segment(layout.first + i, sp.first, total, header + sp.sealed_end - sp.sealed_start,
+                            sp.skip, sp.length, sp.last == total - 1, header))
     return sealed_start, sealed_end, segs
 
 
@@ -167,14 +181,17 @@ class SegmentOpener:
     range here, so no further generator layer touches the bytes.
     """
 
-    def __init__(self, segments: list[Segment], cipher_for: Callable[[int], PackageCipher]) -> None:
+    def __init__(self, segments: list[Segment], cipher_for: Callable[[int], PackageCipher],
+                 header_for: Callable[[int], bytes] | None = None) -> None:
         self._segments = segments
         self._cipher_for = cipher_for
+        self._header_for = header_for
         self._index = -1
         self._opener: Opener | None = None
         self._left_sealed = 0
         self._skip = 0
         self._left = 0
+        self._header = b""  # the header bytes still expected at the front of the segment
         self._next()
 
     def _next(self) -> None:
@@ -183,6 +200,12 @@ class SegmentOpener:
             seg = self._segments[self._index]
             self._opener = Opener(self._cipher_for(seg.part), seg.first, seg.total)
             self._left_sealed, self._skip, self._left = seg.sealed_len, seg.skip, seg.length
+            if seg.header:
+                if self._header_for is None:
+                    raise ValueError("a segment with a part header needs header_for")
+                self._header = self._header_for(seg.part)
+                if len(self._header) != seg.header:
+                    raise ObjectCorrupt("a part header has the wrong length")
         else:
             self._opener = None
 
@@ -214,6 +237,13 @@ class SegmentOpener:
             take = data if len(data) <= self._left_sealed else data[: self._left_sealed]
             data = data[len(take):] if len(take) < len(data) else b""
             self._left_sealed -= len(take)
+            if self._header:
+                # The part's header as stored must be the one the object's metadata binds.
+                n = min(len(self._header), len(take))
+                if not hmac.compare_digest(bytes(take[:n]), self._header[:n]):
+                    raise ObjectCorrupt(f"part {self._segments[self._index].part} is not the part "
+                                        "the object was completed with")
+                self._header, take = self._header[n:], take[n:]
             for plain in self._opener.feed(take):
                 if self._skip or len(plain) > self._left:
                     plain = self._trim(plain)
@@ -247,6 +277,7 @@ class UploadToken:
     context: dict[str, str] | None = None
     bucket_key_salt: bytes | None = None
     customer: str | None = None  # SSE-C uploads: the key record (sse_c.py); sealed_key is customer-wrapped
+    format: str = FORMAT_VERSION_3  # how the parts are sealed: v3 (token version 2) or v2 (1)
 
     def _body(self) -> bytes:
         fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
@@ -256,7 +287,8 @@ class UploadToken:
                   self.bucket_key_salt or b""]
         if self.customer is not None:  # an 11th field only where used: older tokens stay valid
             fields.append(self.customer.encode())
-        return b"\x01" + b"".join(struct.pack(">H", len(f)) + f for f in fields)
+        version = b"\x02" if self.format == FORMAT_VERSION_3 else b"\x01"
+        return version + b"".join(struct.pack(">H", len(f)) + f for f in fields)
 
     def encode(self, data_key: bytes) -> str:
         body = self._body()
@@ -291,7 +323,7 @@ def decode_token(token: str) -> UploadToken:
         raw = _raw(token)
     except (ValueError, TypeError):
         raise ValueError("malformed upload token") from None
-    if len(raw) < 1 + _MAC or raw[0] != 1:
+    if len(raw) < 1 + _MAC or raw[0] not in (1, 2):
         raise ValueError("unknown upload token version")
     body, pos, fields = raw[:-_MAC], 1, []
     while pos < len(body):
@@ -310,6 +342,7 @@ def decode_token(token: str) -> UploadToken:
             context=json.loads(fields[8]) if fields[8] else None,
             bucket_key_salt=fields[9] or None,
             customer=fields[10].decode() if len(fields) == 11 else None,
+            format=FORMAT_VERSION_3 if raw[0] == 2 else FORMAT_VERSION_2,
         )
     except (UnicodeDecodeError, ValueError):
         raise ValueError("malformed upload token") from None

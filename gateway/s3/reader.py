@@ -80,6 +80,20 @@ def client_etag(meta: ObjectMeta | None, backend_etag: str) -> str:
     return f'"{bare}-1"'
 
 
+def _v3_layout(meta: ObjectMeta) -> Layout:
+    """A v3 multipart object's layout, from its metadata (bound by the metadata's MAC)."""
+    if meta.layout is None:
+        raise S3Error("InternalError", "The object's multipart upload was not completed through the "
+                      "proxy (its layout was never sealed); it is not served", 500)
+    try:
+        layout = Layout(meta.layout, first=1, header=envelope.PART_HEADER)
+    except ObjectCorrupt as e:
+        raise S3Error("InternalError", f"The object's parts do not fit the format: {e}", 500) from None
+    if layout.size != meta.size:
+        raise S3Error("InternalError", "The object's layout does not match its size", 500)
+    return layout
+
+
 def decode_meta(headers: Mapping[str, str]) -> ObjectMeta | None:
     try:
         return ObjectMeta.decode(headers)
@@ -95,6 +109,7 @@ class Reader:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._layouts: OrderedDict[tuple[str, str, str], Layout] = OrderedDict()
+        self._salts: OrderedDict[tuple[str, str, str], list[bytes]] = OrderedDict()
 
     def remember(self, bucket: str, key: str, etag: str, layout: Layout) -> None:
         self._layouts[(bucket, key, etag)] = layout
@@ -104,6 +119,7 @@ class Reader:
 
     def forget(self, bucket: str, key: str, etag: str) -> None:
         self._layouts.pop((bucket, key, etag), None)
+        self._salts.pop((bucket, key, etag), None)
 
     async def stat(self, bucket: str, key: str, r: BackendResponse | None = None,
                    headers: Mapping[str, str] | None = None, version_id: str | None = None) -> Stored | None:
@@ -123,7 +139,9 @@ class Reader:
         total = _stored_length(r)
         layout = None
         if meta is not None:
-            if meta.multipart:
+            if meta.version == envelope.FORMAT_VERSION_3 and meta.multipart:
+                layout = _v3_layout(meta)
+            elif meta.multipart:
                 layout = await self.layout(bucket, key, r.headers.get("etag", ""), total, version_id)
             else:
                 assert meta.size is not None
@@ -173,6 +191,54 @@ class Reader:
         self.remember(bucket, key, etag, layout)
         return layout
 
+    async def part_salts(self, bucket: str, key: str, etag: str, layout: Layout,
+                         version_id: str | None = None) -> list[bytes]:
+        """The headers (salts) of a v3 multipart object's parts, as stored: one small ranged
+        GET per part, cached by backend ETag like layouts (each node learns them once)."""
+        ck = (bucket, key, etag)
+        hit = self._salts.get(ck)
+        if hit is not None:
+            return hit
+        sem = asyncio.Semaphore(_PARTS_CONCURRENCY)
+        h = layout.header
+
+        async def one(offset: int) -> bytes:
+            async with sem:
+                headers = {"range": f"bytes={offset}-{offset + h - 1}"}
+                if etag:
+                    headers["if-match"] = etag
+                query = {"versionId": version_id} if version_id is not None else None
+                r = await self.backend.send("GET", bucket, key, headers=headers, query=query)
+                if r.status_code == 412:
+                    raise S3Error("InternalError", "The object changed while it was read; retry", 500)
+                if r.status_code != 206 or len(r.content) != h:
+                    raise S3Error("InternalError", f"the backend answered {r.status_code} reading a part header", 500)
+                return bytes(r.content)
+
+        salts = list(await asyncio.gather(*(one(o) for o in layout.sealed_offsets)))
+        self.remember_salts(bucket, key, etag, salts)
+        return salts
+
+    async def checked_salts(self, stored: Stored) -> list[bytes]:
+        """A v3 multipart object's part salts, once they match the digest its (MAC'd)
+        metadata holds: a part replaced by another upload of its number, or parts swapped,
+        is refused here, before any byte."""
+        assert stored.meta is not None and stored.layout is not None
+        salts = await self.part_salts(stored.bucket, stored.key, stored.backend_etag, stored.layout,
+                                      stored.version_id)
+        if envelope.parts_digest(salts) != stored.meta.parts_digest:
+            self.forget(stored.bucket, stored.key, stored.backend_etag)
+            raise damaged("its parts are not the ones it was completed with")
+        return salts
+
+    def remember_salts(self, bucket: str, key: str, etag: str, salts: list[bytes]) -> None:
+        # Not trusted for being cached: every read checks them against the metadata's digest.
+        ck = (bucket, key, etag)
+        self._salts[ck] = salts
+        self._salts.move_to_end(ck)
+        while len(self._salts) > _LAYOUT_CACHE // 10:
+            self._salts.popitem(last=False)
+
     async def _part_head(self, bucket: str, key: str, number: int, version_id: str | None) -> BackendResponse:
         query = {"partNumber": str(number)}
         if version_id is not None:
@@ -212,19 +278,29 @@ class Reader:
                 raise S3Error("InternalError", f"the backend answered {r.status_code} to GET", 500)
         meta = stored.meta
         ciphers: dict[int, PackageCipher] = {}
+        salts: list[bytes] = []
+        if meta.version == envelope.FORMAT_VERSION_3 and meta.multipart:
+            try:
+                salts = await self.checked_salts(stored)
+            except BaseException:
+                await r.aclose()
+                raise
 
         def cipher_for(part: int) -> PackageCipher:
             c = ciphers.get(part)
             if c is None:
                 try:
-                    c = ciphers[part] = PackageCipher(meta.algorithm, data_key,
-                                                      envelope.part_nonce(meta.base_nonce, part), part)
+                    if salts:
+                        key, nonce = envelope.part_key(data_key, salts[part - 1], part, meta.algorithm)
+                    else:
+                        key, nonce = data_key, envelope.part_nonce(meta.base_nonce, part)
+                    c = ciphers[part] = PackageCipher(meta.algorithm, key, nonce, part, version=meta.version)
                 except ValueError:
                     raise S3Error("InternalError", "The object's data key does not fit its format",
                                   500) from None
             return c
 
-        opener = SegmentOpener(segments, cipher_for)
+        opener = SegmentOpener(segments, cipher_for, lambda part: salts[part - 1])
         return _decrypted(r, opener)
 
     def _plain(self, stored: Stored, start: int, end: int, r: BackendResponse | None) -> AsyncIterator[bytes]:

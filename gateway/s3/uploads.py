@@ -13,6 +13,7 @@ those or ours, UploadPart needs ours (the data key travels in it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -129,7 +130,7 @@ class Uploads:
     def _meta(self, token: UploadToken) -> ObjectMeta:
         return ObjectMeta(token.algorithm, token.sealed_key, token.base_nonce, None, token.kms_key_id,
                           token.sse, None, token.context, multipart=True, bucket_key_salt=token.bucket_key_salt,
-                          customer=token.customer)
+                          customer=token.customer, format=token.format)
 
     def _sse_headers(self, req: S3Request, token: UploadToken) -> dict[str, str]:
         return self.proxy.sse_headers(req.auth, self._meta(token), self.proxy.customer_key(req))
@@ -191,14 +192,20 @@ class Uploads:
         from gateway.s3.proxy import backend_failure, sealed_stream
 
         assert req.bucket is not None and req.key is not None
-        cipher = envelope.PackageCipher(token.algorithm, data_key, envelope.part_nonce(token.base_nonce, number),
-                                        number)
+        v3 = token.format == envelope.FORMAT_VERSION_3
+        salt = envelope.new_part_salt() if v3 else b""
+        if v3:
+            key, nonce = envelope.part_key(data_key, salt, number, token.algorithm)
+        else:
+            key, nonce = data_key, envelope.part_nonce(token.base_nonce, number)
+        cipher = envelope.PackageCipher(token.algorithm, key, nonce, number, version=token.format)
         sealer = envelope.Sealer(cipher)
+        body = sealed_stream(stream, sealer, expected_md5, md5)
         try:
             return await self.backend.send(
                 "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
-                headers={"content-length": str(envelope.sealed_size(size))},
-                body=sealed_stream(stream, sealer, expected_md5, md5), crc32_trailer=True)
+                headers={"content-length": str(len(salt) + envelope.sealed_size(size))},
+                body=_prefixed(salt, body) if salt else body, crc32_trailer=True)
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
         except BackendError as e:
@@ -317,14 +324,22 @@ class Uploads:
             raise S3Error("InvalidPart", "This proxy completes uploads whose parts are numbered "
                           "1, 2, 3, ... without gaps", 400)
         sealed = tuple(have[n][0] for n in wanted)
+        # Uploads started before format v3 (their UploadId says so) have parts without a header.
+        v3 = token is None or token.format == envelope.FORMAT_VERSION_3
+        if v3 and customer is None and token is not None and token.customer is not None:
+            # The layout is sealed with the data key, which only the customer's key unwraps.
+            raise _ssec_key_needed()
         try:
-            layout = Layout(sealed)
+            layout = Layout(sealed, header=envelope.PART_HEADER if v3 else 0)
         except ObjectCorrupt:
             raise S3Error("InvalidPart", "A part is not a sealed part of this proxy", 400) from None
         if any(p < MIN_PART for p in layout.plain[:-1]):
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed "
                           "object size.", 400)
-        if ambiguous(sealed):
+        if v3 and len(envelope.encode_layout(sealed)) > envelope.MAX_LAYOUT_TEXT:
+            raise S3Error("InvalidPart", "The parts' sizes vary too much to be recorded: use one size "
+                          "for all parts but the last", 400)
+        if not v3 and ambiguous(sealed):
             raise S3Error("InvalidPart", "The parts' sizes would make the object's layout ambiguous: "
                           "use one size for all parts but the last", 400)
         parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag>"
@@ -338,12 +353,19 @@ class Uploads:
         if done.status_code != 200 or b"<Error>" in done.content:
             await self.proxy.backend_error(done)
         etag = _text(ET.fromstring(done.content), "ETag") or ""
-        self.proxy.reader.remember(req.bucket, req.key, etag, layout)
+        versions = version_headers(done.headers)
+        if v3:
+            etag, new_version = await self._seal_layout(req, etag, layout, versions.get("x-amz-version-id"),
+                                                        customer)
+            if new_version:
+                versions["x-amz-version-id"] = new_version
+        else:
+            self.proxy.reader.remember(req.bucket, req.key, etag, layout)
         await self.proxy.upload_state.forget(req.bucket, backend_id)
         sse: dict[str, str] = {}
         if token is not None:
             sse = self.proxy.sse_headers(req.auth, self._meta(token), customer)
-        return self._completed(req, etag, {**sse, **version_headers(done.headers)})
+        return self._completed(req, etag, {**sse, **versions})
 
     def _completed(self, req: S3Request, etag: str, headers: dict[str, str]) -> Reply:
         from gateway.s3.proxy import Reply, xml_doc
@@ -365,13 +387,76 @@ class Uploads:
         if not is_token(upload_id):
             raise gone
         token = decode_token(upload_id)
-        stored = await self.proxy.reader.stat(req.bucket, req.key)
+        try:
+            stored = await self.proxy.reader.stat(req.bucket, req.key)
+        except S3Error:
+            raise gone from None  # e.g. completed in the backend but its layout never sealed
         meta = stored.meta if stored is not None else None
         if (stored is None or meta is None or not meta.multipart or meta.base_nonce != token.base_nonce
                 or meta.sealed_key != token.sealed_key or stored.parts_count != count):
             raise gone
         sse = self.proxy.sse_headers(req.auth, meta, self.proxy.customer_key(req))
         return self._completed(req, stored.etag, {**sse, **version_headers(stored.headers)})
+
+    async def _seal_layout(self, req: S3Request, etag: str, layout: Layout, version_id: str | None,
+                           customer: sse_c.CustomerKey | None) -> tuple[str, str | None]:
+        """Bind a completed v3 object's layout into its metadata; returns its final ETag and
+        version id.
+
+        The object's metadata was fixed at CreateMultipartUpload, before anyone knew how many
+        parts there would be, how big, or which upload of each part number would be kept. Now
+        that the backend assembled it, its part sizes, total size and each part's salt (read
+        back from the stored parts: they are what readers will see) go into the metadata with
+        a MAC under the data key, and the object is copied onto itself with that metadata
+        (part by part, so its parts and ETag stay as they are). Readers then take the layout
+        from the MAC'd metadata and refuse any object whose parts were dropped, duplicated,
+        reordered, cut, extended or swapped for another upload of their number.
+
+        The manifest lives in the object's own metadata, not in a second hidden object: one
+        object stays atomic for every other operation (overwrite, delete, listing, copy), no
+        node keeps anything, and a reader needs no extra request to find it. The price is
+        one backend-side copy at completion.
+        """
+        from gateway.s3.copy import _kept_headers
+        from gateway.s3.reader import Stored
+
+        assert req.bucket is not None and req.key is not None
+        query = {"versionId": version_id} if version_id else None
+        head = await self.backend.send("HEAD", req.bucket, req.key, query=query,
+                                       headers={"if-match": etag} if etag else None)
+        if head.status_code != 200:
+            raise S3Error("InternalError", f"the backend answered {head.status_code} to HEAD after completing "
+                          "the upload", 500)
+        try:
+            meta = ObjectMeta.decode(head.headers)
+        except ObjectCorrupt as e:
+            raise S3Error("InternalError", f"The upload's encryption metadata is damaged: {e}", 500) from None
+        if meta is None or meta.version != envelope.FORMAT_VERSION_3 or not meta.multipart:
+            raise S3Error("InternalError", "The completed upload is not a v3 multipart object", 500)
+        if meta.customer is not None:
+            if customer is None:  # completed with a listed upload id, which does not say SSE-C
+                raise _ssec_key_needed()
+            sse_c.verify(customer, meta.customer)
+            data_key = sse_c.unbind(customer, meta.sealed_key, meta.customer, req.bucket, req.key)
+        else:
+            data_key = await self.proxy.keys.open(req.auth, req.bucket, req.key, meta.algorithm, meta.sealed_key,
+                                                  meta.bucket_key_salt, meta.context)
+        salts = await self.proxy.reader.part_salts(req.bucket, req.key, etag, layout, version_id)
+        final = dataclasses.replace(meta, size=layout.size, layout=layout.sealed,
+                                    parts_digest=envelope.parts_digest(salts), mac=None)
+        final = final.signed(data_key, req.bucket, req.key)
+        src = Stored(req.bucket, req.key, head.headers, meta, layout, version_id)
+        headers = _kept_headers(src)
+        headers.setdefault("content-type", "binary/octet-stream")
+        headers.update(final.encode())
+        new_etag, _, new_version = await self.proxy.copier._backend_copy(src, req.bucket, req.key, headers)
+        if version_id and new_version and new_version != version_id:
+            # A versioned bucket kept the unsealed object as a version of its own: it can never
+            # be read (its layout is not bound), so it goes.
+            await self.backend.send("DELETE", req.bucket, req.key, query={"versionId": version_id})
+        self.proxy.reader.forget(req.bucket, req.key, etag)
+        self.proxy.reader.remember_salts(req.bucket, req.key, new_etag, salts)
+        return new_etag, new_version
 
     async def abort(self, req: S3Request) -> Reply:
         from gateway.s3.proxy import Reply
@@ -398,6 +483,8 @@ class Uploads:
             raise no_such_upload()
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
+        v3 = not is_token(upload_id) or decode_token(upload_id).format == envelope.FORMAT_VERSION_3
+        header = envelope.PART_HEADER if v3 else 0
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(r.content)
         for el in root.iter(_NS + "UploadId"):
@@ -407,7 +494,7 @@ class Uploads:
             size_el = p.find(_NS + "Size")
             if size_el is not None and size_el.text and size_el.text.isdigit():
                 try:
-                    size_el.text = str(envelope.plain_size(int(size_el.text)))
+                    size_el.text = str(envelope.plain_size(int(size_el.text) - header))
                 except ObjectCorrupt:
                     pass  # not one of ours: leave the backend's size
         return Reply(200, {"content-type": "application/xml"},
@@ -445,6 +532,18 @@ class Uploads:
 
 def _bare(etag: str) -> str:
     return etag.strip().strip('"').lower()
+
+
+def _ssec_key_needed() -> S3Error:
+    return S3Error("InvalidRequest", "This proxy needs the SSE-C key (the x-amz-server-side-encryption-customer-* "
+                   "headers) on CompleteMultipartUpload of an SSE-C upload: it seals the object's layout with it",
+                   400)
+
+
+async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in body:
+        yield chunk
 
 
 def _same_etag(given: str | None, backend: str) -> bool:

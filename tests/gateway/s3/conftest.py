@@ -196,3 +196,18 @@ def presigned(t: Tenant, method: str, url: str, headers: dict[str, str] | None =
     S3SigV4QueryAuth(BotoCredentials(t.access_key_id, t.secret_access_key), "s3", "cn-east-1",
                      expires=300).add_auth(req)
     return str(req.url)
+
+
+def stored_upload_part(bucket: str, number: int) -> bytes:
+    """The sealed bytes of part `number` of the (one) upload in progress in `bucket`, read from
+    the moto backend's memory: what an attacker with storage access sees before completion
+    (S3 itself offers no read of an unfinished upload's parts)."""
+    from moto.s3.models import s3_backends
+
+    for regions in s3_backends.values():
+        for backend in regions.values():
+            b = backend.buckets.get(bucket)
+            if b is not None:
+                (upload,) = b.multiparts.values()
+                return bytes(upload.parts[number].value)
+    raise KeyError(bucket)

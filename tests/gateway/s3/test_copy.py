@@ -102,7 +102,7 @@ def test_copy_rules(s3: S3Stack) -> None:
     s3.backend.put_object(Bucket=b, Key="legacy", Body=b"old plaintext")
     c.copy_object(Bucket=b, Key="legacy", CopySource={"Bucket": b, "Key": "legacy"}, ServerSideEncryption="AES256")
     body, meta = raw(s3, b, "legacy")
-    assert b"old plaintext" not in body and meta["ssegw"] == "1"
+    assert b"old plaintext" not in body and meta["ssegw"] == "3"
     assert c.get_object(Bucket=b, Key="legacy")["Body"].read() == b"old plaintext"
 
 

@@ -53,7 +53,7 @@ def test_backend_holds_no_plaintext(s3: S3Stack) -> None:
     stored = raw["Body"].read()
     assert b"PLAINTEXT-MARKER" not in stored
     assert len(stored) == len(secret) + 16 * 2  # two 64 KiB packages, one tag each
-    assert raw["Metadata"]["ssegw"] == "1" and raw["Metadata"]["owner"] == "alice"
+    assert raw["Metadata"]["ssegw"] == "3" and raw["Metadata"]["owner"] == "alice"
     assert hashlib.md5(secret).hexdigest() == raw["Metadata"]["ssegw-md5"]
 
 

@@ -258,11 +258,16 @@ def test_multipart_with_the_key_on_every_part(stack: tuple[S3Stack, Any, str], l
         with pytest.raises(ClientError) as e:
             c.get_object(Bucket=b, Key="mp", Range="bytes=0-9", **bad)
         assert error(e)[0] == (403 if bad else 400)
-    # Without a key, Complete works too (S3 asks for it only for some uploads).
+    # Without a key, Complete is refused (S3 asks for it only for some uploads; this proxy seals
+    # the object's layout with the data key, format v3), and nothing is completed.
     up2 = c.create_multipart_upload(Bucket=b, Key="mp2", **ssec(key))["UploadId"]
     t = c.upload_part(Bucket=b, Key="mp2", UploadId=up2, PartNumber=1, Body=b"tail", **ssec(key))["ETag"]
+    with pytest.raises(ClientError) as e:
+        c.complete_multipart_upload(Bucket=b, Key="mp2", UploadId=up2,
+                                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": t}]})
+    assert error(e)[:2] == (400, "InvalidRequest")
     c.complete_multipart_upload(Bucket=b, Key="mp2", UploadId=up2,
-                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": t}]})
+                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": t}]}, **ssec(key))
     assert c.get_object(Bucket=b, Key="mp2", **ssec(key))["Body"].read() == b"tail"
     assert_not_stored(s3, b, "mp", key, other)
     assert_not_logged(logs, key, other)
