@@ -421,6 +421,8 @@ class Uploads:
         from gateway.s3.reader import Stored
 
         assert req.bucket is not None and req.key is not None
+        if version_id == "null":  # an unversioned (or suspended) bucket's one version
+            version_id = None
         query = {"versionId": version_id} if version_id else None
         head = await self.backend.send("HEAD", req.bucket, req.key, query=query,
                                        headers={"if-match": etag} if etag else None)

@@ -316,7 +316,7 @@ def test_copy_in_every_direction(s3: S3Stack, multipart: bool, logs: _Capture) -
             etags = [c.upload_part(Bucket=b, Key=name, UploadId=uid, PartNumber=n, Body=piece, **get_args)["ETag"]
                      for n, piece in enumerate((body[:5 * MiB], body[5 * MiB:]), 1)]
             c.complete_multipart_upload(Bucket=b, Key=name, UploadId=uid, MultipartUpload={
-                "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+                "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]}, **get_args)
         else:
             body = os.urandom(100_000)
             c.put_object(Bucket=b, Key=name, Body=body, **put)
@@ -410,7 +410,7 @@ def test_upload_part_copy_between_kinds(stack: tuple[S3Stack, Any, str]) -> None
                             **ssec(k2))
     c.complete_multipart_upload(Bucket=b, Key="dst", UploadId=uid, MultipartUpload={"Parts": [
         {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
-        {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+        {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]}, **ssec(k2))
     assert c.get_object(Bucket=b, Key="dst", **ssec(k2))["Body"].read() == src[:5 * MiB] + b"kms tail"
     # And from an SSE-C source into an SSE-KMS upload.
     uid = c.create_multipart_upload(Bucket=b, Key="dst2", ServerSideEncryption="aws:kms")["UploadId"]
