@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -41,6 +42,7 @@ from sqlmodel import Session, col, select
 from kms_core.blob import Aead
 from kms_core.byok import (
     IMPORT_TOKEN_TTL,
+    WrappingAlgorithm,
     new_import_token,
     new_wrapping_key_pair,
     parse_wrapping_algorithm,
@@ -52,6 +54,7 @@ from kms_core.errors import (
     AlreadyExists,
     ExpiredImportToken,
     IncorrectKeyMaterial,
+    InvalidCiphertext,
     InvalidImportToken,
     InvalidParameter,
     InvalidState,
@@ -501,12 +504,16 @@ class LifecycleOps:
 
         sealer = self._software_sealer()
         private_der = sealer.unseal(sealed_private, _wrapping_aad(key_id, tid))
-        material = unwrap_material(private_der, algorithm, encrypted_material)
-        if len(material) != IMPORTED_MATERIAL_LEN:
-            raise InvalidParameter(
-                f"{spec.value} key material must be 256 bits ({IMPORTED_MATERIAL_LEN} bytes); "
-                f"the decrypted material is {len(material)} bytes"
-            )
+        if algorithm is WrappingAlgorithm.RSAES_PKCS1_V1_5:
+            material = self._unwrap_pkcs1_v15(sealer, key_id, tid, private_der, encrypted_material,
+                                              old_digest)
+        else:
+            material = unwrap_material(private_der, algorithm, encrypted_material)
+            if len(material) != IMPORTED_MATERIAL_LEN:
+                raise InvalidParameter(
+                    f"{spec.value} key material must be 256 bits ({IMPORTED_MATERIAL_LEN} bytes); "
+                    f"the decrypted material is {len(material)} bytes"
+                )
         digest = sealer.mac("byok-material", _digest_input(key_id, material))
         if old_digest is not None and not hmac.compare_digest(old_digest, digest):
             raise IncorrectKeyMaterial(
@@ -545,6 +552,40 @@ class LifecycleOps:
             s.commit()
             self._forget_key(key_id)
             return self._metadata(s, s.get(Key, key_id) or key)
+
+    def _unwrap_pkcs1_v15(self, sealer: RootSealer, key_id: str, tid: str, private_der: bytes,
+                          encrypted: bytes, old_digest: bytes | None) -> bytes:
+        """Material wrapped with RSAES_PKCS1_V1_5, or one opaque InvalidCiphertext.
+
+        PKCS#1 v1.5 is the padding of Bleichenbacher's oracle: anything that tells a caller
+        whether padding was good (another error, another timing, an IncorrectKeyMaterial for
+        well-padded wrong material) lets them decrypt with enough tries. So bad padding, a
+        wrong length and material other than what the key held before are one error, the
+        "same material" check runs either way (on a random stand-in when the padding was bad),
+        and a failed try burns the import token: each token's RSA key answers at most one
+        failed question (tokens stay reusable for successful re-imports within 24 hours).
+        """
+        material: bytes | None
+        try:
+            material = unwrap_material(private_der, WrappingAlgorithm.RSAES_PKCS1_V1_5, encrypted,
+                                       IMPORTED_MATERIAL_LEN)
+        except InvalidCiphertext:
+            material = None
+        stand_in = material if material is not None else os.urandom(IMPORTED_MATERIAL_LEN)
+        digest = sealer.mac("byok-material", _digest_input(key_id, stand_in))
+        same = old_digest is None or hmac.compare_digest(old_digest, digest)
+        if material is not None and same:
+            return material
+        with self._session() as s:
+            tok = s.get(ImportToken, tid)
+            if tok is not None:
+                s.delete(tok)
+                s.commit()
+        raise InvalidCiphertext(
+            "the encrypted key material could not be decrypted with the import token's wrapping "
+            "key and algorithm, or is not the material this key held before; the import token "
+            "is used up: get new import parameters"
+        )
 
     @operation("deleteImportedKeyMaterial", metered=False)
     def delete_key_material(self, caller: Caller, ref: str) -> KeyMetadata:

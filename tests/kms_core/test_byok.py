@@ -13,12 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.hazmat.primitives.serialization import load_der_private_key, load_der_public_key
 from sqlmodel import Session, select
 
 from kms_core import blob as blobfmt
-from kms_core import wire
+from kms_core import byok, wire
 from kms_core.embedded import Kms
 from kms_core.errors import (
     ExpiredImportToken,
@@ -209,7 +210,8 @@ def test_token_is_reusable_for_24_hours_and_only_the_same_material_reimports(
     svc = ckms.service
     key = _external(ckms, user, alias="byok", description="kept")
     material = os.urandom(32)
-    p = svc.get_parameters_for_import(user, key, "RSAES_PKCS1_V1_5")
+    # OAEP: a PKCS#1 v1.5 token is used up by a failed try (test_pkcs1_v15_...).
+    p = svc.get_parameters_for_import(user, key, "RSAES_OAEP_SHA_256")
     svc.import_key_material(user, key, wrap_material(p, material), p.import_token)
     old = svc.encrypt(user, key, b"before")
     (version,) = versions(ckms, key)
@@ -373,3 +375,74 @@ def test_destroyed_imported_key_is_gone_with_its_tokens(
     with Session(ckms.engine) as s:
         assert s.exec(select(ImportToken).where(ImportToken.key_id == key)).all() == []
     assert all(v.stored is None for v in versions(ckms, key))
+
+
+def _implicitly_rejected_blobs(private: rsa.RSAPrivateKey, count: int) -> list[bytes]:
+    """Random blocks that OpenSSL's PKCS#1 v1.5 decryption answers with 32 bytes instead of
+    an error (implicit rejection: bad padding yields pseudo-random output of random length)."""
+    found: list[bytes] = []
+    n = private.public_key().public_numbers().n
+    for _ in range(20_000):
+        c = int.from_bytes(os.urandom(256), "big") % n
+        blob = c.to_bytes(256, "big")
+        try:
+            if len(private.decrypt(blob, padding.PKCS1v15())) == 32:
+                found.append(blob)
+        except ValueError:
+            continue  # an OpenSSL without implicit rejection says so itself
+        if len(found) == count:
+            break
+    return found
+
+
+def test_pkcs1_v15_unwrap_never_takes_wrong_material() -> None:
+    pair = byok.new_wrapping_key_pair()
+    private = load_der_private_key(pair.private_der, None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    material = os.urandom(32)
+    good = private.public_key().encrypt(material, padding.PKCS1v15())
+    alg = byok.WrappingAlgorithm.RSAES_PKCS1_V1_5
+    assert byok.unwrap_material(pair.private_der, alg, good, 32) == material
+    # Blocks OpenSSL would have turned into 32 bytes of someone else's "material".
+    for blob in _implicitly_rejected_blobs(private, 3):
+        with pytest.raises(InvalidCiphertext) as e:
+            byok.unwrap_material(pair.private_der, alg, blob, 32)
+        assert "could not be decrypted" in str(e.value)
+    # One-bit corruptions, and well-padded messages of another length: the same one error.
+    for i in range(0, 2048, 97):
+        bad = bytearray(good)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(InvalidCiphertext) as e:
+            byok.unwrap_material(pair.private_der, alg, bytes(bad), 32)
+        assert str(e.value) == byok._UNWRAP_FAILED
+    for size in (0, 31, 33, 200):
+        blob = private.public_key().encrypt(os.urandom(size), padding.PKCS1v15())
+        with pytest.raises(InvalidCiphertext) as e:
+            byok.unwrap_material(pair.private_der, alg, blob, 32)
+        assert str(e.value) == byok._UNWRAP_FAILED
+
+
+def test_pkcs1_v15_failures_are_one_error_and_use_the_token_up(ckms: Kms, user: Caller) -> None:
+    svc = ckms.service
+    key = _external(ckms, user)
+    material = os.urandom(32)
+    p = svc.get_parameters_for_import(user, key, "RSAES_PKCS1_V1_5")
+    bad = bytearray(wrap_material(p, material))
+    bad[100] ^= 1
+    with pytest.raises(InvalidCiphertext, match="used up"):
+        svc.import_key_material(user, key, bytes(bad), p.import_token)
+    # The token is gone: even the right material needs new parameters.
+    with pytest.raises(InvalidImportToken, match="not valid"):
+        svc.import_key_material(user, key, wrap_material(p, material), p.import_token)
+    assert _state(ckms, key) == ("PendingImport", None, None)
+    p = svc.get_parameters_for_import(user, key, "RSAES_PKCS1_V1_5")
+    svc.import_key_material(user, key, wrap_material(p, material), p.import_token)
+    svc.delete_key_material(user, key)
+    # Re-import of other, well-wrapped material: the same error as bad padding (no oracle
+    # telling the two apart), and the token is used up.
+    with pytest.raises(InvalidCiphertext, match="used up"):
+        svc.import_key_material(user, key, wrap_material(p, os.urandom(32)), p.import_token)
+    with pytest.raises(InvalidImportToken):
+        svc.import_key_material(user, key, wrap_material(p, material), p.import_token)
+    p = svc.get_parameters_for_import(user, key, "RSAES_PKCS1_V1_5")
+    assert svc.import_key_material(user, key, wrap_material(p, material), p.import_token).state == "Enabled"
