@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hmac
 import logging
 import os
 import threading
@@ -398,6 +399,7 @@ class EcbXex:
     def __init__(self, algorithm: type[CipherAlgorithm], key: bytes) -> None:
         half = len(key) // 2
         k1, k2 = key[:half], key[half:]
+        refuse_equal_halves(key)
         data_cipher = Cipher(algorithm(k1), modes.ECB())  # type: ignore[call-arg]
         # ECB contexts are stateless between update() calls, so they are made once and reused.
         self._e1 = data_cipher.encryptor()
@@ -440,10 +442,19 @@ class EcbXex:
         return self._run(False, sector, data)
 
 
+def refuse_equal_halves(key: bytes) -> None:
+    """XTS with equal halves makes the tweak key the data key (IEEE 1619 forbids it; OpenSSL's
+    AES-XTS refuses it): refused here for every implementation, SM4 included."""
+    half = len(key) // 2
+    if len(key) % 2 or hmac.compare_digest(key[:half], key[half:]):
+        raise ValueError("an XTS key's two halves must differ")
+
+
 def sector_cipher(spec: str, key: bytes, *, prefer_openssl: bool = True,
                   split: int | None = None) -> SectorCipher:
     """The sector cipher for a LUKS cipher spec ("aes-xts-plain64", "sm4-xts-plain64").
     `split`: threads one large AES batch may use (default: one per usable core)."""
+    refuse_equal_halves(key)
     if spec == "aes-xts-plain64":
         if prefer_openssl:
             native = native_library()

@@ -282,3 +282,14 @@ def test_volume_from_both_frozen_vectors_through_the_native_loop(tmp_path: Path)
         assert bytes(vol.read(1 << 20, 2 << 20)) == big
     finally:
         vol.close()
+
+
+@pytest.mark.parametrize("spec,size", [("sm4-xts-plain64", 32), ("aes-xts-plain64", 64), ("aes-xts-plain64", 32)])
+def test_every_xts_refuses_a_key_with_equal_halves(spec: str, size: int) -> None:
+    half = os.urandom(size // 2)
+    for prefer_openssl in (True, False):
+        with pytest.raises(ValueError, match="halves must differ"):
+            sector_cipher(spec, half + half, prefer_openssl=prefer_openssl)
+    with pytest.raises(ValueError, match="halves must differ"):
+        EcbXex(algorithms.SM4 if spec.startswith("sm4") else algorithms.AES, half + half)
+    sector_cipher(spec, half + os.urandom(size // 2))  # one differing half is enough
