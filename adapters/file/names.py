@@ -127,7 +127,9 @@ class NameCipher:
 
     def decrypt_longname(self, backing_name: str, sidecar: str, diriv: bytes) -> bytes:
         """Checks that the sidecar belongs to the entry, then decrypts it."""
-        if longname_for(sidecar) != backing_name:
+        # The sidecar is read from the backing store: an encrypted name is base64, so anything
+        # else is not one (found by fuzzing: non-ASCII text reached the hash as a 500).
+        if not sidecar.isascii() or longname_for(sidecar) != backing_name:
             raise BadName("long-name sidecar does not match its entry")
         return self.decrypt_name(sidecar, diriv)
 
