@@ -43,6 +43,7 @@ from kms_core.errors import AccessDenied, AlreadyExists, KeyUnavailable, NotFoun
 from kms_core.http.app import create_app as create_kms_app
 from kms_core.http_client import HttpKmsClient
 from kms_core.node_options import OptionError, add_node_options, hsm_from_args
+from kms_core.regions import is_pool
 from kms_core.rootkey import RootKeyError
 from kms_core.scheduler import Scheduler, start_scheduler
 from kms_core.sigv4 import UnknownAccessKey
@@ -90,10 +91,19 @@ def prepare_node(config: KmsConfig) -> tuple[Kms, DemoCredentials]:
         raise
 
 
+def served_regions(given: list[str] | None) -> tuple[str, ...]:
+    """The pools `--region` names (in order, without repeats), or the one default pool."""
+    chosen = given or [os.environ.get("SSEGW_REGION", DEFAULT_REGION)]
+    return tuple(dict.fromkeys(chosen))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--db-url", default=os.environ.get("SSEGW_DB_URL"))
-    p.add_argument("--region", default=os.environ.get("SSEGW_REGION", DEFAULT_REGION))
+    p.add_argument("--region", action="append", default=None, metavar="POOL",
+                   help="a resource pool this deployment serves (repeatable; ids from the guide's "
+                        f"list, e.g. cn-xian-5; default $SSEGW_REGION or {DEFAULT_REGION}); "
+                        "requests signed for any other pool are refused")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--kms-port", type=int, default=9100)
     p.add_argument("--s3-port", type=int, default=9000)
@@ -188,12 +198,6 @@ def _credentials(kms: Kms) -> Callable[[str], tuple[str, str]]:
     return lookup
 
 
-def _served_regions(args: argparse.Namespace) -> tuple[str, ...]:
-    # --region may be given once (a string) or, repeatable, as a list of pools.
-    region = args.region
-    return tuple(region) if isinstance(region, (list, tuple)) else (str(region),)
-
-
 def _secrets(kms: Kms) -> Callable[[str], str]:
     return lambda access_key_id: kms.accounts.credentials(access_key_id).secret_access_key
 
@@ -254,11 +258,18 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    regions = served_regions(args.region)
+    unknown = [r for r in regions if not is_pool(r)]
+    if unknown:
+        print(f"ssegw serve: unknown resource pool {', '.join(unknown)}; the pools are listed in "
+              "kms_core/regions.py (the guide's section 1.9), e.g. cn-east-1 (华东1), cn-xian-5 (西安 5)",
+              file=sys.stderr)
+        return 2
     keep_freed_buffers()
     try:
         kms, demo = prepare_node(KmsConfig(data_dir=args.data_dir, db_url=args.db_url,
-                                           region=args.region, hsm=hsm_from_args(args),
-                                           root_key=args.root_key))
+                                           region=regions[0], regions=regions,
+                                           hsm=hsm_from_args(args), root_key=args.root_key))
     except (RootKeyError, OptionError, KeyUnavailable) as exc:
         # Said plainly, and no serving: a node that cannot open the cluster's keys must not
         # answer requests with errors about every ciphertext.
@@ -279,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca),
                     allow_sse_c_over_http=args.allow_sse_c_over_http)
     domains = tuple(args.s3_domain or ["localhost"])
-    console = create_console(kms, pools=_served_regions(args), secure_cookies=bool(args.tls_cert),
+    console = create_console(kms, pools=regions, secure_cookies=bool(args.tls_cert),
                              idle_timeout=timedelta(minutes=args.console_idle_minutes),
                              products=ProxyProductEncryption(proxy, _secrets(kms)))
     if args.access_log:
@@ -288,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     servers = [
         (_server(OpsMiddleware(create_kms_app(kms, console), "kms", checks, kms_operation), args),
          [_listen(args.host, args.kms_port)]),
-        (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains,
+        (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains, regions=regions,
                                              frozen=kms.accounts.is_frozen), "s3", checks,
                                s3_operation), args),
          [_listen(args.host, args.s3_port)]),
@@ -298,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     workers = _spawn_workers(args, backend_url)
     scheme = "https" if args.tls_cert else "http"
     print(
-        f"ssegw: data dir {args.data_dir.resolve()}, region {args.region}\n"
+        f"ssegw: data dir {args.data_dir.resolve()}, region {', '.join(regions)}\n"
         f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}"
         f"{', in-process moto: objects are kept in memory only' if not args.backend_url else ''})\n"
         f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
@@ -308,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         f"  demo account {demo.account_id}\n"
         f"    export AWS_ACCESS_KEY_ID={demo.access_key_id}\n"
         f"    export AWS_SECRET_ACCESS_KEY={demo.secret_access_key}\n"
-        f"    export AWS_DEFAULT_REGION={args.region}\n"
+        f"    export AWS_DEFAULT_REGION={regions[0]}\n"
         f"  try: aws s3 mb s3://demo --endpoint-url {scheme}://{args.host}:{args.s3_port}\n"
         f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
         flush=True,

@@ -32,6 +32,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from kms_core import hosting
 from kms_core.asym_crypto import (
     ENCRYPTION_ALGORITHMS,
     SIGNING_ALGORITHMS,
@@ -226,6 +227,7 @@ class AsymmetricOps:
                 self._check_quota(s, caller, lock=True)
                 s.add(key)
                 s.flush()
+                hosting.start(s, key, now)
                 s.add(
                     KeyVersion(
                         id=version_id,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kms_core import wire
+from kms_core import billing, envelope, wire
 from kms_core.asym_cli import ASYMMETRIC_COMMANDS
 from kms_core.cli_commands import (
     Command,
@@ -43,9 +43,17 @@ from kms_core.http.params import Params
 from kms_core.http_client import HttpKmsClient
 from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS
 from kms_core.node_options import add_node_options, hsm_from_args
+from kms_core.regions import is_pool
 from kms_core.types import Caller
 
 Handler = Callable[[argparse.Namespace], Any]
+
+
+def pool_id(value: str) -> str:
+    """A resource pool id of the guide's catalog (kms_core.regions), for --region."""
+    if not is_pool(value):
+        raise argparse.ArgumentTypeError(f"unknown resource pool {value!r} (e.g. cn-east-1, cn-xian-5)")
+    return value
 
 
 def add_store_options(p: argparse.ArgumentParser) -> None:
@@ -53,8 +61,8 @@ def add_store_options(p: argparse.ArgumentParser) -> None:
                    help="where the embedded KMS keeps its state (default ./var or $SSEGW_DATA_DIR)")
     p.add_argument("--db-url", default=os.environ.get("SSEGW_DB_URL"),
                    help="SQLAlchemy URL of the metadata DB (default: SQLite under --data-dir)")
-    p.add_argument("--region", default=os.environ.get("SSEGW_REGION", DEFAULT_REGION),
-                   help=f"KMS region / resource pool (default {DEFAULT_REGION})")
+    p.add_argument("--region", type=pool_id, default=os.environ.get("SSEGW_REGION", DEFAULT_REGION),
+                   help=f"resource pool, an id from the guide's list (default {DEFAULT_REGION}, 华东1)")
     add_node_options(p)
 
 
@@ -104,11 +112,10 @@ def _account_list(args: argparse.Namespace) -> Any:
 
 def _account_usage(args: argparse.Namespace) -> Any:
     kms = open_from_args(args)
-    info = kms.accounts.resolve(args.account)
-    usage = kms.meter.usage(info.account_id, args.month)
-    kms.close()
-    return {"accountId": info.account_id, "month": args.month or kms.config.clock().strftime("%Y-%m"),
-            "usage": usage, "total": sum(usage.values())}
+    try:
+        return billing.usage_report(kms, kms.accounts.resolve(args.account).account_id, args.month)
+    finally:
+        kms.close()
 
 
 def _set_frozen(args: argparse.Namespace, frozen: bool) -> Any:
@@ -149,9 +156,12 @@ def _alias_key_args(p: argparse.ArgumentParser) -> None:
 
 
 def _create_key_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", default="AES_256", help="AES_256 | SM4 | RSA_2048 | SM2")
-    p.add_argument("--usage", default="ENCRYPT_DECRYPT", help="ENCRYPT_DECRYPT | SIGN_VERIFY")
-    p.add_argument("--protection", default=None, help="SOFTWARE | HSM")
+    p.add_argument("--spec", default="AES_256",
+                   help="AES_256 | Ctyun_SM4 | RSA_2048 | Ctyun_SM2 (SM4, SM2 also accepted)")
+    p.add_argument("--usage", default="Encrypt/Decrypt",
+                   help="Encrypt/Decrypt | Sign/Verify (ENCRYPT_DECRYPT, SIGN_VERIFY also accepted)")
+    p.add_argument("--protection", default=None,
+                   help="Software | Hsm (default Software; Hsm for Ctyun_SM4 and Ctyun_SM2)")
     p.add_argument("--description", default="")
     p.add_argument("--alias")
     p.add_argument("--enterprise-project", default="default")
@@ -255,9 +265,11 @@ def _run_kms_command(name: str) -> Handler:
         else:
             kms = open_from_args(a)
             try:
-                result = rest.OPERATIONS[op](kms, caller_from_args(kms, a), Params(body))
+                # The same envelope the server sends, unwrapped the same way as over HTTP.
+                _, reply = rest.invoke(kms, caller_from_args(kms, a), op, Params(body))
             finally:
                 kms.close()  # writes the audit events of this command
+            result = envelope.unwrap(reply)
         after = KMS_COMMANDS[name].after
         return after(a, result) if after else result
 
@@ -275,7 +287,8 @@ def register(sub: Any) -> None:
     add_store_options(p)
     p.set_defaults(handler=_account_list)
     for name, help_text, fn in (
-        ("usage", "cryptographic calls of an account in a month", _account_usage),
+        ("usage", "a month's cryptographic calls, key-days per pool and bill of an account",
+         _account_usage),
         ("freeze", "freeze an account (arrears): every call is refused", _account_freeze),
         ("thaw", "thaw a frozen account", _account_thaw),
         ("audit", "audit events of an account (optionally of one key)", _account_audit),

@@ -13,7 +13,7 @@ from typing import Protocol
 from kms_core.buckets import BucketClaims
 from kms_core.errors import AccountFrozen, UnsupportedOperation
 from kms_core.service import KmsService
-from kms_core.types import Caller, KeyMetadata
+from kms_core.types import Caller, KeyMetadata, default_key_product
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,11 @@ class InProcessKmsClient:
         self._frozen = frozen
 
     def _key_id(self, product: str, key: str | None) -> str:
-        return key if key else self._service.default_key(self.caller, product).id
+        # A default key's name (alias_ecs, alias/ecs) works before the key exists: made on first use.
+        named = default_key_product(key)
+        if key and named is None:
+            return key
+        return self._service.default_key(self.caller, named or product).id
 
     def generate_data_key(
         self,

@@ -21,12 +21,13 @@ from kms_core.keystore.software import RootSealer, SoftwareKeyStore
 from kms_core.metering import Meter
 from kms_core.models import utcnow
 from kms_core.observe import Flusher, Observer
+from kms_core.regions import DEFAULT_POOL_ID
 from kms_core.rootkey import open_root_key
 from kms_core.schema import cluster_lock
 from kms_core.service import DEFAULT_CACHE_TTL, KmsService
 from kms_core.specs import Protection
 
-DEFAULT_REGION = "cn-east-1"
+DEFAULT_REGION = DEFAULT_POOL_ID  # 华东1
 
 
 def default_data_dir() -> Path:
@@ -37,7 +38,11 @@ def default_data_dir() -> Path:
 class KmsConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     db_url: str | None = None
+    # The pool this process acts in by default (CLI, default SigV4 region of clients), and the
+    # pools a deployment serves (`ssegw serve --region`, repeatable): requests signed for any
+    # other pool are refused. Empty `regions` means just `region`.
     region: str = DEFAULT_REGION
+    regions: tuple[str, ...] = ()
     # None: the embedded SoftHSM2 token under <data_dir>/hsm, created on first use. Otherwise
     # the cluster's HSM (--pkcs11-module, --pkcs11-token, --pkcs11-pin-file).
     hsm: HsmConfig | None = None
@@ -48,6 +53,10 @@ class KmsConfig:
     cache_ttl: float = field(default_factory=lambda: float(
         os.environ.get("SSEGW_KMS_CACHE_SECONDS", DEFAULT_CACHE_TTL)))
     clock: Callable[[], datetime] = utcnow
+
+    @property
+    def served_regions(self) -> tuple[str, ...]:
+        return self.regions or (self.region,)
 
     @property
     def database_url(self) -> str:

@@ -179,3 +179,12 @@ class SignatureInvalid(KmsError):
     code = "SignatureInvalid"
     aws_code = "KMSInvalidSignatureException"
     http_status = 400
+
+
+class InvalidRegion(KmsError):
+    """The request is signed for a resource pool this deployment does not serve (as AWS answers
+    a credential scoped to the wrong region); nothing is created in a pool nobody serves."""
+
+    code = "InvalidRegion"
+    aws_code = "InvalidSignatureException"
+    http_status = 400

@@ -18,22 +18,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from kms_core import envelope
 from kms_core.client import DataKey
-from kms_core.errors import KeyUnavailable, KmsError
-from kms_core.types import KeyMetadata
-
-
-def _error_classes() -> dict[str, type[KmsError]]:
-    found: dict[str, type[KmsError]] = {}
-    todo: list[type[KmsError]] = [KmsError]
-    while todo:
-        cls = todo.pop()
-        # Classes elsewhere may reuse a code (node_options.OptionError is an InvalidParameter
-        # too): the reply names the service's class, the one kms_core.errors defines.
-        if cls.code not in found or cls.__module__ == "kms_core.errors":
-            found[cls.code] = cls
-        todo.extend(cls.__subclasses__())
-    return found
+from kms_core.errors import KeyUnavailable
+from kms_core.specs import KeyUsage, Protection, parse_enum, parse_spec
+from kms_core.types import KeyMetadata, default_key_product
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -44,8 +33,13 @@ def parse_key_metadata(d: Mapping[str, Any]) -> KeyMetadata:
     created = _ts(d["creationDate"])
     assert created is not None
     return KeyMetadata(
-        key_id=d["cmkUuid"], account_id=d["accountId"], region=d["region"], spec=d["keySpec"],
-        usage=d["keyUsage"], protection=d["protectionLevel"], origin=d["origin"],
+        # The wire carries the guide's names (Ctyun_SM4, Encrypt/Decrypt, Hsm); products compare
+        # the enum values (SM4, ENCRYPT_DECRYPT, HSM), as the in-process client returns them.
+        key_id=d["cmkUuid"], account_id=d["accountId"], region=d["region"],
+        spec=parse_spec(d["keySpec"]).value,
+        usage=parse_enum(KeyUsage, d["keyUsage"], "key usage").value,
+        protection=parse_enum(Protection, d["protectionLevel"], "protection level").value,
+        origin=d["origin"],
         state=d["keyState"], description=d["description"], enterprise_project=d["enterpriseProject"],
         creator=d["creator"], created_at=created, primary_version_id=d.get("primaryKeyVersionId"),
         deletion_date=_ts(d.get("deletionDate")), default_product=d.get("defaultProduct"),
@@ -76,10 +70,9 @@ class HttpKmsClient:
             retries=False, ca_certs=ca_certs,
             cert_reqs="CERT_REQUIRED" if url.startswith("https") else None,
         )
-        self._errors = _error_classes()
 
     def call(self, operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One REST call; returns `returnObj` or raises the KMS error it names."""
+        """One REST call; returns `returnObj.result` or raises the KMS error the reply names."""
         url = f"{self._url}/v1/kms/{operation}"
         data = json.dumps(body).encode()
         request = AWSRequest(method="POST", url=url, data=data,
@@ -93,13 +86,9 @@ class HttpKmsClient:
             reply = json.loads(resp.data)
         except ValueError:
             raise KeyUnavailable(f"the KMS answered HTTP {resp.status} without a KMS reply") from None
-        if reply.get("statusCode") == 800:
-            result: dict[str, Any] = reply["returnObj"]
-            return result
-        cls = self._errors.get(reply.get("errorCode", ""), KmsError)
-        err = cls.__new__(cls)
-        KmsError.__init__(err, reply.get("message", "KMS error"))
-        raise err
+        if not isinstance(reply, dict):
+            raise KeyUnavailable(f"the KMS answered HTTP {resp.status} without a KMS reply")
+        return envelope.unwrap(reply)
 
     @staticmethod
     def _ctx(context: Mapping[str, str] | None) -> dict[str, Any]:
@@ -112,7 +101,8 @@ class HttpKmsClient:
         context: Mapping[str, str] | None = None,
         length: int = 32,
     ) -> DataKey:
-        target = {"cmkUuid": key} if key else {"product": product}
+        named = default_key_product(key)
+        target = {"cmkUuid": key} if key and named is None else {"product": named or product}
         r = self.call("generateDataKey", {**target, "numberOfBytes": length, **self._ctx(context)})
         return DataKey(base64.b64decode(r["plaintext"]), base64.b64decode(r["ciphertextBlob"]),
                        r["cmkUuid"], r["keyVersionId"])
@@ -131,7 +121,8 @@ class HttpKmsClient:
         context: Mapping[str, str] | None = None,
     ) -> DataKey:
         body: dict[str, Any] = {"ciphertextBlob": base64.b64encode(sealed).decode()}
-        body.update({"destinationCmkUuid": key} if key else {"product": product})
+        named = default_key_product(key)
+        body.update({"destinationCmkUuid": key} if key and named is None else {"product": named or product})
         if source_context:
             body["sourceEncryptionContext"] = dict(source_context)
         if context:

@@ -39,6 +39,7 @@ from sqlalchemy import ColumnElement, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from kms_core import hosting
 from kms_core.blob import Aead
 from kms_core.byok import (
     IMPORT_TOKEN_TTL,
@@ -266,6 +267,7 @@ class LifecycleOps:
             with self._session() as s:
                 s.add(key)
                 s.flush()
+                hosting.start(s, key, now)  # a key waiting for its material is billed too
                 if alias_name:
                     s.add(Alias(account_id=caller.account_id, region=caller.region,
                                 name=alias_name, key_id=key.id, created_at=now, updated_at=now))

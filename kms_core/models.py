@@ -178,3 +178,20 @@ class BucketClaim(SQLModel, table=True):
     account_id: str = Field(index=True, max_length=32)
     claimed_at: datetime = Field(default_factory=utcnow)
     released_at: datetime | None = None
+
+
+class KeyHostingPeriod(SQLModel, table=True):
+    """Key hosting billing (FAQ 5.1): a span in which a user master key is billed per day.
+
+    Opened when a user key is created (default keys are free and never get one) or its
+    deletion is cancelled; closed when its deletion is scheduled. Disabling changes nothing:
+    a disabled key is billed. Written in the transaction that changes the key.
+    """
+
+    __tablename__ = "kms_key_hosting"
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(foreign_key="kms_key.id", index=True, max_length=36)
+    account_id: str = Field(index=True, max_length=32)
+    region: str = Field(max_length=64)
+    started_at: datetime
+    ended_at: datetime | None = None

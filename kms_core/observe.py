@@ -41,8 +41,11 @@ class Observer:
 
     def admit(self, caller: Caller) -> None:
         if self.frozen.is_frozen(caller.account_id):
+            # The guide's reason (FAQ 5.1): in arrears the service is frozen and all access to
+            # the KMS is restricted, decryption included.
             raise AccountFrozen(
-                f"account {caller.account_id} is frozen (arrears); every call is refused until it is thawed"
+                f"account {caller.account_id} is frozen for arrears: all access to the KMS is "
+                "restricted until it is thawed (欠费冻结:所有对于 KMS 的访问均被限制)"
             )
 
     def record(self, caller: Caller, op: str, metered: bool, key_id: str | None,

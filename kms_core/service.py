@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from kms_core import blob as blobfmt
+from kms_core import hosting
 from kms_core.asymmetric_ops import AsymmetricOps
 from kms_core.blob import Aead, Algorithm, BlobHeader
 from kms_core.changes import EVERYTHING, ChangeFeed
@@ -136,10 +137,15 @@ def _parse_uuid(value: str) -> str | None:
 
 
 def normalize_alias(name: str) -> str:
-    """Aliases are stored without AWS's `alias/` prefix; either spelling is accepted."""
+    """Aliases are stored without AWS's `alias/` prefix; either spelling is accepted.
+
+    The guide also writes a product's default key as `alias/<product>` (`alias/ecs`, FAQ 5.3)
+    beside `alias_<product>`: both name the default key."""
     if not isinstance(name, str):
         raise InvalidParameter("alias must be a string")
     bare = name[len("alias/") :] if name.startswith("alias/") else name
+    if bare != name and bare in PRODUCTS:
+        return default_alias(bare)
     if not _ALIAS_RE.match(bare) or _parse_uuid(bare) is not None:
         raise InvalidParameter(
             "alias must be 1-256 characters of letters, digits, '_', '-', '/', ':' "
@@ -402,6 +408,7 @@ class KmsService(LifecycleOps, AsymmetricOps):
             with self._session() as s:
                 s.add(key)
                 s.flush()
+                hosting.start(s, key, now)  # billed from today; default keys are free
                 s.add(KeyVersion(id=version_id, key_id=key_id, stored=stored, created_at=now))
                 if alias_name:
                     s.add(Alias(account_id=caller.account_id, region=caller.region,
@@ -438,7 +445,8 @@ class KmsService(LifecycleOps, AsymmetricOps):
             id=key_id, account_id=caller.account_id, region=caller.region,
             enterprise_project=enterprise_project or "default", description=description,
             spec=spec.value, usage=usage.value, protection=level.value, origin=origin.value,
-            state=state.value, creator=caller.principal or caller.account_id,
+            # The guide's creator is the user id (the account), not the access key it used.
+            state=state.value, creator=caller.account_id,
             default_product=default_product, primary_version_id=primary_version_id,
             created_at=now, updated_at=now,
         )
@@ -491,6 +499,11 @@ class KmsService(LifecycleOps, AsymmetricOps):
             for name, value in fields.items():
                 setattr(key, name, value)
             key.updated_at = self._clock()
+            # FAQ 5.1: no hosting fee from the day deletion is scheduled; again once cancelled.
+            if action is Action.SCHEDULE_DELETION:
+                hosting.stop(s, key.id, key.updated_at)
+            elif action is Action.CANCEL_DELETION:
+                hosting.start(s, key, key.updated_at)
             s.add(key)
             s.commit()
             self._invalidate()
@@ -784,7 +797,8 @@ def _to_metadata(key: Key, aliases: tuple[str, ...]) -> KeyMetadata:
         state=key.state,
         description=key.description,
         enterprise_project=key.enterprise_project,
-        creator=key.creator,
+        # Rows written before the creator became the user id hold an access key id.
+        creator=key.account_id,
         created_at=key.created_at,
         primary_version_id=key.primary_version_id,
         deletion_date=key.deletion_date,

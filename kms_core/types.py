@@ -14,6 +14,20 @@ T = TypeVar("T")
 PRODUCTS = ("oss", "ecs", "sfs")
 
 
+def default_key_product(ref: str | None) -> str | None:
+    """The product whose default key `ref` names (`alias_ecs`, the guide's `alias/ecs`, or
+    `alias/alias_ecs`), else None. Products create their default key on first use, so such a
+    name must go through the default-key path rather than an alias lookup."""
+    if not ref:
+        return None
+    bare = ref[len("alias/"):] if ref.startswith("alias/") else ref
+    if bare.startswith("alias_") and bare[len("alias_"):] in PRODUCTS:
+        return bare[len("alias_"):]
+    if bare != ref and bare in PRODUCTS:
+        return bare
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who calls: the account, the region (resource pool) and the principal (access key id)."""

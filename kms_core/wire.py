@@ -1,6 +1,8 @@
 """camelCase JSON shapes of KMS results, shared by the REST dialect and the CLI.
 
-Field names follow the guide (`cmkUuid`, `keyVersionId`, `ciphertextBlob`, base64 bytes).
+Field names follow the guide (`cmkUuid`, `keyVersionId`, `ciphertextBlob`, base64 bytes), and so
+do the names of specs, usages and protection levels (`Ctyun_SM4`, `Encrypt/Decrypt`, `Hsm`):
+the service keeps its enum values, and this module writes the guide's spelling.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from kms_core.audit import AuditRecord
 from kms_core.errors import InvalidParameter
+from kms_core.specs import KeySpec, KeyUsage, Protection
 from kms_core.types import (
     AliasInfo,
     AsymmetricDecryptResult,
@@ -48,14 +51,36 @@ def iso(ts: datetime | None) -> str | None:
     return ts.isoformat().replace("+00:00", "Z") if ts else None
 
 
+def spec_name(value: str) -> str:
+    """The guide's name of a key spec (`SM4` -> `Ctyun_SM4`); unknown values pass through."""
+    try:
+        return KeySpec(value).guide_name
+    except ValueError:
+        return value
+
+
+def usage_name(value: str) -> str:
+    try:
+        return KeyUsage(value).guide_name
+    except ValueError:
+        return value
+
+
+def protection_name(value: str) -> str:
+    try:
+        return Protection(value).guide_name
+    except ValueError:
+        return value
+
+
 def key_metadata(m: KeyMetadata) -> dict[str, Any]:
     return {
         "cmkUuid": m.key_id,
         "accountId": m.account_id,
         "region": m.region,
-        "keySpec": m.spec,
-        "keyUsage": m.usage,
-        "protectionLevel": m.protection,
+        "keySpec": spec_name(m.spec),
+        "keyUsage": usage_name(m.usage),
+        "protectionLevel": protection_name(m.protection),
         "origin": m.origin,
         "keyState": m.state,
         "description": m.description,
@@ -161,8 +186,8 @@ def key_version_info(v: KeyVersionInfo) -> dict[str, Any]:
         "keyVersionId": v.version_id,
         "creationDate": iso(v.created_at),
         "primary": v.primary,
-        "keySpec": v.spec,
-        "keyUsage": v.usage,
+        "keySpec": spec_name(v.spec),
+        "keyUsage": usage_name(v.usage),
     }
 
 
@@ -170,8 +195,8 @@ def public_key_result(r: PublicKeyResult) -> dict[str, Any]:
     return {
         "cmkUuid": r.key_id,
         "keyVersionId": r.version_id,
-        "keySpec": r.spec,
-        "keyUsage": r.usage,
+        "keySpec": spec_name(r.spec),
+        "keyUsage": usage_name(r.usage),
         "publicKey": r.public_key_pem,
         "signingAlgorithms": list(r.signing_algorithms),
         "encryptionAlgorithms": list(r.encryption_algorithms),

@@ -29,8 +29,9 @@ Handler = Callable[[argparse.Namespace], Any]
 
 
 def _default_key(key: str | None) -> str | None:
-    """`alias_ecs` means the product default key, which the KMS creates on first use."""
-    return None if key in (None, "", "alias_ecs", "alias/alias_ecs") else key
+    """`alias_ecs` (or the guide's `alias/ecs`) means the product default key, which the KMS
+    creates on first use."""
+    return None if key in (None, "", "alias_ecs", "alias/alias_ecs", "alias/ecs") else key
 
 
 def _create(args: argparse.Namespace) -> Any:

@@ -17,7 +17,7 @@ from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
 
 from gateway.s3 import routing
-from gateway.s3.auth import authenticate
+from gateway.s3.auth import Authenticated, authenticate
 from gateway.s3.backend import BackendError
 from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error
@@ -122,11 +122,29 @@ class BrokenOffStream(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def wrong_region(auth: Authenticated, headers: dict[str, str], regions: tuple[str, ...]) -> S3Error | None:
+    """S3's answer to a request signed for a pool not served here (None when it is served): the
+    object would otherwise be sealed in a pool whose readers never see it."""
+    region = auth.caller.region
+    if region in regions:
+        return None
+    if "authorization" in headers:
+        e = S3Error("AuthorizationHeaderMalformed", f"The authorization header is malformed; the region "
+                    f"'{region}' is wrong; expecting '{regions[0]}'", 400)
+    else:
+        e = S3Error("AuthorizationQueryParametersError", "Error parsing the X-Amz-Credential parameter; "
+                    f"the region '{region}' is wrong; expecting '{regions[0]}'", 400)
+    e.details["Region"] = regions[0]
+    return e
+
+
 def create_app(proxy: S3Proxy, credentials: Credentials, *,
                domains: tuple[str, ...] = ("localhost",),
-               frozen: Callable[[str], bool] | None = None) -> Starlette:
+               frozen: Callable[[str], bool] | None = None,
+               regions: tuple[str, ...] | None = None) -> Starlette:
     """`credentials(access_key_id)` → (account id, secret), UnknownAccessKey if unknown;
-    `frozen(account id)` says whether the account is frozen (then every call is refused)."""
+    `frozen(account id)` says whether the account is frozen (then every call is refused);
+    `regions`: the resource pools served (None: any, as in tests of the proxy alone)."""
     ops = handlers(proxy)
 
     async def handle(request: Request) -> Response:
@@ -145,6 +163,8 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
         try:
             auth = authenticate(method=method, raw_path=raw_path, raw_query=raw_query,
                                 headers=headers, credentials=credentials)
+            if regions is not None and (refused := wrong_region(auth, headers, regions)) is not None:
+                raise refused
             if frozen is not None and frozen(auth.caller.account_id):
                 raise S3Error("AccessDenied", "The account is frozen: every request is refused until "
                               "an operator thaws it.", 403)

@@ -28,11 +28,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
+from kms_core import envelope
 from kms_core.embedded import Kms
 from kms_core.errors import (
     AccessDenied,
     IncompleteSignature,
     InvalidAccessKeyId,
+    InvalidRegion,
     KmsError,
     MalformedRequest,
     MissingAuthentication,
@@ -125,6 +127,13 @@ def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
         )
     except SigV4Error as e:
         raise _SIGV4_ERRORS[e.kind](e.message) from None
+    served = kms.config.served_regions
+    if signed.region not in served:
+        # As AWS answers a credential scoped to another region: never a key in a pool nobody serves.
+        raise InvalidRegion(
+            f"Credential should be scoped to a valid region: {signed.region!r} is not served here; "
+            f"expecting {' or '.join(repr(r) for r in served)}"
+        )
     account_id = kms.accounts.credentials(signed.access_key_id).account_id
     return Caller(account_id, signed.region, signed.access_key_id)
 
@@ -176,6 +185,8 @@ async def _dispatch(kms: Kms, request: Request, op: str, table: dict[str, Handle
     handler = table.get(op)
     if handler is None:
         raise UnknownOperation(f"unknown operation {op!r}")
+    # A frozen account is refused every call of either dialect, whatever it touches (FAQ 5.1).
+    kms.observer.admit(caller)
     params = _parse_json(body)
 
     def call() -> dict[str, Any]:
@@ -201,12 +212,12 @@ def create_app(kms: Kms, console: ASGIApp | None = None) -> Starlette:
         op = request.path_params["operation"]
         try:
             result = await _dispatch(kms, request, op, rest.OPERATIONS, request_id)
-            body, status = rest.success(result), 200
+            body, status = envelope.success(result), 200
         except KmsError as e:
-            body, status = rest.failure(e), e.http_status
+            body, status = envelope.failure(e), e.http_status
         except Exception as e:  # noqa: BLE001 - answer in the protocol's format, log the rest
             err = _internal(e, request_id)
-            body, status = rest.failure(err), 500
+            body, status = envelope.failure(err), 500
         body["requestId"] = request_id
         return JSONResponse(body, status_code=status, headers={"x-request-id": request_id})
 

@@ -1,7 +1,9 @@
 """The REST dialect: `POST /v1/kms/<operation>` with the guide's operation and field names.
 
-Replies are `{"statusCode": 800, "returnObj": {...}}`, or `{"statusCode": 900, "errorCode",
-"message"}` with the error's HTTP status. Handlers only translate fields; the service decides.
+Replies are in the guide's envelope (`kms_core.envelope`): `{"statusCode": 800, "returnObj":
+{"code": 200, "result": {...}, "statusCode": 200, "success": 1}}`, or statusCode 900 with the
+error's code and message, sent with the error's HTTP status. Handlers only translate fields; the
+service decides. Specs, usages and protection levels are written with the guide's names.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from kms_core import wire
+from kms_core import billing, envelope, wire
 from kms_core.embedded import Kms
-from kms_core.errors import AccountFrozen, InvalidParameter, KmsError
+from kms_core.errors import AccountFrozen, InvalidParameter, KmsError, UnknownOperation
 from kms_core.http.params import Params
+from kms_core.regions import POOLS
 from kms_core.types import Caller
 
 Handler = Callable[[Kms, Caller, Params], dict[str, Any]]
@@ -197,12 +200,8 @@ BUCKET_OPERATIONS: dict[str, Handler] = {
 
 
 def get_usage(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
-    month = p.str("month", False)
-    if month is not None and not (len(month) == 7 and month[4] == "-" and month.replace("-", "").isdigit()):
-        raise InvalidParameter("month must be YYYY-MM")
-    usage = k.meter.usage(c.account_id, month)
-    return {"accountId": c.account_id, "month": month or k.config.clock().strftime("%Y-%m"),
-            "usage": usage, "total": sum(usage.values())}
+    """The caller's month: cryptographic calls, key-days per pool, and the bill (FAQ 5.1)."""
+    return billing.usage_report(k, c.account_id, p.str("month", False))
 
 
 def list_audit_events(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
@@ -220,6 +219,19 @@ def list_audit_events(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
     return {
         "events": [wire.audit_event(e) for e in events],
         "nextMarker": str(events[-1].id) if len(events) == limit else None,
+    }
+
+
+def list_regions(k: Kms, c: Caller, p: Params) -> dict[str, Any]:
+    """The guide's resource pools (section 1.9), for the console's drop-down: every pool of the
+    catalog with whether this deployment serves it; requests signed for others are refused."""
+    served = k.config.served_regions
+    return {
+        "regions": [{"regionId": pool.id, "name": pool.name_zh, "nameEn": pool.name_en,
+                     "served": pool.id in served} for pool in POOLS],
+        "servedRegions": list(served),
+        "defaultRegion": served[0],
+        "currentRegion": c.region,
     }
 
 
@@ -256,6 +268,7 @@ OPERATIONS: dict[str, Handler] = {
     "generateRandom": lambda k, c, p: {"plaintext": wire.b64(
         k.service.generate_random(p.int("numberOfBytes", False, 32)))},
     "getUsage": get_usage,
+    "listRegions": list_regions,
     "listAuditEvents": list_audit_events,
     **ASYMMETRIC_OPERATIONS,
     **LIFECYCLE_OPERATIONS,
@@ -263,9 +276,16 @@ OPERATIONS: dict[str, Handler] = {
 }
 
 
-def success(result: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": 800, "returnObj": result}
+def invoke(kms: Kms, caller: Caller, op: str, params: Params) -> tuple[int, dict[str, Any]]:
+    """One REST operation for an authenticated caller: (HTTP status, the guide's envelope).
 
-
-def failure(error: KmsError) -> dict[str, Any]:
-    return {"statusCode": 900, "errorCode": error.code, "message": error.message}
+    The frozen-account gate runs first, so a frozen account is refused every operation, those
+    that touch no key (generateRandom, getUsage, listAuditEvents) included."""
+    try:
+        handler = OPERATIONS.get(op)
+        if handler is None:
+            raise UnknownOperation(f"unknown operation {op!r}")
+        kms.observer.admit(caller)
+        return 200, envelope.success(handler(kms, caller, params))
+    except KmsError as e:
+        return e.http_status, envelope.failure(e)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
@@ -152,7 +153,7 @@ def test_kms_cli_over_http(served: Served, tmp_path: Path) -> None:
         return p
 
     key = json.loads(cli("create-key", "--alias", "remote", "--protection", "HSM").stdout)
-    assert key["protectionLevel"] == "HSM"
+    assert key["protectionLevel"] == "Hsm"
     (tmp_path / "p.txt").write_text("over the wire")
     cli("encrypt", "alias/remote", "--in", str(tmp_path / "p.txt"), "--out", str(tmp_path / "c.bin"))
     cli("decrypt", "--in", str(tmp_path / "c.bin"), "--out", str(tmp_path / "back.txt"))
@@ -165,3 +166,73 @@ def test_kms_cli_over_http(served: Served, tmp_path: Path) -> None:
     env["SSEGW_SECRET_ACCESS_KEY"] = "wrong"
     denied = cli("list-keys", ok=False)
     assert json.loads(denied.stderr)["errorCode"] == "SignatureDoesNotMatch"
+
+
+def test_serve_names_its_pools_and_refuses_the_others(tmp_path: Path) -> None:
+    """`--region` is repeatable; a request signed for a pool not served is refused by the S3
+    proxy (AuthorizationHeaderMalformed naming the expected pool) and both KMS dialects."""
+    import boto3
+    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.config import Config
+    from botocore.credentials import Credentials
+    from botocore.exceptions import ClientError
+
+    bad = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "x"),
+                          "--region", "xx-nowhere-9"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert bad.returncode == 2 and "unknown resource pool xx-nowhere-9" in bad.stderr
+    s3_port = free_port()
+    s = start(tmp_path / "var", "--region", "cn-east-1", "--region", "cn-xian-5", "--s3-port", str(s3_port))
+    try:
+        key_id, secret = s.env["AWS_ACCESS_KEY_ID"], s.env["AWS_SECRET_ACCESS_KEY"]
+
+        def s3(region: str) -> Any:
+            return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name=region,
+                                aws_access_key_id=key_id, aws_secret_access_key=secret,
+                                config=Config(retries={"max_attempts": 1}))
+
+        def rest(region: str, op: str) -> tuple[int, dict[str, Any]]:
+            url = f"{s.url}/v1/kms/{op}"
+            req = AWSRequest(method="POST", url=url, data=b"{}", headers={"Content-Type": "application/json"})
+            SigV4Auth(Credentials(key_id, secret), "kms", region).add_auth(req)
+            resp = urllib3.request("POST", url, body=b"{}", headers=dict(req.headers.items()))
+            return resp.status, json.loads(resp.data)
+
+        s3("cn-xian-5").create_bucket(Bucket="in-xian")  # a served pool
+        s3("cn-xian-5").put_object(Bucket="in-xian", Key="k", Body=b"pooled")
+        assert s3("cn-xian-5").get_object(Bucket="in-xian", Key="k")["Body"].read() == b"pooled"
+        # A PUT signed for us-west-2, sent as a plain signed request: refused, nothing stored.
+        url = f"http://127.0.0.1:{s3_port}/in-xian/elsewhere"
+        req = AWSRequest(method="PUT", url=url, data=b"never stored")
+        S3SigV4Auth(Credentials(key_id, secret), "s3", "us-west-2").add_auth(req)
+        refused = urllib3.request("PUT", url, body=b"never stored", headers=dict(req.headers.items()))
+        assert refused.status == 400
+        assert b"<Code>AuthorizationHeaderMalformed</Code>" in refused.data
+        assert b"the region 'us-west-2' is wrong; expecting 'cn-east-1'" in refused.data
+        assert b"<Region>cn-east-1</Region>" in refused.data
+        keys = [o["Key"] for o in s3("cn-xian-5").list_objects_v2(Bucket="in-xian").get("Contents", [])]
+        assert keys == ["k"]
+        # boto3 does what it does against AWS: reads the expected region and signs again for it.
+        s3("us-west-2").put_object(Bucket="in-xian", Key="redirected", Body=b"served pool")
+        assert s3("cn-east-1").get_object(Bucket="in-xian", Key="redirected")["Body"].read() == b"served pool"
+        url = s3("xx-nowhere-9").generate_presigned_url("get_object", Params={"Bucket": "in-xian", "Key": "k"})
+        presigned = urllib3.request("GET", url)
+        assert presigned.status == 400 and b"AuthorizationQueryParametersError" in presigned.data
+
+        status, reply = rest("cn-xian-5", "createKey")
+        assert status == 200 and reply["returnObj"]["result"]["region"] == "cn-xian-5"
+        status, reply = rest("cn-xian-5", "listRegions")
+        assert reply["returnObj"]["result"]["servedRegions"] == ["cn-east-1", "cn-xian-5"]
+        status, reply = rest("cn-nanjing-3", "createKey")
+        assert (status, reply["statusCode"], reply["errorCode"]) == (400, 900, "InvalidRegion")
+        kms = boto3.client("kms", endpoint_url=s.url, region_name="xx-nowhere-9", aws_access_key_id=key_id,
+                           aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+        with pytest.raises(ClientError) as e:
+            kms.create_key()
+        assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+        status, reply = rest("cn-east-1", "listKeys")
+        # Nothing was made in a refused pool (the default key is the redirected PUT's).
+        assert [k["defaultProduct"] for k in reply["returnObj"]["result"]["keys"]] == ["oss"]
+    finally:
+        stop(s)

@@ -12,11 +12,13 @@ from tests.kms_core.test_cli import Cli, cli  # noqa: F401  (the fixture)
 
 def test_sm2_signing_from_the_terminal(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
     key = cli.json(
-        "kms", "create-key", "--spec", "SM2", "--usage", "SIGN_VERIFY", "--alias", "signer"
+        "kms", "create-key", "--spec", "Ctyun_SM2", "--usage", "Sign/Verify", "--alias", "signer"
     )
-    assert (key["keySpec"], key["protectionLevel"], key["primaryKeyVersionId"]) == (
-        "SM2",
-        "HSM",
+    # The guide's names in and out (Ctyun_SM2, Sign/Verify, Hsm).
+    assert (key["keySpec"], key["keyUsage"], key["protectionLevel"], key["primaryKeyVersionId"]) == (
+        "Ctyun_SM2",
+        "Sign/Verify",
+        "Hsm",
         None,
     )
     created = cli.json("kms", "create-key-version", "signer")

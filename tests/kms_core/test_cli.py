@@ -17,6 +17,7 @@ class Cli:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.account_id = ""
 
     def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         p = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--data-dir", str(self.data_dir)],
@@ -34,6 +35,7 @@ def cli(tmp_path: Path) -> Cli:
     c = Cli(tmp_path / "var")
     acct = c.json("account", "create", "--name", "alice")
     assert set(acct) >= {"accountId", "accessKeyId", "secretAccessKey"}
+    c.account_id = acct["accountId"]
     c.env["SSEGW_ACCESS_KEY_ID"] = acct["accessKeyId"]
     c.env["SSEGW_SECRET_ACCESS_KEY"] = acct["secretAccessKey"]
     return c
@@ -41,7 +43,10 @@ def cli(tmp_path: Path) -> Cli:
 
 def test_key_lifecycle_from_the_terminal(cli: Cli) -> None:
     key = cli.json("kms", "create-key", "--alias", "app", "--protection", "HSM", "--description", "cli key")
-    assert key["protectionLevel"] == "HSM" and key["aliases"] == ["app"]
+    # The names accepted before the guide's (HSM) still work as input; output is the guide's.
+    assert key["protectionLevel"] == "Hsm" and key["aliases"] == ["app"]
+    assert (key["keySpec"], key["keyUsage"]) == ("AES_256", "Encrypt/Decrypt")
+    assert key["creator"] == cli.account_id
     enc = cli.json("kms", "encrypt", "alias/app", "--plaintext", "hello", "--context", "k=v")
     assert enc["cmkUuid"] == key["cmkUuid"]
     dec = cli.json("kms", "decrypt", "--blob", enc["ciphertextBlob"], "--context", "k=v")

@@ -45,6 +45,7 @@ def test_pre_migration_database_is_adopted(tmp_path: Path) -> None:
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP TABLE kms_material_trash"))
         conn.execute(text("DROP TABLE kms_root_key"))
+        conn.execute(text("DROP TABLE kms_key_hosting"))  # newer than migrations (0003)
         for column in ("rotation_period_days", "material_digest", "destroyed_at", "lease_owner"):
             conn.execute(text(f"ALTER TABLE kms_key DROP COLUMN {column}"))
         conn.execute(text("INSERT INTO account (id, name, frozen, created_at) "

@@ -33,14 +33,14 @@ def test_guide_shapes(kms_server: KmsServer) -> None:
     t = kms_server.tenant("rest")
     c = client(kms_server, t)
     key = c.call("createKey", {"keySpec": "AES_256", "protectionLevel": "HSM", "alias": "rest-key"})
-    assert key["keyState"] == "Enabled" and key["protectionLevel"] == "HSM"
+    assert key["keyState"] == "Enabled" and key["protectionLevel"] == "Hsm"
     enc = c.call("encrypt", {"cmkUuid": "rest-key", "plaintext": base64.b64encode(b"guide").decode()})
     assert set(enc) == {"ciphertextBlob", "cmkUuid", "keyVersionId"}
     assert enc["cmkUuid"] == key["cmkUuid"] and enc["keyVersionId"] == key["primaryKeyVersionId"]
     dec = c.call("decrypt", {"ciphertextBlob": enc["ciphertextBlob"]})
     assert base64.b64decode(dec["plaintext"]) == b"guide"
     status, raw = signed_post(kms_server, t, "describeKey", json.dumps({"cmkUuid": "rest-key"}).encode())
-    assert status == 200 and raw["statusCode"] == 800 and raw["returnObj"]["aliases"] == ["rest-key"]
+    assert status == 200 and raw["statusCode"] == 800 and raw["returnObj"]["result"]["aliases"] == ["rest-key"]
     assert [a["alias"] for a in c.call("listAliasByUuid", {"cmkUuid": key["cmkUuid"]})["aliases"]] == ["rest-key"]
     assert c.call("listAlias", {})["aliases"][0]["cmkUuid"] == key["cmkUuid"]
     dk = c.call("generateDataKey", {"product": "oss"})
