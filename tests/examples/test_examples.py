@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.examples.conftest import Gateway
 
 ROOT = Path(__file__).parents[2]
 SSEGW = [sys.executable, "-m", "gateway.cli"]
@@ -63,6 +68,82 @@ def test_volume_recovery(tmp_path: Path) -> None:
                str(tmp_path / "vol.raw")], tmp_path)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "vol.raw").read_bytes() == src.read_bytes()
+
+
+# ---------------------------------------------------- the guide's chapter 4, over HTTP
+
+
+def example(gw: Gateway, name: str, *args: str, cwd: Path) -> dict[str, object]:
+    """Run examples/NAME against the running gateway; its last stdout line is a JSON summary."""
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=cwd, capture_output=True,
+                       text=True, timeout=300, env=gw.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out: dict[str, object] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_guide_4_1_online_encryption(gateway: Gateway, tmp_path: Path) -> None:
+    cert = tmp_path / "server.pem"
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + os.urandom(3000).hex().encode()[:5000]
+                     + b"\n-----END CERTIFICATE-----\n")
+    out = example(gateway, "guide_4_1_online_encryption.py", str(cert), cwd=tmp_path)
+    sealed = Path(str(out["ciphertextFile"])).read_text()
+    assert cert.read_bytes() not in base64.b64decode(sealed)
+
+
+def test_guide_4_2_envelope_file(gateway: Gateway, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 * (1 << 20) + 12345))
+    enc = example(gateway, "guide_4_2_envelope_file.py", "encrypt", str(src), str(tmp_path / "big.enc"),
+                  cwd=tmp_path)
+    assert enc["chunks"] == 4
+    assert src.read_bytes()[:65536] not in (tmp_path / "big.enc").read_bytes()
+    example(gateway, "guide_4_2_envelope_file.py", "decrypt", str(tmp_path / "big.enc"),
+            str(tmp_path / "back.bin"), cwd=tmp_path)
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    # A truncated file (its final chunk dropped) is refused, never returned short.
+    data = (tmp_path / "big.enc").read_bytes()
+    (tmp_path / "cut.enc").write_bytes(data[: len(data) - (12345 + 16 + 16)])
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "guide_4_2_envelope_file.py"), "decrypt",
+                        str(tmp_path / "cut.enc"), str(tmp_path / "cut.out")], capture_output=True,
+                       text=True, timeout=120, env=gateway.env)
+    assert p.returncode != 0
+
+
+def test_guide_4_3_s3_bucket(gateway: Gateway, tmp_path: Path) -> None:
+    out = example(gateway, "guide_4_3_s3_bucket.py", cwd=tmp_path)
+    assert out["whileDisabled"] == "KMS.DisabledException"
+    assert out["chosenKey"] != out["defaultKey"]
+
+
+def test_guide_4_3_volume(gateway: Gateway, tmp_path: Path) -> None:
+    out = example(gateway, "guide_4_3_volume.py", str(tmp_path / "vols"), cwd=tmp_path)
+    assert out["chosenKey"] != out["defaultKey"]
+
+
+def test_guide_4_3_file_share(gateway: Gateway, tmp_path: Path) -> None:
+    out = example(gateway, "guide_4_3_file_share.py", str(tmp_path / "fs"), cwd=tmp_path)
+    assert out["chosenKey"] != out["defaultKey"]
+
+
+@pytest.mark.parametrize("spec", ["Ctyun_SM2", "RSA_2048"])
+def test_guide_4_4_sign_verify(gateway: Gateway, tmp_path: Path, spec: str) -> None:
+    (tmp_path / "release.json").write_bytes(os.urandom(3000))
+    out = example(gateway, "guide_4_4_sign_verify.py", "--spec", spec, str(tmp_path / "release.json"),
+                  cwd=tmp_path)
+    assert out["openssl"] in ("Signature Verified Successfully", "Verified OK")
+    assert out["kmsVerify"] is True and out["forgedVerify"] is False
+
+
+def test_guide_4_5_rotation(gateway: Gateway, tmp_path: Path) -> None:
+    out = example(gateway, "guide_4_5_rotation.py", cwd=tmp_path)
+    assert out["oldVersion"] != out["newVersion"] and out["rotations"] == 1
+
+
+def test_guide_byok_import(gateway: Gateway, tmp_path: Path) -> None:
+    out = example(gateway, "guide_byok_import.py", str(tmp_path / "byok"), cwd=tmp_path)
+    assert out["keyState"] == "Enabled"
+    assert len((tmp_path / "byok" / "KeyMaterial.bin").read_bytes()) == 32
 
 
 def test_every_example_is_tested() -> None:
