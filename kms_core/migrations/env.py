@@ -1,7 +1,8 @@
 """Alembic environment: always handed an open connection by kms_core.schema (under its lock).
 
 `alembic -c <ini> ...` from a shell is not supported on purpose: every node migrates at
-start-up under the lock, and `ssegw db upgrade` does it without serving.
+start-up under the lock, and so does any operator command on the database (`ssegw account
+list`, for one), which is how to migrate without serving.
 """
 
 from __future__ import annotations
