@@ -25,8 +25,9 @@ class OptionError(KmsError):
 
 def add_node_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("HSM and root key (the same on every node of a cluster)")
-    g.add_argument("--pkcs11-module", default=os.environ.get("SSEGW_PKCS11_MODULE"),
-                   help="PKCS#11 library of the cluster's HSM (default: SoftHSM2's)")
+    g.add_argument("--pkcs11-module",
+                   help="PKCS#11 library of the cluster's HSM (default: $SSEGW_PKCS11_MODULE, "
+                        "else SoftHSM2's)")
     g.add_argument("--pkcs11-token", default=os.environ.get("SSEGW_PKCS11_TOKEN"),
                    help="label of the HSM token every node uses (default: the embedded SoftHSM2 "
                         "token under --data-dir)")
@@ -42,8 +43,9 @@ def hsm_from_args(args: argparse.Namespace) -> HsmConfig | None:
     """The cluster's HSM, or None for the embedded SoftHSM2 token of the data directory."""
     token = getattr(args, "pkcs11_token", None)
     if not token:
-        if getattr(args, "pkcs11_pin_file", None):
-            raise OptionError("--pkcs11-pin-file needs --pkcs11-token")
+        for given in ("pkcs11_module", "pkcs11_pin_file"):
+            if getattr(args, given, None):
+                raise OptionError(f"--{given.replace('_', '-')} needs --pkcs11-token")
         return None
     module = args.pkcs11_module or find_softhsm_module()
     if args.pkcs11_pin_file:
