@@ -100,6 +100,7 @@ def test_switching_pools_shows_that_pools_keys(signed_in: Any, server: ConsoleSe
     page = signed_in
     here = server.kms(tenant).create_key(Description="east")["KeyMetadata"]["KeyId"]
     there = server.kms(tenant, SECOND_POOL).create_key(Description="beijing")["KeyMetadata"]["KeyId"]
+    page.reload()  # the keys were made after the list was shown
     expect(page.get_by_text(here)).to_be_visible()
     page.get_by_label("Resource pool").select_option(SECOND_POOL)
     expect(page.get_by_text(there)).to_be_visible()
