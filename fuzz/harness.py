@@ -11,6 +11,8 @@ import sys
 
 import atheris
 
+# The product's modules are imported (first) under instrumentation, and only they are
+# instrumented: the fuzzer follows the coverage of our parsers, not of their dependencies.
 with atheris.instrument_imports(include=["gateway", "kms_core", "adapters", "fuzz"]):
     from fuzz.targets import TARGETS, run_one
 

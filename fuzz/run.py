@@ -23,7 +23,7 @@ ROOT = HERE.parent
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from fuzz.targets import TARGETS
+    from fuzz.targets import TARGETS, seeds
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=20, help="fuzzing time per target (default 20)")
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         crashes = HERE / "crashes" / name
         corpus.mkdir(parents=True, exist_ok=True)
         crashes.mkdir(parents=True, exist_ok=True)
+        if not any(corpus.iterdir()):
+            for i, seed in enumerate(seeds(name)):
+                (corpus / f"seed-{i}").write_bytes(seed)
         before = set(os.listdir(crashes))
         start = time.monotonic()
         p = subprocess.run(

@@ -19,6 +19,7 @@ from gateway.s3 import aws_chunked, envelope, multipart, xml_bodies
 from gateway.s3.errors import S3Error
 from kms_core import blob, sigv4
 from kms_core.errors import KmsError
+from kms_core.http.app import _parse_json
 
 Target = Callable[[bytes], object]
 
@@ -178,8 +179,6 @@ def file_blocks(data: bytes) -> None:
 
 
 def kms_json(data: bytes) -> None:
-    from kms_core.http.app import _parse_json
-
     _parse_json(data)
 
 
@@ -210,3 +209,62 @@ def run_one(name: str, data: bytes) -> None:
     except allowed:
         pass
 
+
+
+def seeds(name: str) -> list[bytes]:
+    """Well-formed inputs a target starts from (the fuzzer mutates them): without them it would
+    first have to guess magic strings such as AWS4-HMAC-SHA256 before reaching the parser's
+    deeper paths."""
+    if name == "sigv4_header":
+        auth = ("AWS4-HMAC-SHA256 Credential=AKIDFUZZ/20260102/r/s3/aws4_request, "
+                "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)
+        return [b"\xff".join([auth.encode(), b"20260102T030405Z", b"/b/k", b"a=1&b=2", b"x-amz-meta-a:1"])]
+    if name == "sigv4_presigned":
+        q = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDFUZZ%2F20260102%2Fr%2Fs3%2Faws4_request"
+             "&X-Amz-Date=20260102T030405Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=" + "0" * 64)
+        return [b"/b/k\xff" + q.encode()]
+    if name == "aws_chunked":
+        return [b"\x00" + b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n",
+                b"\x02" + b"5;chunk-signature=" + b"0" * 64 + b"\r\nhello\r\n0;chunk-signature="
+                + b"0" * 64 + b"\r\n\r\n"]
+    if name == "s3_xml":
+        return [bytes([i]) + body for i, body in enumerate([
+            b"<Delete><Object><Key>a</Key></Object><Quiet>true</Quiet></Delete>",
+            b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part>"
+            b"</CompleteMultipartUpload>",
+            b"<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>"
+            b"aws:kms</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>",
+            b"<CreateBucketConfiguration><LocationConstraint>r</LocationConstraint></CreateBucketConfiguration>",
+            b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+            b"<AccessControlPolicy><Owner><ID>1</ID></Owner><AccessControlList></AccessControlList>"
+            b"</AccessControlPolicy>"])]
+    if name == "kms_json":
+        return [b'{"KeyId": "alias/x", "Plaintext": "aGVsbG8=", "EncryptionContext": {"a": "b"}}']
+    if name == "object_metadata":
+        meta = envelope.ObjectMeta(envelope.Algorithm.AES_256_GCM, b"k", bytes(12), 5242900, "kid", "AES256",
+                                   None, {"a": "b"}, multipart=True, layout=(5242880 + 1296, 52),
+                                   parts_digest=bytes(32))
+        enc = meta.signed(_KEY, "b", "k").encode()
+        return ["\n".join(f"{k.removeprefix('x-amz-meta-ssegw').lstrip('-')}={v}"
+                          for k, v in enc.items()).encode()]
+    if name == "object_packages":
+        cipher = envelope.PackageCipher(envelope.Algorithm.AES_256_GCM, _KEY, bytes(12), 0,
+                                        version=envelope.FORMAT_VERSION_3)
+        s = envelope.Sealer(cipher)
+        return [b"".join(s.feed(bytes(70000))) + s.finish()]
+    if name == "upload_token":
+        t = multipart.UploadToken("id", "b", "k", envelope.Algorithm.AES_256_GCM, bytes(12), b"s", "kid",
+                                  "AES256", {"a": "b"})
+        return [t.encode(_KEY)[len(multipart.TOKEN_PREFIX):].encode()]
+    if name == "object_layout":
+        return [b"5243232*3,100*1"]
+    if name == "luks_header":
+        return [b"LUKS\xba\xbe\x00\x01aes" + bytes(29) + b"xts-plain64" + bytes(21) + b"sha256" + bytes(26)]
+    if name == "file_names":
+        name_enc = _NAMES.encrypt_name(b"hello.txt", bytes(16))
+        return [b"\x00" + name_enc.encode(), b"\x01" + _NAMES.encrypt_target(b"/etc/x").encode()]
+    if name == "file_blocks":
+        return [contentenc.encode_header(bytes(16)) + _FILE.encrypt_blocks(0, bytes(5000))]
+    if name == "nbd":
+        return [b"\x00\x25\x60\x95\x13" + bytes(23), b"\x03" + b"\x00\x00\x00\x01a\x00\x00"]
+    return []
