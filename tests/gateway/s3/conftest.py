@@ -1,4 +1,9 @@
-"""The S3 stack for tests: moto's S3 server as the backend, our proxy over HTTPS in front of it.
+"""The S3 stack for tests: a real object store as the backend, our proxy over HTTPS in front of it.
+
+Two stores: moto's S3 server and SeaweedFS (one `weed server` for the whole session, started
+as `ssegw serve` starts it). A test that uses `s3` (or `store`) runs against moto; marked
+`@pytest.mark.every_store` (the integration tests of objects, multipart, copies, ranges,
+bucket keys, rewrap and real clients are, module-wide), it runs against SeaweedFS too.
 
 The proxy runs in a thread of the test process (so tests can use the same KMS), on a loopback
 port with a certificate generated here: boto3 sends aws-chunked bodies with checksum trailers
@@ -7,6 +12,7 @@ only over HTTPS, so the real SDK exercises that path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import threading
@@ -33,6 +39,7 @@ from moto.server import ThreadedMotoServer
 from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
+from gateway.seaweed import EmbeddedSeaweed, SeaweedConfig
 from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
 from kms_core.sigv4 import sign_headers
@@ -40,6 +47,36 @@ from kms_core.types import Caller
 from tests.kms_core.http.conftest import free_port, kms_server  # noqa: F401 (kms_server: a fixture for tests here)
 
 BACKEND_KEY = ("backend-key", "backend-secret")
+STORES = ("moto", "seaweedfs")
+
+
+@dataclass(frozen=True)
+class Store:
+    """An S3 store the proxy can sit in front of, and the key the proxy uses on it."""
+
+    name: str
+    url: str
+    access_key_id: str
+    secret_access_key: str
+
+    def config(self, **kw: Any) -> BackendConfig:
+        return BackendConfig(self.url, self.access_key_id, self.secret_access_key, **kw)
+
+    def client(self) -> Any:
+        """boto3 straight to the store: what is really stored."""
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.access_key_id,
+                            aws_secret_access_key=self.secret_access_key)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_store: run against every store (moto and SeaweedFS), not moto only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store" in metafunc.fixturenames:
+        stores = list(STORES) if metafunc.definition.get_closest_marker("every_store") else ["moto"]
+        metafunc.parametrize("store", stores, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +86,24 @@ def moto_url() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeaweed]:
+    """One SeaweedFS (master, volume server, filer, S3) for the session, as `ssegw serve` runs it."""
+    weed = EmbeddedSeaweed(SeaweedConfig(tmp_path_factory.mktemp("seaweedfs"), volume_size_limit_mb=64))
+    weed.start()
+    yield weed
+    weed.stop()
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "moto":
+        return Store("moto", request.getfixturevalue("moto_url"), *BACKEND_KEY)
+    weed: EmbeddedSeaweed = request.getfixturevalue("seaweedfs")
+    assert weed.credentials is not None
+    return Store("seaweedfs", weed.url, weed.credentials.access_key_id, weed.credentials.secret_access_key)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +131,9 @@ class S3Stack:
     http_url: str
     cert: Path
     kms: Kms
-    backend: Any  # boto3 client straight to moto: what is really stored
+    backend: Any  # boto3 client straight to the store: what is really stored
     proxy: S3Proxy
+    store: Store
 
     def tenant(self, name: str | None = None) -> Tenant:
         info, creds = self.kms.accounts.create_account(name or f"t-{uuid.uuid4().hex[:8]}")
@@ -105,19 +161,26 @@ def _run(app: Any, port: int, cert: tuple[Path, Path] | None) -> uvicorn.Server:
     return server
 
 
-@pytest.fixture
-def s3(kms: Kms, moto_url: str, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
-    backend = Backend(BackendConfig(moto_url, *BACKEND_KEY))
+@contextlib.contextmanager
+def proxy_in_front_of(store: Store, kms: Kms, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
+    """Our proxy (HTTPS and HTTP) in front of `store`, with `kms`, until the block ends."""
+    backend = Backend(store.config())
     proxy = S3Proxy(backend, _kms_clients(kms, None, None))
     app = create_app(proxy, _credentials(kms), frozen=kms.accounts.is_frozen)
     tls_port, http_port = free_port(), free_port()
     servers = [_run(app, tls_port, tls_cert), _run(app, http_port, None)]
-    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
-                          aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1])
-    yield S3Stack(f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{http_port}", tls_cert[0],
-                  kms, direct, proxy)
-    for s in servers:
-        s.should_exit = True
+    try:
+        yield S3Stack(f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{http_port}", tls_cert[0],
+                      kms, store.client(), proxy, store)
+    finally:
+        for s in servers:
+            s.should_exit = True
+
+
+@pytest.fixture
+def s3(kms: Kms, store: Store, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
+    with proxy_in_front_of(store, kms, tls_cert) as stack:
+        yield stack
 
 
 def bucket_name() -> str:

@@ -23,6 +23,8 @@ from gateway.serve import _credentials, _kms_clients
 from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, _run, bucket_name
 from tests.kms_core.http.conftest import free_port
 
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
+
 # Every character class that URL quoting treats specially, plus non-ASCII and a pre-quoted look.
 ODD_KEYS = ["a b+c", "dir/sub dir/x~y", "100%25 sure", "q?x=1&y=2#frag", "ünï/cødé ✓", "semi;colon,comma:'s'",
             "(paren)[bracket]{brace}!*@$", "trailing/", "dots/../and/./"]
@@ -32,13 +34,21 @@ def test_odd_key_names_round_trip_under_their_own_names(s3: S3Stack) -> None:
     c: Any = s3.client(s3.tenant())
     b = bucket_name()
     c.create_bucket(Bucket=b)
-    for i, key in enumerate(ODD_KEYS):
+    keys = ODD_KEYS
+    if s3.store.name == "seaweedfs":
+        # SeaweedFS keeps objects as filer paths: it refuses `.`/`..` segments (the proxy answers
+        # with the store's own error) and keeps a key ending in / as a directory, without a body.
+        keys = [k for k in ODD_KEYS if k not in ("dots/../and/./", "trailing/")]
+        with pytest.raises(ClientError) as e:
+            c.put_object(Bucket=b, Key="dots/../and/./", Body=b"x")
+        assert e.value.response["Error"]["Code"] == "InvalidRequest"
+    for i, key in enumerate(keys):
         c.put_object(Bucket=b, Key=key, Body=f"body {i}".encode())
     stored = {o["Key"] for o in s3.backend.list_objects_v2(Bucket=b)["Contents"]}
-    assert stored == set(ODD_KEYS)
+    assert stored == set(keys)
     listed = {o["Key"] for o in c.list_objects_v2(Bucket=b)["Contents"]}
-    assert listed == set(ODD_KEYS)
-    for i, key in enumerate(ODD_KEYS):
+    assert listed == set(keys)
+    for i, key in enumerate(keys):
         assert c.get_object(Bucket=b, Key=key)["Body"].read() == f"body {i}".encode()
         assert c.head_object(Bucket=b, Key=key)["ContentLength"] == len(f"body {i}")
 

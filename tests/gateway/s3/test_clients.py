@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from tests.gateway.s3.conftest import S3Stack, bucket_name
 from tests.kms_core.http.conftest import free_port
+
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
 ROOT = Path(__file__).parents[3]
 AWS = str(Path(sys.executable).parent / "aws")

@@ -15,6 +15,8 @@ from kms_core.blob import decode_blob
 from tests.gateway.s3.conftest import S3Stack, bucket_name
 from tests.gateway.s3.test_multipart import MiB, upload
 
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
+
 
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:
     return str(e.value.response["Error"]["Code"])

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from tests.gateway.s3.conftest import S3Stack, bucket_name
 
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
+
 SIZES = [0, 1, 65535, 65536, 65537, 5 * 1024 * 1024 + 3]
 
 

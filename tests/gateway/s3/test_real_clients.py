@@ -23,6 +23,8 @@ import pytest
 from gateway.s3.rewrap import rewrap
 from tests.gateway.s3.conftest import S3Stack, bucket_name
 
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
+
 MiB = 1024 * 1024
 AWS = str(Path(sys.executable).parent / "aws")
 

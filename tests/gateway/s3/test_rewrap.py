@@ -12,10 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.s3.rewrap import rewrap
 from kms_core.blob import decode_blob
 from tests.gateway.s3.conftest import S3Stack, bucket_name
 from tests.gateway.s3.test_multipart import MiB, upload
+
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
 ROOT = Path(__file__).parents[3]
 

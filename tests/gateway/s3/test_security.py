@@ -16,13 +16,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gateway.s3.app import create_app
-from gateway.s3.backend import Backend, BackendConfig
+from gateway.s3.backend import Backend
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from kms_core.sigv4 import sign_headers, signing_key
-from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, Tenant, _run, bucket_name
+from tests.gateway.s3.conftest import S3Stack, Tenant, _run, bucket_name
 from tests.gateway.s3.test_aws_chunked import sign_chunks, signed_body
 from tests.kms_core.http.conftest import free_port
+
+pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
 
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:
@@ -195,14 +197,14 @@ def test_virtual_host_addressing(s3: S3Stack) -> None:
     assert r.status == 200 and r.data == b"virtual"
 
 
-def test_kms_unreachable_is_503(s3: S3Stack, moto_url: str) -> None:
+def test_kms_unreachable_is_503(s3: S3Stack) -> None:
     t = s3.tenant()
     c: Any = s3.client(t, https=False)
     b = bucket_name()
     c.create_bucket(Bucket=b)
     c.put_object(Bucket=b, Key="o", Body=b"x")
     dead = f"http://127.0.0.1:{free_port()}"
-    proxy = S3Proxy(Backend(BackendConfig(moto_url, *BACKEND_KEY)), _kms_clients(s3.kms, dead, None))
+    proxy = S3Proxy(Backend(s3.store.config()), _kms_clients(s3.kms, dead, None))
     port = free_port()
     server = _run(create_app(proxy, _credentials(s3.kms)), port, None)
     try:
