@@ -2,8 +2,9 @@
 
 On first start the data directory gets its root key, its SoftHSM2 token and a `demo` account;
 every start prints the endpoints and the demo credentials, so `make run` is all a new user needs.
-Without `--backend-url` an in-process moto S3 server is the backend (its objects live in memory
-and are gone when the process stops: a demo, not storage).
+Without `--backend-url` the objects go to an embedded SeaweedFS (gateway/seaweed.py): a child
+process on loopback ports keeping its data under `<data-dir>/s3`, so they outlive restarts.
+`--backend moto-memory` uses an in-process moto server instead (objects in memory: a demo).
 
 With `--kms-workers N`, N processes serve the same ports (SO_REUSEPORT); the first one sets up,
 starts the embedded backend if any, and supervises the others.
@@ -36,6 +37,7 @@ from gateway.s3.app import create_app as create_s3_app
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
+from gateway.seaweed import EmbeddedSeaweed, SeaweedError, launch_embedded
 from kms_core.client import InProcessKmsClient, KmsClient
 from kms_core.console.app import create_console
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
@@ -107,7 +109,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--kms-port", type=int, default=9100)
     p.add_argument("--s3-port", type=int, default=9000)
-    p.add_argument("--backend-url", help="S3 backend (default: an in-process moto server)")
+    p.add_argument("--backend-url", help="S3 backend (default: an embedded SeaweedFS, see --backend)")
+    p.add_argument("--backend", choices=("seaweedfs", "moto-memory"), default="seaweedfs",
+                   help="without --backend-url: SeaweedFS as a child process keeping objects under "
+                        "<data-dir>/s3 (default), or moto in memory (a demo: objects die with the process)")
+    p.add_argument("--seaweed-port", type=int, default=None,
+                   help="S3 port of the embedded SeaweedFS on 127.0.0.1 (default: the last one, else a free one)")
     p.add_argument("--backend-access-key", default=os.environ.get("SSEGW_BACKEND_ACCESS_KEY"))
     p.add_argument("--backend-secret-key", default=os.environ.get("SSEGW_BACKEND_SECRET_KEY"))
     p.add_argument("--backend-region", default="us-east-1")
@@ -218,13 +225,37 @@ def _kms_clients(kms: Kms, kms_url: str | None, ca: str | None) -> Callable[[Aut
     return client
 
 
-def _spawn_workers(args: argparse.Namespace, backend_url: str) -> list[subprocess.Popen[bytes]]:
+def _spawn_workers(args: argparse.Namespace, backend_url: str, access: str,
+                   secret: str) -> list[subprocess.Popen[bytes]]:
     # The same command line, marked as a child: children skip set-up and the banner.
     argv = [sys.executable, "-m", "gateway.cli", *sys.argv[1:], "--worker-child"]
-    if not args.backend_url:
-        argv += ["--backend-url", backend_url, "--backend-access-key", MOTO_KEY[0],
-                 "--backend-secret-key", MOTO_KEY[1]]
-    return [subprocess.Popen(argv) for _ in range(max(0, args.kms_workers - 1))]
+    env = dict(os.environ)
+    if not args.backend_url:  # the embedded backend's key goes by environment, not in `ps`
+        argv += ["--backend-url", backend_url]
+        env.update(SSEGW_BACKEND_ACCESS_KEY=access, SSEGW_BACKEND_SECRET_KEY=secret)
+    return [subprocess.Popen(argv, env=env) for _ in range(max(0, args.kms_workers - 1))]
+
+
+def _launch_weed(args: argparse.Namespace) -> EmbeddedSeaweed:
+    try:
+        return launch_embedded(args.data_dir / "s3", args.seaweed_port)
+    except SeaweedError as e:
+        raise SystemExit(f"ssegw serve: {e}") from None
+
+
+def _backend(args: argparse.Namespace, weed: EmbeddedSeaweed | None) -> tuple[str, str | None, str | None, str]:
+    """(url, access key, secret, what the banner says about it) of the proxy's backend."""
+    if args.backend_url:
+        return args.backend_url, args.backend_access_key, args.backend_secret_key, ""
+    if weed is not None:
+        try:
+            weed.wait()
+        except SeaweedError as e:
+            raise SystemExit(f"ssegw serve: {e}") from None
+        assert weed.credentials is not None
+        return (weed.url, weed.credentials.access_key_id, weed.credentials.secret_access_key,
+                f", embedded SeaweedFS: objects are kept in {weed.directory}")
+    return _start_moto(), *MOTO_KEY, ", in-process moto: objects are kept in memory only"
 
 
 def _log_requests() -> None:
@@ -266,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     keep_freed_buffers()
+    # SeaweedFS starts while the KMS opens; it stops when this process exits (or dies).
+    weed = None if args.backend_url or args.worker_child or args.backend != "seaweedfs" else _launch_weed(args)
     try:
         kms, demo = prepare_node(KmsConfig(data_dir=args.data_dir, db_url=args.db_url,
                                            region=regions[0], regions=regions,
@@ -279,8 +312,7 @@ def run(args: argparse.Namespace) -> int:
     # Every worker runs the scheduler: each due action is claimed in the database, so it
     # happens once however many processes look for it.
     scheduler = start_scheduler(kms, args.scheduler_interval)
-    backend_url = args.backend_url or _start_moto()
-    access, secret = (args.backend_access_key, args.backend_secret_key) if args.backend_url else MOTO_KEY
+    backend_url, access, secret, where = _backend(args, weed)
     if not access or not secret:
         print("ssegw serve: --backend-url needs --backend-access-key and --backend-secret-key",
               file=sys.stderr)
@@ -306,12 +338,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.worker_child:
         return _serve(kms, backend, servers, [], scheduler, proxy, args.drain_delay)
-    workers = _spawn_workers(args, backend_url)
+    workers = _spawn_workers(args, backend_url, access, secret)
     scheme = "https" if args.tls_cert else "http"
     print(
         f"ssegw: data dir {args.data_dir.resolve()}, region {', '.join(regions)}\n"
-        f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}"
-        f"{', in-process moto: objects are kept in memory only' if not args.backend_url else ''})\n"
+        f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}{where})\n"
         f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
         "(AWS: X-Amz-Target TrentService.*; REST: POST /v1/kms/<operation>)\n"
         f"  console  {scheme}://{args.host}:{args.kms_port}/console/  "
