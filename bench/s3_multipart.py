@@ -1,10 +1,10 @@
 """Multipart throughput, rewrap speed and bucket-key savings of the S3 proxy, in one run.
 
-    .venv/bin/python bench/s3_multipart.py [--gib 1] [--rounds 2] [--rewrap 300] [--small 1000]
-                                           [--uploads-only]
+    .venv/bin/python bench/s3_multipart.py [--backend moto|seaweedfs] [--gib 1] [--rounds 2] [--rewrap 300]
+                                           [--small 1000] [--uploads-only]
 
-moto's S3 server runs in its own process as the backend; `ssegw serve` runs in another with it
-as `--backend-url`. The aws CLI (`aws s3 cp`, its default 8 MiB parts, 10 in flight) uploads
+moto's S3 server or SeaweedFS (`--backend`) runs in its own process as the backend; `ssegw serve`
+runs in another with it as `--backend-url`. The aws CLI (`aws s3 cp`, its default 8 MiB parts, 10 in flight) uploads
 and downloads a 1 GiB file through the proxy (A) and directly to the same backend (B),
 alternating A B B A after one untimed upload each; the median ratio is printed (goal: >= 0.8x
 direct). The proxy also uploads with `--sse aws:kms`, compared with the same direct upload.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.s3_proxy import client  # noqa: E402
-from bench.stack import BACKEND_KEY  # noqa: E402
+from bench.stack import BACKENDS  # noqa: E402
 from bench.stack import start as start_stack  # noqa: E402
 from kms_core.http_client import HttpKmsClient  # noqa: E402
 
@@ -54,6 +54,7 @@ def md5_of(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", choices=BACKENDS, default="moto", help="the store, direct and behind the proxy")
     ap.add_argument("--gib", type=float, default=1.0, help="size of the multipart file")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rewrap", type=int, default=300, help="objects to rewrap")
@@ -62,14 +63,14 @@ def main() -> None:
                     help="time only the uploads (the CLI's ranged download takes moto ~90 s per GiB)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssegw-mp-bench-"))
-    stack = start_stack(tmp / "var")
+    stack = start_stack(tmp / "var", args.backend)
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith("AWS_")}
     env["PYTHONPATH"] = str(ROOT)
     try:
         creds = stack.credentials
         proxy_url, direct_url = stack.proxy_url, stack.backend_url
         proxy = client(proxy_url, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
-        direct = client(direct_url, *BACKEND_KEY, "us-east-1")
+        direct = client(direct_url, *stack.backend_key, "us-east-1")
         for _ in range(100):
             try:
                 proxy.create_bucket(Bucket="mp-proxy")
@@ -91,8 +92,8 @@ def main() -> None:
         who_env = {
             "proxy": {**aws_env, "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
                       "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"], "AWS_DEFAULT_REGION": "cn-east-1"},
-            "direct": {**aws_env, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                       "AWS_DEFAULT_REGION": "us-east-1"},
+            "direct": {**aws_env, "AWS_ACCESS_KEY_ID": stack.backend_key[0],
+                       "AWS_SECRET_ACCESS_KEY": stack.backend_key[1], "AWS_DEFAULT_REGION": "us-east-1"},
         }
         urls = {"proxy": (proxy_url, "mp-proxy"), "direct": (direct_url, "mp-direct")}
         single_stream = tmp / "aws-config-single-stream"
@@ -136,7 +137,8 @@ def main() -> None:
                         assert md5_of(tmp / "back.bin") == want, f"{who}: downloaded bytes differ"
                         (tmp / "back.bin").unlink()
         big.unlink()
-        print(f"{args.gib:g} GiB file, aws CLI defaults (8 MiB parts); median of {args.rounds}, A B B A")
+        print(f"{args.gib:g} GiB file, aws CLI defaults (8 MiB parts); median of {args.rounds}, A B B A; "
+              f"store: {args.backend}")
         print(f"{'operation':38} {'proxy':>9} {'direct':>9} {'ratio':>7}")
         direct_upload = results["aws s3 cp upload (MB/s)"]["direct"]
         results["aws s3 cp upload --sse aws:kms (MB/s)"]["direct"] = direct_upload

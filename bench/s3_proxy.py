@@ -1,9 +1,9 @@
 """S3 proxy throughput against the same backend used directly, in one run.
 
-    .venv/bin/python bench/s3_proxy.py [--rounds 3] [--large-mib 64] [--small 200]
+    .venv/bin/python bench/s3_proxy.py [--backend moto|seaweedfs] [--rounds 3] [--large-mib 64] [--small 200]
 
-moto's S3 server runs in its own process as the backend; `ssegw serve` runs in another with it
-as `--backend-url`. The same boto3 client code PUTs and GETs 64 MiB and 4 KiB objects through
+moto's S3 server or SeaweedFS (`--backend`) runs in its own process as the backend; `ssegw serve`
+runs in another with it as `--backend-url`. The same boto3 client code PUTs and GETs 64 MiB and 4 KiB objects through
 the proxy (A) and directly (B), alternating A B A B, and the median ratio is printed. Also: the
 proxy's encryption path alone (the envelope sealer) against raw AES-GCM over the same bytes, the
 proxy's CPU time per large operation (from /proc; less sensitive to a noisy machine than wall
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import BACKEND_KEY, free_port  # noqa: E402,F401  (free_port: for other benches)
+from bench.stack import BACKENDS, free_port  # noqa: E402,F401  (free_port: for other benches)
 from bench.stack import start as start_stack  # noqa: E402
 from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
 from kms_core.http_client import HttpKmsClient  # noqa: E402
@@ -77,18 +77,19 @@ def encryption_path(mib: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", choices=BACKENDS, default="moto", help="the store, direct and behind the proxy")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--large-mib", type=int, default=64)
     ap.add_argument("--small", type=int, default=200, help="number of 4 KiB objects per round")
     ap.add_argument("--large-ops", type=int, default=4, help="large PUTs and GETs per round")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssegw-s3-bench-"))
-    stack = start_stack(tmp / "var")
+    stack = start_stack(tmp / "var", args.backend)
     try:
         creds = stack.credentials
         proxy = client(stack.proxy_url, creds["AWS_ACCESS_KEY_ID"],
                        creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
-        direct = client(stack.backend_url, *BACKEND_KEY, "us-east-1")
+        direct = client(stack.backend_url, *stack.backend_key, "us-east-1")
         for _ in range(100):
             try:
                 proxy.create_bucket(Bucket="bench-proxy")
@@ -140,7 +141,7 @@ def main() -> None:
         usage = kms.call("getUsage", {})["usage"]
         puts = args.rounds * (args.small + n)
         print(f"{'operation':22} {'proxy':>10} {'direct':>10} {'ratio':>7}   "
-              f"(median of {args.rounds}, A B alternating)")
+              f"(median of {args.rounds}, A B alternating; store: {args.backend})")
         for op, by in results.items():
             p, d = statistics.median(by["proxy"]), statistics.median(by["direct"])
             print(f"{op:22} {p:10.1f} {d:10.1f} {p / d:6.2f}x")

@@ -1,7 +1,8 @@
-"""What the S3 benchmarks share: moto as a backend process and `ssegw serve` in front of it.
+"""What the S3 benchmarks share: a backend store process and `ssegw serve` in front of it.
 
-Both run as separate processes, so the proxy, the backend and the client each have their own
-interpreter (and GIL), as they would in production.
+The store is moto's S3 server or SeaweedFS (`--backend`, `weed server` as `ssegw serve` embeds
+it). Both run as separate processes, so the proxy, the backend and the client each have their
+own interpreter (and GIL), as they would in production.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND_KEY = ("bench", "bench-secret")
+BACKENDS = ("moto", "seaweedfs")
 
 
 def free_port() -> int:
@@ -31,7 +33,8 @@ class Stack:
     kms_url: str
     backend_url: str
     credentials: dict[str, str]
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)  # the store's, then serve's
+    backend_key: tuple[str, str] = BACKEND_KEY  # the store's own key: the direct client's
 
     def stop(self) -> None:
         for p in self.procs:
@@ -43,21 +46,32 @@ class Stack:
                 p.kill()
 
 
-def start(data_dir: Path) -> Stack:
-    """moto on a free port, then `ssegw serve` with it as --backend-url; waits for the banner."""
-    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
+def start(data_dir: Path, backend: str = "moto") -> Stack:
+    """The store (moto or SeaweedFS) on free ports, then `ssegw serve` with it as --backend-url;
+    waits for the banner."""
+    s3_port, kms_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith("AWS_")}
     env["PYTHONPATH"] = str(ROOT)
-    stack = Stack(f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{kms_port}",
-                  f"http://127.0.0.1:{moto_port}", {})
-    stack.procs.append(subprocess.Popen(
-        [sys.executable, "-c", "from moto.server import ThreadedMotoServer as S; import time;"
-                               f"S(port={moto_port}).start(); time.sleep(1e6)"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+    if backend == "seaweedfs":
+        from gateway.seaweed import EmbeddedSeaweed, SeaweedConfig
+
+        weed = EmbeddedSeaweed(SeaweedConfig(data_dir.parent / "seaweedfs")).start()
+        assert weed.process is not None and weed.credentials is not None
+        stack = Stack(f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{kms_port}", weed.url, {},
+                      backend_key=(weed.credentials.access_key_id, weed.credentials.secret_access_key))
+        stack.procs.append(weed.process)  # type: ignore[arg-type]  # its output is never read
+    else:
+        moto_port = free_port()
+        stack = Stack(f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{kms_port}",
+                      f"http://127.0.0.1:{moto_port}", {})
+        stack.procs.append(subprocess.Popen(
+            [sys.executable, "-c", "from moto.server import ThreadedMotoServer as S; import time;"
+                                   f"S(port={moto_port}).start(); time.sleep(1e6)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
     serve = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
          "--s3-port", str(s3_port), "--kms-port", str(kms_port), "--backend-url", stack.backend_url,
-         "--backend-access-key", BACKEND_KEY[0], "--backend-secret-key", BACKEND_KEY[1]],
+         "--backend-access-key", stack.backend_key[0], "--backend-secret-key", stack.backend_key[1]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     stack.procs.append(serve)
     banner = ""

@@ -368,8 +368,15 @@ def launch_embedded(directory: Path, s3_port: int | None = None) -> EmbeddedSeaw
     """
     weed = EmbeddedSeaweed(SeaweedConfig(directory, s3_port=s3_port))
     weed.launch()
-    atexit.register(weed.stop)
+    atexit.register(_stop_at_exit, weed)
     return weed
+
+
+def _stop_at_exit(weed: EmbeddedSeaweed) -> None:
+    if weed.process is not None and weed.process.poll() is None:
+        print(f"ssegw: stopping SeaweedFS ({weed.directory}); its filer takes about 15 s",
+              file=sys.stderr, flush=True)
+    weed.stop()
 
 
 class SeaweedCluster:
