@@ -71,7 +71,7 @@ class Uploads:
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
         # No x-amz-checksum-algorithm: declared, S3 wants every part's checksum back in
-        # CompleteMultipartUpload, and this proxy keeps no state to remember them in (_send_part).
+        # CompleteMultipartUpload, and this proxy keeps no part checksums (see _send_part).
         r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
