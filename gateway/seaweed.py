@@ -85,6 +85,7 @@ class Credentials:
 
 def load_or_create_credentials(directory: Path) -> Credentials:
     """The store's S3 credentials, made once and kept (mode 0600) in SeaweedFS's identity file."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / IDENTITY_FILE
     if not path.exists():
         creds = Credentials("ssegw" + secrets.token_hex(8), secrets.token_urlsafe(30))
