@@ -144,7 +144,10 @@ def _pdeathsig(parent: int) -> Callable[[], None]:
 
 def spawn_weed(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """`weed <args>` as our child: its output in `log` (the previous one kept as `.1`), its
-    own session (our Ctrl-C is ours to handle: we stop weed in order), SIGTERM when we die."""
+    own session (our Ctrl-C is ours to handle: we stop weed in order), SIGTERM when we die.
+
+    The kernel sends that SIGTERM when the *thread* that forked ends, so call this from a
+    thread that lives as long as the process (the main thread, as `ssegw serve` does)."""
     if log.exists():
         os.replace(log, log.with_name(log.name + ".1"))
     with open(log, "wb") as out:
