@@ -77,7 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     kms_port, s3_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
-            "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--region", REGION]
+            "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--region", REGION,
+            "--backend", "moto-memory"]  # objects need not outlive the session: no SeaweedFS
     if isinstance(build_parser().parse_args(["serve", "--region", "a", "--region", "b"]).region, list):
         argv += ["--region", SECOND_POOL]  # a second pool for the drop-down, where serve takes one
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
