@@ -34,6 +34,10 @@ import kms_core.metering  # noqa: F401
 import kms_core.models  # noqa: F401
 
 log = logging.getLogger("kms_core.schema")
+# Alembic says "Context impl SQLiteImpl" and the like at INFO on every start-up, even with
+# nothing to migrate; commands that configure INFO logging (ssegw volume) then print it on
+# stderr, where their one JSON error must be alone. Migrations we run are logged by us below.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPT_LOCATION = "kms_core:migrations"
 # pg_advisory_lock key of schema migrations: "ssegw-db" as a big-endian 64-bit integer.
