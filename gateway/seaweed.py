@@ -12,9 +12,12 @@ gateway in one process) on loopback ports, with its data under one directory:
     <dir>/weed.log        what weed printed (the previous start's in weed.log.1)
     <dir>/data/           volumes, filer metadata and the master's state
 
-The child must not outlive us: it gets SIGTERM when the process that started it dies
-(PR_SET_PDEATHSIG, Linux), and a start that finds a leftover `weed` of the same directory
-(its pid file, its command line naming our data directory) stops it before starting anew.
+The child must not outlive us: the kernel kills it (SIGKILL) when the process that started it
+dies (PR_SET_PDEATHSIG, Linux); a SIGTERM there could leave it hanging in its shutdown (a filer
+whose master was gone first was seen doing so for an hour), and everything weed has
+acknowledged is already on disk (volume appends, the filer's LevelDB journal). A start that
+finds a leftover `weed` of the same directory (its pid file, its command line naming our data
+directory) stops it before starting anew.
 SeaweedFS keeps its S3 semantics strict here: no bucket auto-creation, no recursive delete of
 a non-empty bucket, no telemetry, no IAM write API.
 """
@@ -128,14 +131,14 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _pdeathsig(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when `parent` dies (Linux; elsewhere nothing)."""
+    """A preexec_fn: the child gets SIGKILL when `parent` dies (Linux; elsewhere nothing)."""
     try:
         prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
     except (OSError, AttributeError, TypeError):
         return lambda: None
 
     def preexec() -> None:  # in the child, between fork and exec
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
             os._exit(1)
 
@@ -144,9 +147,9 @@ def _pdeathsig(parent: int) -> Callable[[], None]:
 
 def spawn_weed(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """`weed <args>` as our child: its output in `log` (the previous one kept as `.1`), its
-    own session (our Ctrl-C is ours to handle: we stop weed in order), SIGTERM when we die.
+    own session (our Ctrl-C is ours to handle: we stop weed in order), SIGKILL when we die.
 
-    The kernel sends that SIGTERM when the *thread* that forked ends, so call this from a
+    The kernel sends that SIGKILL when the *thread* that forked ends, so call this from a
     thread that lives as long as the process (the main thread, as `ssegw serve` does)."""
     if log.exists():
         os.replace(log, log.with_name(log.name + ".1"))
@@ -368,7 +371,7 @@ def launch_embedded(directory: Path, s3_port: int | None = None) -> EmbeddedSeaw
     """`ssegw serve`'s default backend: launched now, `wait()` before use, stopped at exit.
 
     The stop runs at interpreter exit (after the servers and workers have stopped); a killed
-    gateway's child gets SIGTERM from the kernel instead, and the next start stops a leftover.
+    gateway's child is killed by the kernel instead, and the next start stops any leftover.
     """
     weed = EmbeddedSeaweed(SeaweedConfig(directory, s3_port=s3_port))
     weed.launch()

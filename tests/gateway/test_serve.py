@@ -313,7 +313,7 @@ def test_objects_survive_restarts_after_sigterm_and_sigkill(tmp_path: Path) -> N
         orphan = _weed_pid(data)
         s.proc.kill()  # SIGKILL: no clean-up of ours runs
         s.proc.wait()
-        # The kernel tells the orphaned weed (PR_SET_PDEATHSIG); it stops on its own.
+        # The kernel kills the orphaned weed (PR_SET_PDEATHSIG): it never outlives the gateway.
         deadline = time.monotonic() + 120
         while _alive(orphan) and time.monotonic() < deadline:
             time.sleep(0.2)
