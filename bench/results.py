@@ -80,6 +80,18 @@ class Results:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
+def from_proxy_direct(bench: str, rounds: dict[str, dict[str, list[float]]], peer: str,
+                      goals: dict[str, float], notes: list[str]) -> Results:
+    """The S3 benchmarks' {operation: {"proxy": [...], "direct": [...]}} as Results."""
+    r = Results(bench, notes)
+    for op, by in rounds.items():
+        name, _, unit = op.partition(" (")
+        r.metric(name, unit.rstrip(")") or "per s", peer, goals.get(op))
+        for ours, theirs in zip(by["proxy"], by["direct"], strict=False):
+            r.add(name, ours, theirs)
+    return r
+
+
 def add_json_argument(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", metavar="PATH", default=None,
                     help="also write every round, ours and the peer's, as JSON (read by bench/report.py)")

@@ -36,6 +36,7 @@ import boto3
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
 from bench.s3_proxy import client  # noqa: E402
 from bench.stack import BACKENDS  # noqa: E402
 from bench.stack import start as start_stack  # noqa: E402
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rewrap", type=int, default=300, help="objects to rewrap")
     ap.add_argument("--small", type=int, default=1000, help="small PUTs per bucket-key measurement")
+    add_json_argument(ap)
     ap.add_argument("--uploads-only", action="store_true",
                     help="time only the uploads (the CLI's ranged download takes moto ~90 s per GiB)")
     args = ap.parse_args()
@@ -145,6 +147,10 @@ def main() -> None:
         for op, by in results.items():
             p, d = statistics.median(by["proxy"]), statistics.median(by["direct"])
             print(f"{op:38} {p:9.1f} {d:9.1f} {p / d:6.2f}x")
+        # Goal (issue 7): the aws CLI's multipart upload >= 0.8x the same store direct.
+        from_proxy_direct("s3_multipart", results, f"{args.backend} direct",
+                          {"aws s3 cp upload (MB/s)": 0.8},
+                          [f"{args.gib:g} GiB, aws CLI defaults; store: {args.backend}"]).write(args.json)
         print("every round, MB/s (proxy / direct):")
         for op, by in results.items():
             print(f"  {op:36} " + "  ".join(f"{p:.0f}/{d:.0f}" for p, d in zip(by["proxy"], by["direct"], strict=True)))

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
 from bench.stack import BACKENDS, free_port  # noqa: E402,F401  (free_port: for other benches)
 from bench.stack import start as start_stack  # noqa: E402
 from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--large-mib", type=int, default=64)
     ap.add_argument("--small", type=int, default=200, help="number of 4 KiB objects per round")
     ap.add_argument("--large-ops", type=int, default=4, help="large PUTs and GETs per round")
+    add_json_argument(ap)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssegw-s3-bench-"))
     stack = start_stack(tmp / "var", args.backend)
@@ -145,6 +147,10 @@ def main() -> None:
         for op, by in results.items():
             p, d = statistics.median(by["proxy"]), statistics.median(by["direct"])
             print(f"{op:22} {p:10.1f} {d:10.1f} {p / d:6.2f}x")
+        # Goals (issue 20): 64 MiB PUT and GET >= 0.9x the same store direct.
+        goals = {f"PUT {args.large_mib} MiB (MB/s)": 0.9, f"GET {args.large_mib} MiB (MB/s)": 0.9}
+        from_proxy_direct("s3_proxy", results, f"{args.backend} direct", goals,
+                          [f"store: {args.backend}; {args.large_ops} large ops per round"]).write(args.json)
         for op, ms in cpu_ms.items():
             print(f"  proxy CPU per {op.split(' (')[0]}: {statistics.median(ms):.0f} ms (all its threads)")
         ours, raw = encryption_path(args.large_mib)

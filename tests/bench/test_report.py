@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.report import render_markdown, write_report
 from bench.results import Results
 
@@ -54,3 +56,15 @@ def test_report_writes_json_that_reads_back_and_a_png_per_bench(tmp_path: Path) 
     again = Results.read(tmp_path / "demo.json")
     assert again.metrics["read"].ours == [90.0, 70.0]
     assert again.metrics["latency"].higher_is_better is False
+
+
+def test_the_s3_benches_rounds_become_metrics_named_without_their_unit() -> None:
+    from bench.results import from_proxy_direct
+
+    rounds = {"PUT 64 MiB (MB/s)": {"proxy": [90.0, 80.0], "direct": [100.0, 100.0]},
+              "GET 4 KiB (ops/s)": {"proxy": [5.0], "direct": [10.0]}}
+    r = from_proxy_direct("s3_proxy", rounds, "moto direct", {"PUT 64 MiB (MB/s)": 0.9}, [])
+    put = r.metrics["PUT 64 MiB"]
+    assert (put.unit, put.peer, put.goal) == ("MB/s", "moto direct", 0.9)
+    assert put.ratio() == pytest.approx(0.85)
+    assert put.met() is False and r.metrics["GET 4 KiB"].unit == "ops/s"
