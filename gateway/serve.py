@@ -128,6 +128,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     p.add_argument("--console-idle-minutes", type=float, default=30.0,
                    help="web console sessions end after this long without a request (default 30)")
+    p.add_argument("--serve-plaintext-objects", action="store_true",
+                   help="serve objects that carry no encryption envelope (put into the backend without the "
+                        "gateway) as they are; off by default, since nothing vouches for their bytes: only "
+                        "while migrating a bucket of plaintext objects (copy each onto itself to encrypt it)")
     p.add_argument("--allow-sse-c-over-http", action="store_true",
                    help="accept SSE-C (customer-provided keys) on plain HTTP too; AWS refuses it, and so "
                         "do we by default: only for test rigs on loopback")
@@ -320,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
     backend = Backend(BackendConfig(backend_url, access, secret, args.backend_region,
                                     args.backend_ca or True))
     proxy = S3Proxy(backend, _kms_clients(kms, args.kms_url, args.backend_ca),
-                    allow_sse_c_over_http=args.allow_sse_c_over_http)
+                    allow_sse_c_over_http=args.allow_sse_c_over_http,
+                    serve_plaintext=args.serve_plaintext_objects)
     domains = tuple(args.s3_domain or ["localhost"])
     console = create_console(kms, pools=regions, secure_cookies=bool(args.tls_cert),
                              idle_timeout=timedelta(minutes=args.console_idle_minutes),

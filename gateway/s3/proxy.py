@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -40,6 +41,8 @@ from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
 from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged
 from gateway.s3.upload_state import UploadState, default_state_bucket
 from kms_core.client import KmsClient
+
+log = logging.getLogger("gateway.s3.proxy")
 
 BUFFER_LIMIT = 16 * 1024 * 1024  # objects up to this size get the plaintext MD5 as ETag
 MAX_PUT = 5 * 1024**3
@@ -111,7 +114,7 @@ class BackendListError(Exception):
 class S3Proxy:
     def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
                  key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False,
-                 state_bucket: str | None = None) -> None:
+                 state_bucket: str | None = None, serve_plaintext: bool = False) -> None:
         from gateway.s3.copy import Copier
         from gateway.s3.uploads import Uploads
         from gateway.s3.versions import Versions
@@ -121,6 +124,11 @@ class S3Proxy:
         self.backend = backend
         # As AWS: customer keys only over TLS, unless a test rig on loopback says otherwise.
         self.allow_sse_c_over_http = allow_sse_c_over_http
+        # An object with no envelope was not written through the gateway, or an attacker with
+        # write access to the backend stripped its envelope: serving it would hand out bytes
+        # nobody authenticated (ciphertext as if it were the object, or planted content). Only
+        # an operator migrating a bucket of plaintext objects turns this on.
+        self.serve_plaintext = serve_plaintext
         self.buckets = Buckets(backend, kms_for)
         self.keys = ObjectKeys(kms_for, key_cache_ttl)
         self.reader = Reader(backend)
@@ -384,6 +392,15 @@ class S3Proxy:
             return ObjectKey(plain, envelope.Algorithm.AES_256_GCM, wrapped, "", "", customer=record.encode())
         return await self.keys.new_key(req.auth, enc.cmk, bucket, key, enc.context, enc.bucket_key)
 
+    def refuse_plaintext(self, stored: Stored) -> None:
+        """S3Error for an object without an envelope, unless --serve-plaintext-objects."""
+        if not self.serve_plaintext:
+            log.warning("refused %s/%s: no encryption envelope (not written through the gateway, or its "
+                        "envelope was removed in the backend)", stored.bucket, stored.key)
+            raise S3Error("InternalError", "The object carries no encryption envelope of this gateway, so "
+                          "nothing vouches for its bytes and it is not served (an operator migrating "
+                          "plaintext objects starts ssegw serve with --serve-plaintext-objects)", 500)
+
     async def open_key(self, auth: Authenticated, stored: Stored,
                        customer: sse_c.CustomerKey | None = None) -> bytes | None:
         """The data key of a stored object (SSE-C objects: with the request's `customer` key,
@@ -393,6 +410,7 @@ class S3Proxy:
         if meta is None:
             if customer is not None:
                 raise sse_c.not_applicable()
+            self.refuse_plaintext(stored)
             return None
         if meta.customer is not None or customer is not None:
             sse_c.verify(customer, meta.customer)
@@ -665,6 +683,8 @@ class S3Proxy:
         sse_c.verify(customer, stored.meta.customer if stored.meta else None)
         if stored.meta is not None:
             await self._vouch(req, stored, customer)
+        else:
+            self.refuse_plaintext(stored)
         headers = self.object_headers(req.auth, stored, customer)
         not_modified = self.read_conditions(req, stored)
         if not_modified is not None:
