@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
+from kms_core.embedded import Kms
 from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, _run, bucket_name
 from tests.kms_core.http.conftest import free_port
 
@@ -97,12 +99,13 @@ def tls_moto(tls_cert: tuple[Path, Path]) -> Iterator[str]:
     server.shutdown()
 
 
-def test_an_https_backend_verified_with_its_ca(s3: S3Stack, tls_moto: str, tls_cert: tuple[Path, Path]) -> None:
-    t = s3.tenant()
+def test_an_https_backend_verified_with_its_ca(kms: Kms, tls_moto: str, tls_cert: tuple[Path, Path]) -> None:
+    # Its own TLS moto is the store (not the `store` fixture), so it runs once, not per store.
+    _, t = kms.accounts.create_account(f"t-{uuid.uuid4().hex[:8]}")
     trusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY, verify_tls=str(tls_cert[0])))
     untrusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY))  # system CAs only
     ports = free_port(), free_port()
-    servers = [_run(create_app(S3Proxy(be, _kms_clients(s3.kms, None, None)), _credentials(s3.kms)), port, None)
+    servers = [_run(create_app(S3Proxy(be, _kms_clients(kms, None, None)), _credentials(kms)), port, None)
                for be, port in zip((trusted, untrusted), ports, strict=True)]
     try:
         c, u = (boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
