@@ -18,32 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
-
-def kms(url: str, operation: str, **fields: object) -> dict:
-    """POST /v1/kms/<operation>, SigV4-signed; returns `returnObj.result` (the guide's reply
-    shape), or exits with the error's code and message (statusCode 900)."""
-    body = json.dumps(fields).encode()
-    request = AWSRequest(method="POST", url=f"{url}/v1/kms/{operation}", data=body,
-                         headers={"Content-Type": "application/json"})
-    creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
-    SigV4Auth(creds, "kms", os.environ.get("AWS_DEFAULT_REGION", "cn-east-1")).add_auth(request)
-    try:
-        with urllib.request.urlopen(urllib.request.Request(
-                request.url, data=body, headers=dict(request.headers.items()), method="POST")) as resp:
-            reply = json.load(resp)
-    except urllib.error.HTTPError as e:
-        reply = json.load(e)
-    if reply["statusCode"] != 800:
-        sys.exit(f"{operation}: {reply['errorCode']}: {reply['message']}")
-    return reply["returnObj"]["result"]
+from guide_rest import kms  # the guide's REST call (examples/guide_rest.py)
 
 
 def ssegw(*args: str) -> list[str]:

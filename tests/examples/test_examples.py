@@ -150,3 +150,14 @@ def test_every_example_is_tested() -> None:
     tested = Path(__file__).read_text()
     for example in (ROOT / "examples").glob("*.py"):
         assert example.name in tested, f"examples/{example.name} has no test"
+
+
+def test_guide_rest_returns_the_result_and_exits_with_the_guides_error(gateway: Gateway, tmp_path: Path) -> None:
+    """examples/guide_rest.py, the call every guide example makes: `returnObj.result` on 800,
+    and on 900 an exit naming the error code and message."""
+    code = ("import sys; from guide_rest import kms; url = sys.argv[1]; "
+            "print(kms(url, 'createKey')['cmkUuid']); kms(url, 'describeKey', cmkUuid='no-such-key')")
+    p = subprocess.run([sys.executable, "-c", code, gateway.kms_url], cwd=ROOT / "examples", capture_output=True,
+                       text=True, timeout=120, env=gateway.env)
+    assert p.returncode == 1 and len(p.stdout.strip()) == 36, p.stdout + p.stderr
+    assert p.stderr.startswith("describeKey: NotFound: "), p.stderr
