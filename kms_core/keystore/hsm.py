@@ -99,6 +99,37 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
             raise
 
 
+# Libraries this process has opened a token through: re-initialising one would invalidate the
+# sessions of every Hsm already using it.
+_IN_USE: set[str] = set()
+_TOKEN_LOOKS = 4
+
+
+def _find_token(config: HsmConfig) -> Any:
+    """The token labelled in `config`; caller holds _CALL_LOCK.
+
+    SoftHSM2 lists the tokens it found when the library was initialised, and passes over one
+    whose files another process holds locked at that moment, as happens when several nodes start
+    together on one token. So a token not found by the first Hsm of a process is looked for again
+    after re-initialising the library, a few times, before it is called missing.
+    """
+    lib = pkcs11.lib(config.module)
+    for attempt in range(_TOKEN_LOOKS):
+        try:
+            token = lib.get_token(token_label=config.token_label)
+        except p11e.NoSuchToken:
+            if config.module in _IN_USE or attempt == _TOKEN_LOOKS - 1:
+                raise KeyUnavailable(
+                    f"the HSM has no token labelled {config.token_label!r} (PKCS#11 module {config.module})"
+                ) from None
+            time.sleep(0.05 * (attempt + 1))
+            lib.reinitialize()
+            continue
+        _IN_USE.add(config.module)
+        return token
+    raise AssertionError("unreachable")
+
+
 class Hsm:
     """A logged-in token with per-thread sessions and per-thread, use-checked object handles."""
 
@@ -108,13 +139,7 @@ class Hsm:
         self._login_lock = threading.Lock()
         self._logged_in = False
         with _pkcs11_errors():
-            try:
-                self._token = pkcs11.lib(config.module).get_token(token_label=config.token_label)
-            except p11e.NoSuchToken:
-                raise KeyUnavailable(
-                    f"the HSM has no token labelled {config.token_label!r} "
-                    f"(PKCS#11 module {config.module})"
-                ) from None
+            self._token = _find_token(config)
 
     def session(self) -> Any:
         s = getattr(self._local, "session", None)
