@@ -393,7 +393,14 @@ class S3Proxy:
         return await self.keys.new_key(req.auth, enc.cmk, bucket, key, enc.context, enc.bucket_key)
 
     def refuse_plaintext(self, stored: Stored) -> None:
-        """S3Error for an object without an envelope, unless --serve-plaintext-objects."""
+        """S3Error for an object without an envelope, unless --serve-plaintext-objects.
+
+        Empty "folder" objects (a key ending in /, no bytes) are served: stores such as SeaweedFS
+        keep them as directories and drop their metadata, tools such as s3fs make them with
+        mkdir, and there are no bytes in them to vouch for.
+        """
+        if stored.key.endswith("/") and stored.size == 0:
+            return
         if not self.serve_plaintext:
             log.warning("refused %s/%s: no encryption envelope (not written through the gateway, or its "
                         "envelope was removed in the backend)", stored.bucket, stored.key)

@@ -77,3 +77,17 @@ def test_an_operator_migrating_plaintext_objects_serves_them(s3: S3Stack) -> Non
                   ServerSideEncryption="AES256")  # encrypts it in place
     s3.proxy.serve_plaintext = False
     assert c.get_object(Bucket=b, Key="legacy")["Body"].read() == b"written before the gateway"
+
+
+def test_an_empty_folder_object_is_served_without_an_envelope(s3: S3Stack) -> None:
+    """As s3fs's mkdir makes them, and as SeaweedFS keeps them (a directory, metadata dropped)."""
+    c: Any = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    s3.backend.put_object(Bucket=b, Key="folder/", Body=b"")
+    assert c.head_object(Bucket=b, Key="folder/")["ContentLength"] == 0
+    assert c.get_object(Bucket=b, Key="folder/")["Body"].read() == b""
+    s3.backend.put_object(Bucket=b, Key="not-a-folder/", Body=b"planted")
+    with pytest.raises(ClientError) as e:
+        c.get_object(Bucket=b, Key="not-a-folder/")["Body"].read()
+    assert _status(e) == 500
