@@ -41,8 +41,8 @@ test: deps
 	SSEGW_NATIVE_XTS=required $(BIN)/python -m pytest -q
 
 lint: deps
-	$(BIN)/ruff check kms_core gateway adapters tests bench examples
-	$(BIN)/mypy kms_core
+	$(BIN)/ruff check kms_core gateway adapters tests bench examples fuzz
+	$(BIN)/mypy kms_core gateway adapters
 
 clean:
 	rm -rf $(VENV) var .pytest_cache $(XTS_SO)
