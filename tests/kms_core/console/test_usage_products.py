@@ -6,10 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from playwright.sync_api import expect
 
-from gateway.cli import build_parser
 from tests.kms_core.console.conftest import SECOND_POOL, ConsoleServer, Tenant
 
 
@@ -89,13 +87,6 @@ def test_one_click_bucket_encryption(signed_in: Any, server: ConsoleServer, tena
     assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
 
 
-def _repeatable_region() -> bool:
-    args = build_parser().parse_args(["serve", "--region", "a", "--region", "b"])
-    return isinstance(args.region, list)
-
-
-@pytest.mark.skipif(not _repeatable_region(),
-                    reason="ssegw serve serves one pool until --region is repeatable (#19)")
 def test_switching_pools_shows_that_pools_keys(signed_in: Any, server: ConsoleServer, tenant: Tenant) -> None:
     page = signed_in
     here = server.kms(tenant).create_key(Description="east")["KeyMetadata"]["KeyId"]
