@@ -97,7 +97,6 @@ KNOWN_HEAVY_CLIENT: int | None = 14
 # without a `# long:` reason, on main when this test was written.
 KNOWN_LONG_MODULES: dict[str, int] = {
     "adapters.block.nbd_server": 14,
-    "adapters.file.fusefs": 14,
     "gateway.s3.envelope": 14,
     "gateway.s3.proxy": 14,
     "gateway.s3.uploads": 14,

@@ -9,13 +9,13 @@ cached subtree. Encrypted names are a pure function of (IV, name) and need no in
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import stat
 import threading
 from dataclasses import dataclass
 
+from adapters.file.errors import DamagedDirectory, NameTooLong
 from adapters.file.names import (
     DIRIV_LEN,
     DIRIV_NAME,
@@ -63,7 +63,7 @@ def read_diriv(cdir: str) -> bytes:
     except FileNotFoundError:
         pass
     if any(not n.startswith(DIRIV_NAME) for n in os.listdir(cdir)):
-        raise OSError(errno.EIO, f"directory IV missing or damaged in {cdir}")
+        raise DamagedDirectory(f"directory IV missing or damaged in {cdir}")
     return write_diriv(cdir)
 
 
@@ -94,12 +94,9 @@ class Backing:
         parent, _, name = path.rpartition("/")
         raw = os.fsencode(name)
         if len(raw) > NAME_MAX:  # FUSE lets names up to 1024 bytes through; POSIX says 255
-            raise OSError(errno.ENAMETOOLONG, "file name too long")
+            raise NameTooLong("file name too long")
         cparent, iv = self.dir(parent or "/")
-        try:
-            bname, long = self.names.backing_name(raw, iv)
-        except BadName:
-            raise OSError(errno.EINVAL, "invalid name") from None
+        bname, long = self.names.backing_name(raw, iv)  # InvalidName (EINVAL) for "", "..", ...
         return Entry(os.path.join(cparent, bname), cparent, bname, long)
 
     def cpath(self, path: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from adapters.file import contentenc as ce
 from adapters.file.backing import read_diriv
+from adapters.file.errors import SfsError
 from adapters.file.names import (
     LONGNAME_SUFFIX,
     BadName,
@@ -77,7 +78,7 @@ def walk(root: str, names: NameCipher, report: Report | None = None) -> Iterator
         rel = os.path.relpath(cdir, root)
         try:
             iv = read_diriv(cdir)
-        except OSError as e:
+        except (OSError, SfsError) as e:
             if report is not None:
                 report.damage.append(Damage(ppath, rel, "directory", detail=str(e)))
             continue

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.file import masterkey
-from adapters.file.masterkey import FsError
+from adapters.file.errors import FsError, SfsError
 from kms_core.cli import add_store_options, kms_client
 
 
@@ -28,7 +28,7 @@ def _fs_errors(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Na
     def run(args: argparse.Namespace) -> Any:
         try:
             return fn(args)
-        except FsError as e:
+        except SfsError as e:
             print(json.dumps({"errorCode": e.code, "message": e.message}), file=sys.stderr)
             raise SystemExit(1) from None
 

@@ -16,16 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters.file.contentenc import BLOCK_SIZE, HEADER_VERSION
+from adapters.file.errors import ConfigError as ConfigError
 
 CONFIG_NAME = "sfs.conf"
 CONFIG_FORMAT = "ssegw-sfs"
 CONFIG_VERSION = 1
 CONTEXT_KEY = "sfs:filesystem"
 _FS_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class ConfigError(ValueError):
-    """A config this code cannot read: wrong format, unknown version, missing field."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from adapters.file.errors import BlockAuthError as BlockAuthError
+from adapters.file.errors import FormatError as FormatError
+
 HEADER_VERSION = 1
 FILE_ID_LEN = 16
 HEADER_LEN = 1 + FILE_ID_LEN
@@ -47,18 +50,6 @@ _AAD = struct.Struct(">Q")
 INFO_CONTENT = b"ssegw-sfs v1 content "
 INFO_NAMES = b"ssegw-sfs v1 names"
 INFO_SYMLINKS = b"ssegw-sfs v1 symlinks"
-
-
-class FormatError(ValueError):
-    """A backing file or record that is not in a format this code reads."""
-
-
-class BlockAuthError(FormatError):
-    """A ciphertext block failed authentication (or is truncated): the data was changed."""
-
-    def __init__(self, block: int) -> None:
-        super().__init__(f"block {block} failed authentication")
-        self.block = block
 
 
 def derive_key(master_key: bytes, info: bytes, length: int = 32) -> bytes:

@@ -13,19 +13,10 @@ from pathlib import Path
 from adapters.file.backing import write_diriv
 from adapters.file.config import CONFIG_NAME, ConfigError, FsConfig, decode_config, encode_config
 from adapters.file.contentenc import MASTER_KEY_LEN
+from adapters.file.errors import FsError as FsError
 from kms_core.client import KmsClient
 
 PRODUCT = "sfs"
-
-
-class FsError(Exception):
-    """A file-adapter error a user can act on (bad backing dir, bad config, ...)."""
-
-    code = "FsError"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
-from adapters.file.contentenc import INFO_NAMES, INFO_SYMLINKS, FormatError, derive_key
+from adapters.file.contentenc import INFO_NAMES, INFO_SYMLINKS, derive_key
+from adapters.file.errors import BadName as BadName
+from adapters.file.errors import InvalidName
 
 DIRIV_NAME = "sfs.diriv"
 DIRIV_LEN = 16
@@ -37,10 +39,6 @@ RESERVED_PREFIX = "sfs."
 NAME_MAX = 255
 PAD = 16
 _SYMLINK_AAD = b"ssegw-sfs symlink v1"
-
-
-class BadName(FormatError):
-    """A backing name or symlink target that does not decrypt (changed, or not ours)."""
 
 
 def b64e(data: bytes) -> str:
@@ -109,7 +107,7 @@ class NameCipher:
     def encrypt_name(self, name: bytes, diriv: bytes) -> str:
         """The full encrypted name (may exceed 255 bytes; see `backing_name`)."""
         if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
-            raise BadName("not a valid file name")
+            raise InvalidName("not a valid file name")
         return b64e(self._siv.encrypt(pad(name), [diriv]))
 
     def decrypt_name(self, encrypted: str, diriv: bytes) -> bytes:
