@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.block import luks
 from adapters.block import volume as vol
+from adapters.block.errors import BlockError
 from adapters.block.nbd_server import NbdServer, run, serve
 from adapters.block.workers import serve_with_workers
 from kms_core.cli import add_store_options, kms_client
@@ -107,7 +108,7 @@ def _guarded(fn: Handler) -> Handler:
     def run(args: argparse.Namespace) -> Any:
         try:
             return fn(args)
-        except vol.VolumeError as e:
+        except BlockError as e:
             print(json.dumps({"errorCode": e.code, "message": e.message}), file=sys.stderr)
             raise SystemExit(1) from None
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from adapters.block.errors import LuksError as LuksError  # re-exported: luks.LuksError
 from adapters.block.sector_crypto import SECTOR_SIZE, sector_cipher
 
 MAGIC = b"LUKS\xba\xbe"
@@ -65,10 +66,6 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 _PHDR = struct.Struct(">6sH32s32s32sII20s32sI40s")
 _SLOT = struct.Struct(">II32sII")
 assert _PHDR.size + NUM_KEYSLOTS * _SLOT.size == PHDR_SIZE
-
-
-class LuksError(Exception):
-    """Not a LUKS1 header we can read, or no keyslot opens with the passphrase."""
 
 
 @dataclass(frozen=True)

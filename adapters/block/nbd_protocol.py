@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
+from adapters.block.errors import ProtocolError as ProtocolError  # re-exported: p.ProtocolError
+
 # ---------------------------------------------------------------------------- handshake
 NBDMAGIC = 0x4E42444D41474943  # "NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054  # "IHAVEOPT"
@@ -138,10 +140,6 @@ _STRUCTURED_REPLY = struct.Struct(">IHHQI")
 CLIENT_FLAGS_SIZE = 4
 OPTION_HEADER_SIZE = _OPTION_HEADER.size
 REQUEST_SIZE = REQUEST_STRUCT.size
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol in a way that leaves no safe way to continue."""
 
 
 def server_greeting() -> bytes:

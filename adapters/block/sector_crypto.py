@@ -356,6 +356,12 @@ class NativeXts:
         if count < SPLIT_MIN_SECTORS or parts < 2:
             self._crypt(enc, sector, count, src, dst)
             return out
+        self._split(enc, sector, count, parts, src, dst)
+        return out
+
+    def _split(self, enc: int, sector: int, count: int, parts: int,
+               src: bytes | ctypes.Array[ctypes.c_char], dst: ctypes.Array[ctypes.c_char]) -> None:
+        """One batch in `parts` parts, all but the first on the helper threads."""
         if isinstance(src, bytes):
             src_at = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value or 0
         else:
@@ -376,7 +382,6 @@ class NativeXts:
                 f.exception()
         for f in futures:
             f.result()
-        return out
 
     def encrypt(self, sector: int, data: Buffer) -> bytearray:
         return self._run(1, sector, data)

@@ -24,13 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from adapters.block import luks
+from adapters.block.errors import LuksError, ReadOnlyError, SealRecordError, VolumeError
 from adapters.block.sector_crypto import SECTOR_SIZE, Buffer, SectorCipher, sector_cipher
 from adapters.block.volume_header import (
     COPIES,
     RECORD_SIZE,
     RESERVED_SECTORS,
     SealRecord,
-    SealRecordError,
     context_for,
     decode_seal_record,
     encode_seal_record,
@@ -44,16 +44,6 @@ DEFAULT_CIPHER = "aes-xts-plain64"
 # Large requests are processed in pieces so a 32 MiB write or a 1 TiB write-zeroes never
 # holds more than a few MiB of plaintext and ciphertext at once.
 CHUNK = 4 << 20
-
-
-class VolumeError(Exception):
-    """The image is not a volume we can open, or a request on it is invalid."""
-
-    code = "VolumeError"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class VolumeKeyError(VolumeError):
@@ -127,7 +117,7 @@ def _pread_exact(fd: int, length: int, offset: int) -> bytes:
 def _read_header(fd: int) -> tuple[luks.LuksHeader, int, list[bytes]]:
     try:
         h = luks.decode_header(_pread_exact(fd, luks.PHDR_SIZE, 0))
-    except luks.LuksError as e:
+    except LuksError as e:
         raise VolumeError(str(e)) from None
     area = _seal_area(h)
     copies = [_pread_exact(fd, RECORD_SIZE, area + i * RECORD_SIZE) for i in range(COPIES)]
@@ -397,7 +387,7 @@ class Volume:
 
     def _guard_write(self, offset: int, length: int) -> None:
         if self.read_only:
-            raise PermissionError("the volume is served read-only")
+            raise ReadOnlyError("the volume is served read-only")
         self._check(offset, length)
 
     def close(self) -> None:
@@ -434,7 +424,7 @@ def open_volume(image: Path, client: KmsClient, *, read_only: bool = False) -> V
         passphrase = _unseal(image, client, rec)
         try:
             master = luks.unlock(h, lambda off, n: os.pread(fd, n, off), passphrase)
-        except luks.LuksError as e:
+        except LuksError as e:
             raise VolumeError(f"volume {image}: {e}") from None
         return Volume(image, fd, h, sector_cipher(h.cipher, master), read_only)
     except BaseException:

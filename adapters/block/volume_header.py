@@ -25,15 +25,13 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 
+from adapters.block.errors import SealRecordError as SealRecordError  # re-exported
+
 MAGIC = b"SSEGWVOL"
 VERSION = 1
 RECORD_SIZE = 4096
 COPIES = 2
 RESERVED_SECTORS = RECORD_SIZE * COPIES // 512
-
-
-class SealRecordError(Exception):
-    pass
 
 
 @dataclass(frozen=True)

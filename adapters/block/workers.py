@@ -75,6 +75,65 @@ async def _worker_loop(server: NbdServer, ctrl: socket.socket) -> None:
     await run_connections(server, incoming.get, stop)
 
 
+def _fork_worker(server: NbdServer, parent: int, listener: socket.socket,
+                 channels: list[socket.socket],
+                 after_fork: Callable[[], None] | None) -> tuple[int, socket.socket]:
+    """(pid, the parent's end of its channel) of a new worker; never returns in the worker."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            _die_with_parent(parent)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            listener.close()
+            mine.close()
+            for c in channels:
+                c.close()
+            if after_fork is not None:
+                after_fork()
+            run(_worker_loop(server, theirs))
+            server.export.flush()
+        except BaseException:
+            log.exception("worker failed")
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, mine
+
+
+async def _hand_out(listener: socket.socket, channels: list[socket.socket],
+                    ready: Callable[[], None]) -> None:
+    """Accepts connections and sends each to the next live worker until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    alive = list(channels)
+    turn = 0
+    ready()
+    stopper = loop.create_task(stop.wait())
+    while alive:
+        acceptor = loop.create_task(loop.sock_accept(listener))
+        done, _ = await asyncio.wait({acceptor, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if acceptor not in done:
+            acceptor.cancel()
+            break
+        conn, _addr = acceptor.result()
+        with conn:
+            while alive:
+                ch = alive[turn % len(alive)]
+                turn += 1
+                try:
+                    socket.send_fds(ch, [b"c"], [conn.fileno()])
+                    break
+                except OSError:
+                    log.error("a worker is gone; serving with %d", len(alive) - 1)
+                    alive.remove(ch)
+    stopper.cancel()
+
+
 def serve_with_workers(
     server: NbdServer,
     workers: int,
@@ -91,61 +150,11 @@ def serve_with_workers(
     channels: list[socket.socket] = []
     pids: list[int] = []
     for _ in range(workers):
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                _die_with_parent(parent)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-                listener.close()
-                mine.close()
-                for c in channels:
-                    c.close()
-                if after_fork is not None:
-                    after_fork()
-                run(_worker_loop(server, theirs))
-                server.export.flush()
-            except BaseException:
-                log.exception("worker failed")
-                code = 1
-            finally:
-                os._exit(code)
-        theirs.close()
-        channels.append(mine)
+        pid, channel = _fork_worker(server, parent, listener, channels, after_fork)
+        channels.append(channel)
         pids.append(pid)
-
-    async def accept_loop() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        alive = list(channels)
-        turn = 0
-        if ready is not None:
-            ready(uri)
-        stopper = loop.create_task(stop.wait())
-        while alive:
-            acceptor = loop.create_task(loop.sock_accept(listener))
-            done, _ = await asyncio.wait({acceptor, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if acceptor not in done:
-                acceptor.cancel()
-                break
-            conn, _addr = acceptor.result()
-            with conn:
-                while alive:
-                    ch = alive[turn % len(alive)]
-                    turn += 1
-                    try:
-                        socket.send_fds(ch, [b"c"], [conn.fileno()])
-                        break
-                    except OSError:
-                        log.error("a worker is gone; serving with %d", len(alive) - 1)
-                        alive.remove(ch)
-        stopper.cancel()
-
     try:
-        run(accept_loop())
+        run(_hand_out(listener, channels, lambda: ready(uri) if ready is not None else None))
     finally:
         listener.close()
         for ch in channels:

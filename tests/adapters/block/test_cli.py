@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 from adapters.block import nbd_protocol as p
-from tests.adapters.block.conftest import Cli, MiB, RawClient, tool
+from tests.adapters.block.helpers import Cli, MiB, RawClient, tool
+from tests.serving import start, stop
 
 
 def test_create_info_passphrase_rekey(cli: Cli, tmp_path: Path) -> None:
@@ -161,8 +162,6 @@ def test_worker_processes_share_one_image(cli: Cli, tmp_path: Path) -> None:
 
 def test_volume_commands_over_the_kms_http_api(tmp_path: Path) -> None:
     """With --kms-url the volume commands use the HTTP client: same calls, same errors."""
-    from tests.gateway.test_serve import start, stop
-
     served = start(tmp_path / "var")
     try:
         env = {**served.env, "SSEGW_ACCESS_KEY_ID": served.env["AWS_ACCESS_KEY_ID"],

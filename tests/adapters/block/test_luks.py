@@ -6,16 +6,18 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.block import luks
 from adapters.block.sector_crypto import sector_cipher
+from tests.adapters.block.helpers import make_foreign_luks1
 from tests.adapters.block.vectors import det_rand, load
 
 
 @pytest.mark.parametrize("case", load("luks1_v1.json")["cases"], ids=lambda c: c["cipher"])
-def test_frozen_vectors(case: dict) -> None:
+def test_frozen_vectors(case: dict[str, Any]) -> None:
     f = luks.format_luks(bytes.fromhex(case["masterKey"]), case["passphrase"].encode(),
                          case["cipher"], case["uuid"], reserved_sectors=case["reservedSectors"],
                          iterations=case["iterations"],
@@ -66,16 +68,6 @@ def test_decode_rejects_corrupt_keyslot() -> None:
     hdr[208:212] = b"\x12\x34\x56\x78"  # keyslot 0 state word
     with pytest.raises(luks.LuksError, match="keyslot 0"):
         luks.decode_header(bytes(hdr))
-
-
-def make_foreign_luks1(img: Path, passphrase: bytes) -> None:
-    """A LUKS1 image made by cryptsetup, the reference implementation (forced iterations:
-    qemu-img's PBKDF benchmark fails on a loaded machine)."""
-    with open(img, "wb") as f:
-        f.truncate(4 << 20)
-    subprocess.run(["cryptsetup", "luksFormat", "--type", "luks1", "--batch-mode",
-                    "--pbkdf-force-iterations", "1000", "--key-file=-", str(img)],
-                   input=passphrase, check=True, capture_output=True)
 
 
 def test_reads_an_image_made_by_cryptsetup_and_written_by_qemu(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.adapters.block.conftest import Cli, tool, wait_for
+from tests.adapters.block.helpers import Cli, tool, wait_for
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from adapters.block import nbd_protocol as p
 from adapters.block.nbd_server import NbdServer, new_event_loop
 from adapters.block.volume import Volume, unseal_passphrase
 from kms_core.client import InProcessKmsClient
-from tests.adapters.block.conftest import MiB, RawClient, ServerThread, tool
+from tests.adapters.block.helpers import MiB, RawClient, ServerThread, tool
 
 
 def test_nbdinfo_shows_the_export(nbd: ServerThread, volume: Volume) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from adapters.block import luks
+from adapters.block.errors import VolumeError
 from adapters.block.volume import (
     Volume,
-    VolumeError,
     VolumeKeyError,
     create_volume,
     open_volume,
@@ -22,7 +22,7 @@ from adapters.block.volume import (
 )
 from adapters.block.volume_header import RECORD_SIZE
 from kms_core.client import InProcessKmsClient
-from tests.adapters.block.test_luks import make_foreign_luks1
+from tests.adapters.block.helpers import make_foreign_luks1
 
 MiB = 1 << 20
 
