@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import Results, add_json_argument  # noqa: E402
+from bench.results import Results, add_json_argument
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:

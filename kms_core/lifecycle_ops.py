@@ -243,7 +243,7 @@ class LifecycleOps:
         try:
             obs.record(Caller(key.account_id, key.region, SCHEDULER_PRINCIPAL), op, False,
                        key.id, version_id, "Success")
-        except Exception:  # noqa: BLE001 - the action is done; a lost audit line must not undo it
+        except Exception:  # the action is done; a lost audit line must not undo it
             log.exception("could not audit %s of key %s", op, key.id)
 
     # ------------------------------------------------------------- creation

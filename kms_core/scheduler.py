@@ -233,7 +233,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
+            except Exception:  # the thread must outlive a bad pass
                 log.exception("scheduler pass failed")
             with self._cond:
                 self._passes += 1

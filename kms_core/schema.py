@@ -28,10 +28,13 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import kms_core.audit  # noqa: F401  (registers the tables)
-import kms_core.console.sessions  # noqa: F401
-import kms_core.metering  # noqa: F401
-import kms_core.models  # noqa: F401
+import kms_core.audit
+import kms_core.console.sessions
+import kms_core.metering
+import kms_core.models
+
+# Importing these registers their tables on SQLModel.metadata.
+_TABLE_MODULES = (kms_core.audit, kms_core.console.sessions, kms_core.metering, kms_core.models)
 
 log = logging.getLogger("kms_core.schema")
 # Alembic says "Context impl SQLiteImpl" and the like at INFO on every start-up, even with

@@ -109,7 +109,7 @@ def _daemonize(run: Callable[[Callable[[], None] | None], None], log_file: str |
         code = 0
         try:
             run(ready)
-        except BaseException as e:  # report to the parent, which is still waiting
+        except BaseException as e:  # noqa: BLE001 - the forked child reports any failure to its waiting parent and exits
             try:
                 os.write(w, f"error: {e}".encode())
             except OSError:

@@ -19,7 +19,7 @@ from adapters.file.errors import SfsError
 
 os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
 
-import mfusepy  # noqa: E402
+import mfusepy
 
 if mfusepy.fuse_version_major != 3:  # pragma: no cover - a broken install
     raise ImportError(f"libfuse3 is required, mfusepy loaded {mfusepy._libfuse_path}")

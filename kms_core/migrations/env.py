@@ -10,10 +10,13 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import kms_core.audit  # noqa: F401  (registers the tables, for autogenerate)
-import kms_core.console.sessions  # noqa: F401
-import kms_core.metering  # noqa: F401
-import kms_core.models  # noqa: F401
+import kms_core.audit
+import kms_core.console.sessions
+import kms_core.metering
+import kms_core.models
+
+# Importing these registers their tables on SQLModel.metadata, for autogenerate.
+_TABLE_MODULES = (kms_core.audit, kms_core.console.sessions, kms_core.metering, kms_core.models)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

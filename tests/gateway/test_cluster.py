@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
 from kms_core.keystore.softhsm import init_token
@@ -354,7 +354,7 @@ def test_behind_haproxy_a_killed_node_loses_only_its_requests_in_flight(cluster:
             try:
                 s3.create_bucket(Bucket="through-lb")
                 break
-            except Exception:
+            except (BotoCoreError, ClientError):
                 assert time.monotonic() < deadline, lb.stderr.read() if lb.poll() is not None else ""
                 time.sleep(0.1)
         key_id = kms.create_key()["KeyMetadata"]["KeyId"]

@@ -383,7 +383,8 @@ def test_change_of_key_in_place_and_rewrap(stack: tuple[S3Stack, Any, str]) -> N
     assert error(e) == (403, "AccessDenied")
     # `ssegw s3 rewrap` leaves SSE-C objects alone (no CMK seals them) and says so.
     c.put_object(Bucket=b, Key="plain-kms", Body=b"x")
-    summary = rewrap(c, b, progress_out=open(os.devnull, "w"))  # noqa: SIM115
+    with open(os.devnull, "w") as devnull:
+        summary = rewrap(c, b, progress_out=devnull)
     assert summary.counts["customer-key"] == 1 and summary.counts["failed"] == 0, summary
     assert c.get_object(Bucket=b, Key="o", **ssec(k2))["Body"].read() == b"rotate me"
 
