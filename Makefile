@@ -42,7 +42,7 @@ test: deps
 
 lint: deps
 	$(BIN)/ruff check kms_core gateway adapters tests bench examples fuzz
-	$(BIN)/mypy kms_core gateway adapters
+	$(BIN)/mypy kms_core gateway adapters tests fuzz bench examples
 
 clean:
 	rm -rf $(VENV) var .pytest_cache $(XTS_SO)

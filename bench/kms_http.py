@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import boto3
@@ -57,7 +58,7 @@ def wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def lua_script(path: Path, url: str, target: str, body: dict[str, object], creds: Credentials,
+def lua_script(path: Path, url: str, target: str, body: Mapping[str, object], creds: Credentials,
                region: str) -> None:
     data = json.dumps(body)
     req = AWSRequest(method="POST", url=url, data=data, headers={

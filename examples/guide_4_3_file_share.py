@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from guide_rest import kms  # the guide's REST call (examples/guide_rest.py)
 
@@ -37,7 +38,7 @@ def main() -> None:
            "SSEGW_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
            "SSEGW_REGION": os.environ.get("AWS_DEFAULT_REGION", "cn-east-1")}
 
-    def run(*args: str) -> dict:
+    def run(*args: str) -> dict[str, Any]:
         done = subprocess.run(ssegw(*args, "--kms-url", a.kms_url), env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"ssegw {' '.join(args)}: {done.stderr}")

@@ -13,13 +13,14 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 
-def kms(url: str, operation: str, **fields: object) -> dict:
+def kms(url: str, operation: str, **fields: object) -> dict[str, Any]:
     """POST /v1/kms/<operation>, SigV4-signed; returns `returnObj.result` (the guide's reply
     shape), or exits with the error's code and message (statusCode 900)."""
     body = json.dumps(fields).encode()
@@ -35,4 +36,5 @@ def kms(url: str, operation: str, **fields: object) -> dict:
         reply = json.load(e)
     if reply["statusCode"] != 800:
         sys.exit(f"{operation}: {reply['errorCode']}: {reply['message']}")
-    return reply["returnObj"]["result"]
+    result: dict[str, Any] = reply["returnObj"]["result"]
+    return result

@@ -17,9 +17,9 @@ ROOT = Path(__file__).parents[2]
 SSEGW = [sys.executable, "-m", "gateway.cli"]
 
 
-def run(args: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)  # type: ignore[call-overload]
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_envelope_encrypt_file(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ class Node:
                 # Keep draining, so a chatty node never blocks on a full pipe.
                 threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                 return
-        raise AssertionError(f"node did not start: {''.join(self.banner)}{self.proc.stderr.read()}")
+        stderr = self.proc.stderr.read() if self.proc.stderr is not None else ""
+        raise AssertionError(f"node did not start: {''.join(self.banner)}{stderr}")
 
     def credentials(self) -> tuple[str, str]:
         values = dict(line.strip().removeprefix("export ").split("=", 1)
@@ -355,7 +356,7 @@ def test_behind_haproxy_a_killed_node_loses_only_its_requests_in_flight(cluster:
                 s3.create_bucket(Bucket="through-lb")
                 break
             except (BotoCoreError, ClientError):
-                assert time.monotonic() < deadline, lb.stderr.read() if lb.poll() is not None else ""
+                assert time.monotonic() < deadline, lb.stderr.read() if lb.stderr and lb.poll() is not None else ""
                 time.sleep(0.1)
         key_id = kms.create_key()["KeyMetadata"]["KeyId"]
 

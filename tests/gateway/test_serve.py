@@ -30,18 +30,20 @@ def served(tmp_path: Path) -> Iterator[Served]:
         stop(s)
 
 
-def aws(s: Served, *args: str) -> dict:
+def aws(s: Served, *args: str) -> dict[str, Any]:
     p = subprocess.run([str(BIN / "aws"), *args, "--endpoint-url", s.url, "--output", "json"],
                        capture_output=True, text=True, env=s.env, timeout=60)
     assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout) if p.stdout.strip() else {}
+    out: dict[str, Any] = json.loads(p.stdout) if p.stdout.strip() else {}
+    return out
 
 
-def ssegw(s: Served, *args: str) -> dict:
+def ssegw(s: Served, *args: str) -> dict[str, Any]:
     p = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--data-dir", str(s.data_dir)],
                        capture_output=True, text=True, env=s.env, timeout=60)
     assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    out: dict[str, Any] = json.loads(p.stdout)
+    return out
 
 
 def test_aws_cli_encrypts_and_decrypts(served: Served, tmp_path: Path) -> None:

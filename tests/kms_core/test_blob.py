@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,7 @@ def _aead(alg: str, key: bytes) -> AesGcm | Sm4Gcm:
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_known_answer_vectors(v: dict) -> None:
+def test_known_answer_vectors(v: dict[str, Any]) -> None:
     aead = _aead(v["algorithm"], bytes.fromhex(v["key"]))
     header = BlobHeader(Algorithm[v["algorithm"]], v["keyId"], v["versionId"])
     made = seal(aead, header, bytes.fromhex(v["plaintext"]), v["context"],

@@ -67,8 +67,10 @@ def user(ckms: Kms) -> Caller:
     return new_caller(ckms, "byok-user")
 
 
-def _external(k: Kms, c: Caller, protection: str = "SOFTWARE", **kw: str) -> str:
-    return k.service.create_key(c, origin="EXTERNAL", protection=protection, **kw).key_id
+def _external(k: Kms, c: Caller, protection: str = "SOFTWARE", *, alias: str | None = None,
+              description: str = "") -> str:
+    return k.service.create_key(c, origin="EXTERNAL", protection=protection, alias=alias,
+                                description=description).key_id
 
 
 def _imported(k: Kms, c: Caller, material: bytes, protection: str = "SOFTWARE") -> str:

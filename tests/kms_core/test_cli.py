@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,9 @@ class Cli:
             assert p.returncode == 0, p.stderr
         return p
 
-    def json(self, *args: str) -> dict:
-        return json.loads(self.run(*args).stdout)
+    def json(self, *args: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.run(*args).stdout)
+        return out
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session
@@ -274,12 +275,12 @@ def test_rotation_commands_from_the_terminal(tmp_path: Path) -> None:
     root = Path(__file__).parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
 
-    def ssegw(*args: str, ok: bool = True) -> dict[str, object]:
+    def ssegw(*args: str, ok: bool = True) -> dict[str, Any]:
         p = subprocess.run([sys.executable, "-m", "gateway.cli", *args,
                             "--data-dir", str(tmp_path / "var")],
                            capture_output=True, text=True, env=env, timeout=120)
         assert (p.returncode == 0) is ok, p.stderr
-        out: dict[str, object] = json.loads(p.stdout if ok else p.stderr)
+        out: dict[str, Any] = json.loads(p.stdout if ok else p.stderr)
         return out
 
     ssegw("account", "create", "--name", "rot")
@@ -296,6 +297,6 @@ def test_rotation_commands_from_the_terminal(tmp_path: Path) -> None:
     assert ssegw("kms", "describe-key", kid, "--account", "rot")["primaryKeyVersionId"] == \
         r["keyVersionId"]
     listed = ssegw("kms", "list-rotations", kid, "--account", "rot")
-    assert [x["keyVersionId"] for x in listed["rotations"]] == [r["keyVersionId"]]  # type: ignore[index,union-attr]
+    assert [x["keyVersionId"] for x in listed["rotations"]] == [r["keyVersionId"]]
     off = ssegw("kms", "cancel-rotation", kid, "--account", "rot")
     assert off["keyRotationEnabled"] is False and off["nextRotationDate"] is None

@@ -247,8 +247,8 @@ def test_two_scheduler_processes_on_one_database_do_each_action_once(
         expiring = []
         for _ in range(8):
             key = svc.create_key(user, origin="EXTERNAL").key_id
-            p = svc.get_parameters_for_import(user, key, "RSAES_OAEP_SHA_1")
-            svc.import_key_material(user, key, wrap_material(p, os.urandom(32)), p.import_token,
+            params = svc.get_parameters_for_import(user, key, "RSAES_OAEP_SHA_1")
+            svc.import_key_material(user, key, wrap_material(params, os.urandom(32)), params.import_token,
                                     expires_at=clock() + timedelta(days=1))
             expiring.append(key)
         due_at = clock() + timedelta(days=30)
@@ -331,7 +331,7 @@ def test_asymmetric_hsm_key_pairs_are_destroyed_too(
 ) -> None:
     svc = ckms.service
     key = svc.create_key(user, spec="RSA_2048", usage="SIGN_VERIFY", protection="HSM").key_id
-    svc.create_key_version(user, key)  # type: ignore[attr-defined]
+    svc.create_key_version(user, key)
     labels = version_labels(ckms, key)
     assert len(labels) == 2 and labels <= hsm_labels(ckms, secret_keys_only=False)
     svc.schedule_key_deletion(user, key, 7)

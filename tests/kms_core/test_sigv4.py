@@ -105,13 +105,13 @@ def test_presigned_urls() -> None:
     query = dict(parse_qsl(parts.query))
     kw = dict(method="GET", raw_path=parts.path, raw_query=parts.query, query=query,
               headers={"host": parts.netloc}, secret_for=lookup, service="s3")
-    assert verify_presigned(**kw).access_key_id == "AKIDEXAMPLE"  # type: ignore[arg-type]
+    assert verify_presigned(**kw).access_key_id == "AKIDEXAMPLE"
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
     with pytest.raises(SigV4Error) as e:
-        verify_presigned(**kw, now=later)  # type: ignore[arg-type]
+        verify_presigned(**kw, now=later)
     assert e.value.kind is ErrorKind.EXPIRED
     with pytest.raises(SigV4Error) as e:
-        verify_presigned(**{**kw, "method": "PUT"})  # type: ignore[arg-type]
+        verify_presigned(**{**kw, "method": "PUT"})
     assert e.value.kind is ErrorKind.MISMATCH
 
 

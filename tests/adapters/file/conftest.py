@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,8 +35,9 @@ class SfsCli:
             assert p.returncode == 0, p.stderr + p.stdout
         return p
 
-    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.run(*args).stdout)
+    def json(self, *args: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.run(*args).stdout)
+        return out
 
 
 @dataclass

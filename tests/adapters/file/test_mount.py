@@ -53,17 +53,17 @@ def test_random_access_truncate_and_sparse_files(mounted: Mount) -> None:
     assert p.read_bytes() == b"xxx"
     os.truncate(p, 1 << 30)  # a 1 GiB hole costs nothing in the backing store
     assert p.stat().st_size == 1 << 30
-    with open(p, "rb") as f:
-        f.seek((1 << 30) - 10)
-        assert f.read() == bytes(10)
-        f.seek(0)
-        assert f.read(8) == b"xxx" + bytes(5)
+    with open(p, "rb") as reader:
+        reader.seek((1 << 30) - 10)
+        assert reader.read() == bytes(10)
+        reader.seek(0)
+        assert reader.read(8) == b"xxx" + bytes(5)
     backing = [f for f in mounted.backing.rglob("*") if f.is_file() and f.stat().st_size > 1 << 29]
     assert backing and all(f.stat().st_blocks * 512 < 1 << 20 for f in backing)
-    with open(p, "r+b") as f:  # ftruncate through an open handle
-        f.truncate(4096 + 1)
-        f.seek(4095)
-        f.write(b"ab")
+    with open(p, "r+b") as handle:  # ftruncate through an open handle
+        handle.truncate(4096 + 1)
+        handle.seek(4095)
+        handle.write(b"ab")
     assert p.read_bytes() == b"xxx" + bytes(4092) + b"ab"
     os.unlink(p)
 

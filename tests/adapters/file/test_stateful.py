@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -33,8 +34,8 @@ class Twin:
     def __init__(self, enc: Path, ref: Path) -> None:
         self.enc, self.ref = enc, ref
 
-    def both(self, fn, *args):  # type: ignore[no-untyped-def]
-        out = []
+    def both(self, fn: Callable[..., object], *args: object) -> tuple[str, object]:
+        out: list[tuple[str, object]] = []
         for root in (self.enc, self.ref):
             try:
                 out.append(("ok", fn(root, *args)))
@@ -71,6 +72,7 @@ def make_machine(mount: Mount, ref_base: Path) -> type[RuleBasedStateMachine]:
                 try:
                     fds.append(os.open(root / name, flags, 0o644))
                 except OSError as e:
+                    assert e.errno is not None
                     fds.append(-e.errno)
             assert (fds[0] < 0) == (fds[1] < 0) and (min(fds) >= 0 or fds[0] == fds[1]), fds
             return ("ok" if fds[0] >= 0 else "err"), (fds[0], fds[1])

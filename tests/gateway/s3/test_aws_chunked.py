@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -116,7 +117,7 @@ def crc32(data: bytes) -> str:
 def test_unsigned_trailer() -> None:
     data = b"hello trailer" * 1000
     body = unsigned_trailer_body(data, crc32(data))
-    kw = dict(mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer="x-amz-checksum-crc32")
+    kw: dict[str, Any] = dict(mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer="x-amz-checksum-crc32")
     assert run(body, 333, **kw) == data
     with pytest.raises(ChunkedError) as e:
         run(unsigned_trailer_body(data, crc32(b"other")), **kw)

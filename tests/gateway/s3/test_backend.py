@@ -6,7 +6,7 @@ import gzip
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ def test_backend_down_is_a_503_in_s3_xml(s3: S3Stack) -> None:
         c: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
                               aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
                               config=Config(retries={"max_attempts": 1}))
+        call: Callable[[], object]
         for call in (lambda: c.list_objects_v2(Bucket="bucket-x"),
                      lambda: c.put_object(Bucket="bucket-x", Key="k", Body=b"x" * 1000)):
             with pytest.raises(ClientError) as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -86,6 +86,7 @@ def test_unknown_backend_bucket_is_nobodys_until_assigned(s3: S3Stack, tmp_path:
     with pytest.raises(ClientError) as e:
         a.create_bucket(Bucket=b)
     assert code(e) == "BucketAlreadyExists"
+    call: Callable[[], object]
     for call in (lambda: a.get_object(Bucket=b, Key="found.txt"), lambda: a.list_objects_v2(Bucket=b),
                  lambda: a.put_object(Bucket=b, Key="x", Body=b"x")):
         with pytest.raises(ClientError) as e:
@@ -161,6 +162,7 @@ def test_frozen_accounts_are_refused_every_s3_call(s3: S3Stack) -> None:
     a.create_bucket(Bucket=name)
     a.put_object(Bucket=name, Key="k", Body=b"v")
     s3.kms.accounts.set_frozen(alice.account_id, True)
+    call: Callable[[], object]
     for call in (a.list_buckets, lambda: a.create_bucket(Bucket=bucket_name()),
                  lambda: a.list_objects_v2(Bucket=name), lambda: a.delete_object(Bucket=name, Key="k"),
                  lambda: a.get_object(Bucket=name, Key="k"), lambda: a.delete_bucket(Bucket=name),

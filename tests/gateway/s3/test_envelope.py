@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,7 +44,7 @@ def open_all(cipher: PackageCipher, sealed: bytes, size: int, first: int = 0) ->
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_frozen_vectors(v: dict) -> None:
+def test_frozen_vectors(v: dict[str, Any]) -> None:
     cipher = PackageCipher(Algorithm(v["algorithm"]), bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"]), v["part"])
     pt = bytes((i * 7 + 3) % 256 for i in range(v["size"]))
     sealed = seal_all(cipher, pt, pieces=3)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -47,7 +48,7 @@ def seal_part(alg: Algorithm, data_key: bytes, salt: bytes, part: int, data: byt
 
 
 @pytest.mark.parametrize("v", V3["parts"], ids=[v["name"] for v in V3["parts"]])
-def test_frozen_part_vectors(v: dict) -> None:
+def test_frozen_part_vectors(v: dict[str, Any]) -> None:
     alg = Algorithm(v["algorithm"])
     key, nonce = part_key(bytes.fromhex(v["data_key"]), bytes.fromhex(v["salt"]), v["part"], alg)
     assert (key.hex(), nonce.hex()) == (v["part_key"], v["part_nonce"])
@@ -58,7 +59,7 @@ def test_frozen_part_vectors(v: dict) -> None:
 
 
 @pytest.mark.parametrize("v", V3["singles"], ids=[v["name"] for v in V3["singles"]])
-def test_frozen_single_vectors(v: dict) -> None:
+def test_frozen_single_vectors(v: dict[str, Any]) -> None:
     alg = Algorithm(v["algorithm"])
     sealed = seal(alg, bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"]), 0, pattern(v["size"]))
     assert len(sealed) == v["sealed_len"] and hashlib.sha256(sealed).hexdigest() == v["sha256_sealed"]
@@ -69,7 +70,7 @@ def test_frozen_single_vectors(v: dict) -> None:
 
 
 @pytest.mark.parametrize("v", V3["metadata"], ids=[v["key"] for v in V3["metadata"]])
-def test_frozen_metadata_and_mac(v: dict) -> None:
+def test_frozen_metadata_and_mac(v: dict[str, Any]) -> None:
     meta = ObjectMeta.decode(v["headers"])
     assert meta is not None and meta.version == FORMAT_VERSION_3 and meta.encode() == v["headers"]
     dk = bytes.fromhex(v["data_key"])

@@ -8,6 +8,7 @@ makes reads fail, for whole objects, every range and every partNumber.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -212,8 +213,10 @@ def test_single_objects_cut_or_extended_at_package_boundaries_fail(s3: S3Stack) 
     b = bucket_name()
     c.create_bucket(Bucket=b)
     body = pattern(29, 3 * 65536)
-    for name, cut in [("cut", lambda s: s[:2 * 65552]), ("longer", lambda s: s + s[:65552]),
-                      ("cut-size", lambda s: s[:2 * 65552]), ("longer-size", lambda s: s + s[:65552])]:
+    cuts: list[tuple[str, Callable[[bytes], bytes]]] = [
+        ("cut", lambda s: s[:2 * 65552]), ("longer", lambda s: s + s[:65552]),
+        ("cut-size", lambda s: s[:2 * 65552]), ("longer-size", lambda s: s + s[:65552])]
+    for name, cut in cuts:
         c.put_object(Bucket=b, Key=name, Body=body)  # in place: the object's own name and key
         raw = s3.backend.get_object(Bucket=b, Key=name)
         sealed, meta = cut(raw["Body"].read()), raw["Metadata"]

@@ -31,8 +31,9 @@ def upload(c: Any, b: str, key: str, parts: list[bytes], **kw: Any) -> dict[str,
         if r["ServerSideEncryption"] == "AES256":  # SSE-KMS part ETags are opaque, as in S3
             assert r["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
         done.append({"PartNumber": n, "ETag": r["ETag"]})
-    return c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
-                                       MultipartUpload={"Parts": done})
+    completed: dict[str, Any] = c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
+                                                            MultipartUpload={"Parts": done})
+    return completed
 
 
 def test_odd_part_sizes_round_trip_and_list(s3: S3Stack) -> None:

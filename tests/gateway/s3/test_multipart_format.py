@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -47,7 +48,7 @@ def seal(alg: Algorithm, key: bytes, nonce: bytes, part: int, data: bytes) -> by
 
 
 @pytest.mark.parametrize("v", V2["parts"], ids=[v["name"] for v in V2["parts"]])
-def test_frozen_part_vectors(v: dict) -> None:
+def test_frozen_part_vectors(v: dict[str, Any]) -> None:
     nonce = bytes.fromhex(v["upload_nonce"])
     assert part_nonce(nonce, v["part"]).hex() == v["part_nonce"]
     sealed = seal(Algorithm(v["algorithm"]), bytes.fromhex(v["key"]), nonce, v["part"], pattern(v["size"]))

@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +47,7 @@ def test_signatures_and_tenancy(s3: S3Stack) -> None:
         unknown.list_buckets()
     assert code(e) == "InvalidAccessKeyId"
     bobc: Any = s3.client(bob)
+    call: Callable[[], object]
     for call in (lambda: bobc.get_object(Bucket=b, Key="secret"),
                  lambda: bobc.put_object(Bucket=b, Key="x", Body=b"x"),
                  lambda: bobc.list_objects_v2(Bucket=b),
@@ -211,6 +213,7 @@ def test_kms_unreachable_is_503(s3: S3Stack) -> None:
         offline: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
                                     aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
                                     config=Config(retries={"max_attempts": 1}))
+        call: Callable[[], object]
         for call in (lambda: offline.get_object(Bucket=b, Key="o"),
                      lambda: offline.put_object(Bucket=b, Key="n", Body=b"n")):
             with pytest.raises(ClientError) as e:

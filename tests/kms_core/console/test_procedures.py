@@ -135,7 +135,7 @@ def test_deletion_from_the_lists_operations_column(signed_in: Any, server: Conso
 def _download(page: Any, scope: Any, name: str, tmp: Path) -> bytes:
     with page.expect_download() as info:
         scope.get_by_role("link", name=name).or_(scope.get_by_role("button", name=name)).first.click()
-    path = tmp / info.value.suggested_filename
+    path: Path = tmp / info.value.suggested_filename
     info.value.save_as(path)
     return path.read_bytes()
 

@@ -25,7 +25,7 @@ def shots(tmp_path: Path) -> Path:
 
 def _unlabelled(page: Any) -> list[str]:
     """Inputs without an accessible name and buttons/links without text (as a screen reader sees)."""
-    return page.evaluate("""() => {
+    bad: list[str] = page.evaluate("""() => {
         const bad = [];
         for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
             const id = el.id && document.querySelector(`label[for="${el.id}"]`);
@@ -36,11 +36,12 @@ def _unlabelled(page: Any) -> list[str]:
         }
         return bad;
     }""")
+    return bad
 
 
 def _populate(server: ConsoleServer, t: Tenant) -> str:
     api = server.kms(t)
-    key = api.create_key(Description="customer records")["KeyMetadata"]["KeyId"]
+    key: str = api.create_key(Description="customer records")["KeyMetadata"]["KeyId"]
     api.create_alias(AliasName="alias/customers", TargetKeyId=key)
     api.enable_key_rotation(KeyId=key)
     signing = api.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]

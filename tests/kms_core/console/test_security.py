@@ -99,7 +99,12 @@ def test_script_in_alias_and_description_is_text(signed_in: Any, server: Console
     payload = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
     key_id = api.create_key(Description=payload)["KeyMetadata"]["KeyId"]
     dialogs: list[Any] = []
-    signed_in.on("dialog", lambda d: (dialogs.append(d), d.dismiss()))
+
+    def on_dialog(d: Any) -> None:
+        dialogs.append(d)
+        d.dismiss()
+
+    signed_in.on("dialog", on_dialog)
     signed_in.goto(f"{server.console}/keys/{key_id}")
     expect(signed_in.get_by_label("Description")).to_have_value(payload)
     assert signed_in.title() != "pwned" and dialogs == []

@@ -44,7 +44,7 @@ class KmsServer:
         return boto3.client(
             "kms", endpoint_url=self.url, region_name=self.region,
             aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
-            config=Config(retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
+            config=Config(retries={"max_attempts": 1}, **config),
         )
 
 

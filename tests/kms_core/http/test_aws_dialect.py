@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import botocore.auth
@@ -84,7 +85,7 @@ def test_symmetric_operations(kms_server: KmsServer) -> None:
 def test_errors_change_nothing(kms_server: KmsServer) -> None:
     kms: Any = kms_server.boto(kms_server.tenant("bob"))
     key = kms.create_key()["KeyMetadata"]["KeyId"]
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: kms.describe_key(KeyId="alias/missing"), "NotFoundException"),
         (lambda: kms.decrypt(CiphertextBlob=b"\x07" * 80), "InvalidCiphertextException"),
         (lambda: kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=3), "ValidationException"),
@@ -112,6 +113,7 @@ def test_tenants_never_see_each_other(kms_server: KmsServer) -> None:
     key = a.create_key()["KeyMetadata"]["KeyId"]
     a.create_alias(AliasName="alias/secret", TargetKeyId=key)
     blob = a.encrypt(KeyId=key, Plaintext=b"a's data")["CiphertextBlob"]
+    call: Callable[[], object]
     for call in (
         lambda: b.describe_key(KeyId=key),
         lambda: b.describe_key(KeyId="alias/secret"),
@@ -170,6 +172,7 @@ def test_frozen_account_is_refused_everything(kms_server: KmsServer) -> None:
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = kms.encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"]
     kms_server.kms.accounts.set_frozen(t.account_id, True)
+    call: Callable[[], object]
     for call in (lambda: kms.decrypt(CiphertextBlob=blob), lambda: kms.list_keys(),
                  lambda: kms.create_key(), lambda: kms.disable_key(KeyId=key)):
         with pytest.raises(ClientError) as e:

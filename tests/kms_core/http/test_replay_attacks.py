@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -82,6 +83,7 @@ def test_invented_paging_markers_are_errors(kms_server: KmsServer) -> None:
     assert page["Truncated"] and len(kms.list_keys(Marker=page["NextMarker"])["Keys"]) == 2
     aliases = kms.list_aliases(Limit=1)
     assert aliases["Truncated"] and kms.list_aliases(Marker=aliases["NextMarker"])["Aliases"]
+    call: Callable[[], object]
     for call in (lambda: kms.list_keys(Marker="garbage"), lambda: kms.list_aliases(Marker="garbage")):
         try:
             call()
