@@ -40,7 +40,7 @@ from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
 from bench.s3_proxy import client  # noqa: E402
 from bench.stack import BACKENDS  # noqa: E402
 from bench.stack import start as start_stack  # noqa: E402
-from kms_core.http_client import HttpKmsClient  # noqa: E402
+from kms_core.client.http import HttpKmsClient  # noqa: E402
 
 AWS = str(Path(sys.executable).parent / "aws")
 

@@ -34,7 +34,7 @@ from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
 from bench.stack import BACKENDS, free_port  # noqa: E402,F401  (free_port: for other benches)
 from bench.stack import start as start_stack  # noqa: E402
 from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
-from kms_core.http_client import HttpKmsClient  # noqa: E402
+from kms_core.client.http import HttpKmsClient  # noqa: E402
 
 
 def client(url: str, key: str, secret: str, region: str) -> Any:

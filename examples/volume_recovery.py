@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from adapters.block.volume import unseal_passphrase, volume_info
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.embedded import KmsConfig, open_kms
 from kms_core.types import Caller
 

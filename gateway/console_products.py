@@ -13,9 +13,8 @@ from gateway.s3 import xml_bodies
 from gateway.s3.auth import Authenticated
 from gateway.s3.errors import S3Error
 from gateway.s3.proxy import BackendListError, S3Proxy
+from kms_core.client import Caller, KmsError
 from kms_core.console.products import NONE, BucketSetting, ProductSettingError
-from kms_core.errors import KmsError
-from kms_core.types import Caller
 
 
 class ProxyProductEncryption:

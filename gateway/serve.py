@@ -38,12 +38,13 @@ from gateway.s3.auth import Authenticated
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from gateway.seaweed import EmbeddedSeaweed, SeaweedError, launch_embedded
-from kms_core.client import InProcessKmsClient, KmsClient
+from kms_core.client import KmsClient
+from kms_core.client.http import HttpKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.console.app import create_console
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
 from kms_core.errors import AccessDenied, AlreadyExists, KeyUnavailable, NotFound
 from kms_core.http.app import create_app as create_kms_app
-from kms_core.http_client import HttpKmsClient
 from kms_core.node_options import OptionError, add_node_options, hsm_from_args
 from kms_core.regions import is_pool
 from kms_core.rootkey import RootKeyError

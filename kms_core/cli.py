@@ -35,12 +35,13 @@ from kms_core.cli_commands import (
     read_input,
     write_out,
 )
-from kms_core.client import InProcessKmsClient, KmsClient
+from kms_core.client import KmsClient
+from kms_core.client.http import HttpKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.embedded import DEFAULT_REGION, Kms, KmsConfig, default_data_dir, open_kms
 from kms_core.errors import AccessDenied, InvalidParameter, KmsError
 from kms_core.http import rest
 from kms_core.http.params import Params
-from kms_core.http_client import HttpKmsClient
 from kms_core.lifecycle_cli import LIFECYCLE_COMMANDS
 from kms_core.node_options import add_node_options, hsm_from_args
 from kms_core.regions import is_pool

@@ -36,8 +36,7 @@ from adapters.block.volume_header import (
     encode_seal_record,
     newest,
 )
-from kms_core.client import KmsClient
-from kms_core.errors import KmsError
+from kms_core.client import KmsClient, KmsError
 
 PRODUCT = "ecs"
 DEFAULT_CIPHER = "aes-xts-plain64"

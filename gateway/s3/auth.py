@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from gateway.s3.aws_chunked import SIGNED, UNSIGNED_TRAILER, ChunkSigning
 from gateway.s3.errors import S3Error
+from kms_core.client import Caller
 from kms_core.sigv4 import (
     UNSIGNED_PAYLOAD,
     ErrorKind,
@@ -22,7 +23,6 @@ from kms_core.sigv4 import (
     verify_header,
     verify_presigned,
 )
-from kms_core.types import Caller
 
 _S3_CODES = {
     ErrorKind.MISSING: ("AccessDenied", "Anonymous requests are not allowed; sign the request"),

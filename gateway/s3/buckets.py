@@ -29,8 +29,7 @@ import anyio
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendError
 from gateway.s3.errors import S3Error, access_denied, from_kms, no_such_bucket
-from kms_core.client import KmsClient
-from kms_core.errors import KmsError
+from kms_core.client import KmsClient, KmsError
 
 T = TypeVar("T")
 

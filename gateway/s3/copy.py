@@ -38,7 +38,6 @@ from gateway.s3.envelope import ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.ranges import check_conditions
 from gateway.s3.reader import Stored, client_etag
-from kms_core.blob import decode_blob
 
 if TYPE_CHECKING:
     from gateway.s3.proxy import Encryption, Reply, S3Proxy, S3Request
@@ -152,8 +151,8 @@ class Copier:
             dst_ctx = envelope.object_context(req.bucket, req.key, enc.context)
         resealed = await self.proxy.keys.reseal(req.auth, meta.sealed_key, src_ctx, enc.cmk, dst_ctx)
         if rewrap:
-            old = decode_blob(meta.sealed_key).header
-            if (old.key_id, old.version_id) == (resealed.key_id, resealed.version_id) and meta.sse == enc.sse:
+            unchanged = (resealed.source_key_id, resealed.source_version_id) == (resealed.key_id, resealed.version_id)
+            if unchanged and meta.sse == enc.sse:
                 return await self._result(req, src, meta, "current")
             if check:  # a version can only be looked at: S3 versions are never rewritten
                 return await self._result(req, src, meta, "stale")

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
-from kms_core import errors as kms
+from kms_core import client as kms
 
 # What AWS S3 answers when the KMS refuses (SSE-KMS objects): "KMS.<exception>", mostly 400.
 _KMS_CODES: dict[type[kms.KmsError], tuple[str, int]] = {

@@ -24,8 +24,7 @@ from gateway.s3.auth import Authenticated
 from gateway.s3.envelope import Algorithm
 from gateway.s3.errors import S3Error, from_kms
 from gateway.s3.keycache import DEFAULT_TTL, KeyCache
-from kms_core.client import DataKey, KmsClient
-from kms_core.errors import KmsError
+from kms_core.client import DataKey, KmsClient, KmsError, ResealedKey
 
 T = TypeVar("T")
 
@@ -59,7 +58,7 @@ class ObjectKeys:
                                                           clock=clock, name="s3_key_specs")
         self._bucket_keys: KeyCache[DataKey] = KeyCache(ttl, clock=clock, name="s3_bucket_keys")
         self._opened: KeyCache[bytes] = KeyCache(ttl, clock=clock, name="s3_opened_keys")
-        self._resealed: KeyCache[DataKey] = KeyCache(ttl, clock=clock, name="s3_resealed_keys")
+        self._resealed: KeyCache[ResealedKey] = KeyCache(ttl, clock=clock, name="s3_resealed_keys")
         self.kms_calls = 0  # for tests and benchmarks: calls this proxy made to the KMS
 
     def forget_all(self) -> None:
@@ -147,14 +146,14 @@ class ObjectKeys:
         return plain
 
     async def reseal(self, auth: Authenticated, sealed: bytes, source_context: Mapping[str, str],
-                     cmk: str | None, context: Mapping[str, str]) -> DataKey:
+                     cmk: str | None, context: Mapping[str, str]) -> ResealedKey:
         """`sealed` re-sealed under `cmk` (None: the default key) with `context`; no plaintext.
 
         Cached: the objects of one bucket key share a sealed key, so re-keying a bucket of
         bucket-key objects costs one KMS call per bucket key, not one per object.
         """
 
-        async def load() -> DataKey:
+        async def load() -> ResealedKey:
             return await self.call(auth, lambda c: c.reseal_data_key(sealed, PRODUCT, cmk, source_context,
                                                                      context))
 

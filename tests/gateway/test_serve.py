@@ -91,7 +91,7 @@ def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
     try:
         s.env["AWS_CA_BUNDLE"] = str(cert)
         assert aws(s, "kms", "list-keys")["Keys"] == []
-        from kms_core.http_client import HttpKmsClient
+        from kms_core.client.http import HttpKmsClient
 
         c = HttpKmsClient(s.url, s.env["AWS_ACCESS_KEY_ID"], s.env["AWS_SECRET_ACCESS_KEY"],
                           "cn-east-1", ca_certs=str(cert))

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.embedded import Kms
 from kms_core.errors import Disabled, InvalidCiphertext, NotFound
 from kms_core.types import Caller
@@ -30,7 +30,9 @@ def test_reseal_moves_a_data_key_to_another_key(kms: Kms, caller: Caller) -> Non
     dk = client.generate_data_key("sfs", context={"fs": "a"})
     target = kms.service.create_key(caller, protection="HSM").key_id
     moved = client.reseal_data_key(dk.sealed, "sfs", target, {"fs": "a"}, {"fs": "a"})
-    assert moved.plaintext is None and moved.key_id == target
+    assert not hasattr(moved, "plaintext") and moved.key_id == target
+    assert (moved.source_key_id, moved.source_version_id) == (dk.key_id, dk.version_id)
+    assert moved.version_id == kms.service.describe_key(caller, target).primary_version_id
     assert client.decrypt_data_key(moved.sealed, {"fs": "a"}).plaintext == dk.plaintext
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.embedded import Kms, KmsConfig, open_kms
 from kms_core.errors import UnsupportedOperation
 from kms_core.types import Caller

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.block.nbd_server import NbdServer
 from adapters.block.volume import Volume, create_volume, open_volume
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from tests.adapters.block.helpers import Cli, MiB, ServerThread
 
 

@@ -14,7 +14,7 @@ import pytest
 from adapters.block import nbd_protocol as p
 from adapters.block.nbd_server import NbdServer, new_event_loop
 from adapters.block.volume import Volume, unseal_passphrase
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from tests.adapters.block.helpers import MiB, RawClient, ServerThread, tool
 
 

@@ -21,7 +21,7 @@ from adapters.block.volume import (
     volume_info,
 )
 from adapters.block.volume_header import RECORD_SIZE
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from tests.adapters.block.helpers import make_foreign_luks1
 
 MiB = 1 << 20

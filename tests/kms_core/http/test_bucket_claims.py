@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kms_core.client.http import HttpKmsClient
 from kms_core.errors import AccountFrozen, InvalidParameter
-from kms_core.http_client import HttpKmsClient
 from tests.kms_core.http.conftest import KmsServer
 
 

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from kms_core.client import InProcessKmsClient, KmsClient
+from kms_core.client import KmsClient
+from kms_core.client.http import HttpKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.errors import Disabled, InvalidCiphertext, KeyUnavailable, NotFound
-from kms_core.http_client import HttpKmsClient
 from kms_core.types import Caller
 from tests.kms_core.http.conftest import KmsServer, Tenant, free_port
 
@@ -42,7 +43,11 @@ def test_same_behaviour(kms_server: KmsServer, make: Factory) -> None:
         client.decrypt_data_key(dk.sealed, {"volume": "v2"})
     user_key = kms_server.kms.service.create_key(caller, alias="mine").key_id
     moved = client.reseal_data_key(dk.sealed, "ecs", "mine", {"volume": "v1"}, {"volume": "v1"})
-    assert moved.key_id == user_key and moved.plaintext is None
+    assert moved.key_id == user_key and not hasattr(moved, "plaintext")
+    assert (moved.source_key_id, moved.source_version_id) == (dk.key_id, dk.version_id)
+    again = client.reseal_data_key(moved.sealed, "ecs", "mine", {"volume": "v1"}, {"volume": "v1"})
+    assert (again.source_key_id, again.source_version_id) == (again.key_id, again.version_id) == (
+        moved.key_id, moved.version_id)
     assert client.decrypt_data_key(moved.sealed, {"volume": "v1"}).plaintext == dk.plaintext
     kms_server.kms.service.disable_key(caller, user_key)
     with pytest.raises(Disabled):

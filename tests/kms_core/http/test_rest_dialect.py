@@ -12,8 +12,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from kms_core.client.http import HttpKmsClient
 from kms_core.errors import InvalidParameter, KmsError
-from kms_core.http_client import HttpKmsClient
 from tests.kms_core.http.conftest import KmsServer, Tenant
 
 

@@ -1,8 +1,9 @@
-"""The product-facing KMS client over HTTP: a drop-in for `InProcessKmsClient`.
+"""The KMS client over HTTP: a drop-in for `kms_core.client.inprocess.InProcessKmsClient`.
 
 Same methods, same errors: a reply's errorCode becomes the same `KmsError` subclass the service
 raised; an unreachable KMS is `KeyUnavailable`. Requests use the REST dialect, are signed with
 SigV4 by botocore's signer, and reuse connections from a urllib3 pool with bounded timeouts.
+Loads neither the service nor the database stack.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from kms_core import envelope
-from kms_core.client import DataKey
+from kms_core.client import DataKey, ResealedKey
 from kms_core.errors import KeyUnavailable
 from kms_core.specs import KeyUsage, Protection, parse_enum, parse_spec
 from kms_core.types import KeyMetadata, default_key_product
@@ -119,7 +120,7 @@ class HttpKmsClient:
         key: str | None = None,
         source_context: Mapping[str, str] | None = None,
         context: Mapping[str, str] | None = None,
-    ) -> DataKey:
+    ) -> ResealedKey:
         body: dict[str, Any] = {"ciphertextBlob": base64.b64encode(sealed).decode()}
         named = default_key_product(key)
         body.update({"destinationCmkUuid": key} if key and named is None else {"product": named or product})
@@ -128,7 +129,8 @@ class HttpKmsClient:
         if context:
             body["destinationEncryptionContext"] = dict(context)
         r = self.call("reEncrypt", body)
-        return DataKey(None, base64.b64decode(r["ciphertextBlob"]), r["cmkUuid"], r["keyVersionId"])
+        return ResealedKey(base64.b64decode(r["ciphertextBlob"]), r["cmkUuid"], r["keyVersionId"],
+                           r["sourceCmkUuid"], r["sourceKeyVersionId"])
 
     def describe_key(self, key: str) -> KeyMetadata:
         return parse_key_metadata(self.call("describeKey", {"cmkUuid": key}))

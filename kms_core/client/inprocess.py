@@ -1,75 +1,15 @@
-"""The product-facing KMS client interface: what the S3 proxy and the adapters ask the KMS for.
-
-Products never call the service directly. `InProcessKmsClient` runs the service in the same
-process; the HTTP client (same methods, same errors) lets a gateway node use a remote KMS.
-"""
+"""The KMS client that runs the service in this process (`ssegw serve` without --kms-url, the
+adapters' CLIs with a local store). Same methods and errors as `kms_core.client.http`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from kms_core.buckets import BucketClaims
+from kms_core.client import DataKey, ResealedKey
 from kms_core.errors import AccountFrozen, UnsupportedOperation
 from kms_core.service import KmsService
 from kms_core.types import Caller, KeyMetadata, default_key_product
-
-
-@dataclass(frozen=True, slots=True)
-class DataKey:
-    """A data key: `plaintext` for local encryption, `sealed` to store beside the data."""
-
-    plaintext: bytes | None = field(repr=False)
-    sealed: bytes
-    key_id: str
-    version_id: str
-
-
-class KmsClient(Protocol):
-    def generate_data_key(
-        self,
-        product: str,
-        key: str | None = None,
-        context: Mapping[str, str] | None = None,
-        length: int = 32,
-    ) -> DataKey:
-        """A fresh data key under `key`, or under the product's default key when None."""
-        ...
-
-    def decrypt_data_key(self, sealed: bytes, context: Mapping[str, str] | None = None) -> DataKey:
-        ...
-
-    def reseal_data_key(
-        self,
-        sealed: bytes,
-        product: str,
-        key: str | None = None,
-        source_context: Mapping[str, str] | None = None,
-        context: Mapping[str, str] | None = None,
-    ) -> DataKey:
-        """Re-seal a data key under another key (or the new primary version); no plaintext."""
-        ...
-
-    def describe_key(self, key: str) -> KeyMetadata:
-        ...
-
-    # S3 bucket ownership (kms_core.buckets), claimed in the KMS database all gateway nodes share.
-    def claim_bucket(self, bucket: str) -> str:
-        """"created", "yours", "taken" or "busy" (see kms_core.buckets.Claim)."""
-        ...
-
-    def bucket_access(self, bucket: str) -> str:
-        """"mine", "other" or "none"."""
-        ...
-
-    def release_bucket(self, bucket: str, hold: bool = True) -> bool:
-        """Give the name up (`hold`: kept from other accounts a while; else the claim goes)."""
-        ...
-
-    def owned_buckets(self) -> list[str]:
-        """The bucket names the caller owns."""
-        ...
 
 
 class InProcessKmsClient:
@@ -108,12 +48,12 @@ class InProcessKmsClient:
         key: str | None = None,
         source_context: Mapping[str, str] | None = None,
         context: Mapping[str, str] | None = None,
-    ) -> DataKey:
+    ) -> ResealedKey:
         r = self._service.re_encrypt(
             self.caller, sealed, self._key_id(product, key),
             source_context=source_context, destination_context=context,
         )
-        return DataKey(None, r.ciphertext_blob, r.key_id, r.version_id)
+        return ResealedKey(r.ciphertext_blob, r.key_id, r.version_id, r.source_key_id, r.source_version_id)
 
     def describe_key(self, key: str) -> KeyMetadata:
         return self._service.describe_key(self.caller, key)
