@@ -160,6 +160,7 @@ def luks_header(data: bytes) -> None:
 
 _NAMES = names.NameCipher(_KEY)
 _FILE = contentenc.FileCipher(_KEY, bytes(16))
+_FILE_V1 = contentenc.FileCipher(_KEY, bytes(16), version=1)
 
 
 def file_names(data: bytes) -> None:
@@ -173,9 +174,11 @@ def file_names(data: bytes) -> None:
 
 
 def file_blocks(data: bytes) -> None:
-    contentenc.decode_header(data)
-    _FILE.decrypt_blocks(0, data[contentenc.HEADER_LEN:])
-    _FILE.bad_blocks(0, data[contentenc.HEADER_LEN:])
+    header = contentenc.decode_header(data)
+    cipher = _FILE_V1 if header.version == 1 else _FILE
+    body = data[contentenc.HEADER_LEN:]
+    cipher.decrypt_blocks(0, body, final=True)
+    cipher.bad_blocks(0, body, final=True)
 
 
 def kms_json(data: bytes) -> None:
@@ -264,7 +267,8 @@ def seeds(name: str) -> list[bytes]:
         name_enc = _NAMES.encrypt_name(b"hello.txt", bytes(16))
         return [b"\x00" + name_enc.encode(), b"\x01" + _NAMES.encrypt_target(b"/etc/x").encode()]
     if name == "file_blocks":
-        return [contentenc.encode_header(bytes(16)) + _FILE.encrypt_blocks(0, bytes(5000))]
+        return [contentenc.encode_header(bytes(16)) + _FILE.encrypt_blocks(0, bytes(5000), final=True),
+                contentenc.encode_header(bytes(16), 1) + _FILE_V1.encrypt_blocks(0, bytes(5000))]
     if name == "nbd":
         return [b"\x00\x25\x60\x95\x13" + bytes(23), b"\x03" + b"\x00\x00\x00\x01a\x00\x00"]
     return []

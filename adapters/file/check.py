@@ -2,7 +2,9 @@
 
 Walks the backing tree from the root, decrypting every name, every symlink target and every
 block of every file, and reports each failure with the plaintext path when the name still
-decrypts (else the backing path) and the block number.
+decrypts (else the backing path) and the block number. For version-2 files (`contentenc`) it
+also checks where each file ends: a file cut at a block boundary is reported as "truncated",
+one with blocks appended after its last as "extended".
 """
 
 from __future__ import annotations
@@ -119,16 +121,33 @@ def check_file(master_key: bytes, cpath: str) -> tuple[int, list[tuple[str, int 
         if size == 0:
             return 0, problems
         try:
-            cipher = ce.FileCipher(master_key, ce.decode_header(f.read(ce.HEADER_LEN)))
+            cipher = ce.FileCipher.for_header(master_key, ce.decode_header(f.read(ce.HEADER_LEN)))
         except ce.FormatError as e:
             return 0, [("header", None, str(e))]
-        nblocks = -(-(size - ce.HEADER_LEN) // ce.CIPHER_BLOCK_SIZE)
+        nblocks = ce.record_count(size)
+        if nblocks == 0 and cipher.marks_final:
+            return 0, [("truncated", None, "a header and no block: every block was dropped")]
         for first in range(0, nblocks, _RUN):
             f.seek(ce.cipher_offset(first))
             data = f.read(_RUN * ce.CIPHER_BLOCK_SIZE)
-            for b in cipher.bad_blocks(first, data):
-                problems.append(("block", b, "authentication failed"))
+            final = first + _RUN >= nblocks
+            for b in cipher.bad_blocks(first, data, final):
+                rec = data[(b - first) * ce.CIPHER_BLOCK_SIZE :][: ce.CIPHER_BLOCK_SIZE]
+                problems.append(_diagnose(cipher, b, rec, last=b == nblocks - 1))
     return nblocks, problems
+
+
+def _diagnose(cipher: ce.FileCipher, block: int, rec: bytes,
+              last: bool) -> tuple[str, int | None, str]:
+    """Name a version-2 cut or extension when the block itself is intact."""
+    sealed_final = cipher.seals_final(block, rec)
+    if last and sealed_final is False:
+        return ("truncated", block, "the file ends after this block, which is not its last "
+                                    "block: blocks were dropped")
+    if not last and sealed_final is True:
+        return ("extended", block, "this block is sealed as the file's last, but more "
+                                   "follows: blocks were appended")
+    return ("block", block, "authentication failed")
 
 
 def check_tree(root: str, master_key: bytes) -> Report:
@@ -172,6 +191,7 @@ def read_tree(root: str, master_key: bytes) -> dict[str, Any]:
             if not data:
                 out[item.path] = b""
                 continue
-            cipher = ce.FileCipher(master_key, ce.decode_header(data))
-            out[item.path] = cipher.decrypt_blocks(0, memoryview(data)[ce.HEADER_LEN :])
+            cipher = ce.FileCipher.for_header(master_key, ce.decode_header(data))
+            out[item.path] = cipher.decrypt_blocks(0, memoryview(data)[ce.HEADER_LEN :],
+                                                   final=True)
     return out

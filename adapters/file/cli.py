@@ -69,6 +69,7 @@ def _mount(args: argparse.Namespace) -> Any:
         raise FsError(f"mount point {mountpoint} is not a directory")
     with kms_client(args) as client:
         unlocked = masterkey.unlock(backing, client)  # the one KMS call of this mount
+    masterkey.prepare_for_writing(backing, unlocked.config)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one fd per open file
     fsname = f"ssegw-sfs:{backing}"

@@ -4,6 +4,10 @@ JSON, so an operator can read it; `version` first. It holds the filesystem id an
 key sealed by the KMS with the encryption context {"sfs:filesystem": <fs id>}: a sealed key
 copied into another filesystem's config does not unseal there, and the fs id cannot be edited
 without the KMS refusing the key. Re-keying replaces only `sealedMasterKey` and `cmkUuid`.
+
+`contentEncryption.version` is the newest file content version (`contentenc`) the tree may
+hold: a mount that writes version-2 files raises it from 1 to 2, so code that reads only
+version 1 refuses the whole filesystem instead of failing file by file.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from adapters.file.contentenc import BLOCK_SIZE, HEADER_VERSION
+from adapters.file.contentenc import BLOCK_SIZE, HEADER_VERSION, READABLE_VERSIONS
 from adapters.file.errors import ConfigError as ConfigError
 
 CONFIG_NAME = "sfs.conf"
@@ -40,6 +44,10 @@ class FsConfig:
 
     def resealed(self, key_id: str, sealed: bytes) -> FsConfig:
         return replace(self, key_id=key_id, sealed_master_key=sealed)
+
+    def writing_current(self) -> FsConfig:
+        """This config once files of today's content version are written into the tree."""
+        return replace(self, content_version=max(self.content_version, HEADER_VERSION))
 
 
 def encryption_context(fs_id: str) -> dict[str, str]:
@@ -83,6 +91,6 @@ def decode_config(data: bytes) -> FsConfig:
         raise ConfigError(f"{CONFIG_NAME} is missing or has a bad field: {e}") from e
     if not _FS_ID.match(cfg.fs_id):
         raise ConfigError("bad fsId")
-    if cfg.content_version != HEADER_VERSION or cfg.block_size != BLOCK_SIZE:
+    if cfg.content_version not in READABLE_VERSIONS or cfg.block_size != BLOCK_SIZE:
         raise ConfigError("unsupported content encryption parameters")
     return cfg

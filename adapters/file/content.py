@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from adapters.file import contentenc as ce
-from adapters.file.errors import DamagedFile, FormatError
+from adapters.file.errors import BlockAuthError, DamagedFile, FormatError
 from adapters.file.nodes import Handle, Node
 
 _ZERO_BLOCK = bytes(ce.BLOCK_SIZE)
@@ -22,7 +22,14 @@ B = ce.BLOCK_SIZE
 
 
 class Content:
-    """Reads and writes file content under one filesystem master key."""
+    """Reads and writes file content under one filesystem master key.
+
+    Version-2 files (`contentenc`) keep their last block sealed as final: a write past the
+    last block re-seals it as a full, non-final block, a shrink re-seals the new last block as
+    final, and a read that reaches the end of the file authenticates the file's last record
+    even when it holds no byte of the read (a fragment or an empty final block). Version-1
+    files are read and written as version 1.
+    """
 
     def __init__(self, master_key: bytes) -> None:
         self._master = master_key
@@ -30,35 +37,63 @@ class Content:
     def __repr__(self) -> str:
         return "Content(...)"
 
-    def cipher(self, node: Node, fd: int, csize: int, create: bool) -> ce.FileCipher | None:
-        """The node's cipher, reading the header or (create=True) writing a new one."""
+    def cipher(self, node: Node, fd: int, csize: int) -> ce.FileCipher | None:
+        """The node's cipher, from the file's header; None for an empty (0-byte) file."""
         if node.cipher is not None and csize >= ce.HEADER_LEN:
             return node.cipher
         if csize == 0:
             node.cipher = None
-            if not create:
-                return None
-            fid = ce.new_file_id()
-            os.pwrite(fd, ce.encode_header(fid), 0)
-            node.cipher = ce.FileCipher(self._master, fid)
-            return node.cipher
+            return None
         try:
-            fid = ce.decode_header(os.pread(fd, ce.HEADER_LEN, 0))
+            header = ce.decode_header(os.pread(fd, ce.HEADER_LEN, 0))
         except FormatError as e:
             raise DamagedFile(node.key[1], e) from None
-        node.cipher = ce.FileCipher(self._master, fid)
+        node.cipher = ce.FileCipher.for_header(self._master, header)
         return node.cipher
+
+    def _for_writing(self, node: Node, fd: int, csize: int) -> tuple[ce.FileCipher, bytes]:
+        """(cipher, header still to write: b"" when the file has one)."""
+        cipher = self.cipher(node, fd, csize)
+        if cipher is None:
+            fid = ce.new_file_id()
+            return ce.FileCipher(self._master, fid), ce.encode_header(fid)
+        if cipher.marks_final and ce.record_count(csize) == 0:
+            # A header alone: every block was dropped. Never write over that silently.
+            raise DamagedFile(node.key[1], BlockAuthError(0, "is missing: no final block"))
+        return cipher, b""
+
+    @staticmethod
+    def _put(h: Handle, cipher: ce.FileCipher, header: bytes, first: int,
+             records: list[bytes]) -> None:
+        """Write records from block `first`, and a new file's header with them."""
+        if header and first == 0:
+            os.pwritev(h.fd, [header, *records], 0)  # one write: never a header alone
+        else:
+            os.pwritev(h.fd, records, ce.cipher_offset(first))
+            if header:
+                os.pwrite(h.fd, header, 0)
+        h.node.cipher = cipher
 
     @staticmethod
     def read_blocks(fd: int, cipher: ce.FileCipher, first: int, last: int, csize: int) -> bytes:
+        """Plaintext of blocks first..last; the run is final when it reaches the file's end."""
         start = ce.cipher_offset(first)
         end = min(csize, ce.cipher_offset(last + 1))
         if end <= start:
             return b""
         try:
-            return cipher.decrypt_blocks(first, os.pread(fd, end - start, start))
+            return cipher.decrypt_blocks(first, os.pread(fd, end - start, start),
+                                         final=end == csize)
         except FormatError as e:
             raise DamagedFile(os.fstat(fd).st_ino, e) from None
+
+    @staticmethod
+    def _last_block(cipher: ce.FileCipher, csize: int, psize: int) -> int:
+        """Index of the file's last block (-1 if none): by record for version 2, where a
+        trailing fragment is a (damaged) last block; by plaintext for version 1, as it was."""
+        if cipher.marks_final:
+            return ce.record_count(csize) - 1
+        return (psize - 1) // B if psize else -1
 
     def read(self, h: Handle, size: int, offset: int) -> bytes:
         csize = os.fstat(h.fd).st_size
@@ -67,11 +102,29 @@ class Content:
             return b""
         end = min(offset + size, psize)
         first, last = offset // B, (end - 1) // B
-        cipher = self.cipher(h.node, h.fd, csize, create=False)
+        cipher = self.cipher(h.node, h.fd, csize)
         assert cipher is not None  # psize > 0 implies a header
+        if end == psize and cipher.marks_final:
+            last = ce.record_count(csize) - 1  # to the end: the file must end there
         plain = self.read_blocks(h.fd, cipher, first, last, csize)
         base = first * B
         return plain[offset - base : end - base]
+
+    def check_end(self, h: Handle) -> None:
+        """On open of a file showing no content: a version-2 backing file that is not 0 bytes
+        must end in a final block (the kernel sends no read for a 0-byte file, so a file with
+        all its blocks dropped would otherwise read as empty)."""
+        csize = os.fstat(h.fd).st_size
+        if csize == 0 or ce.plaintext_size(csize) > 0:
+            return
+        cipher = self.cipher(h.node, h.fd, csize)
+        assert cipher is not None
+        if not cipher.marks_final:
+            return
+        nrec = ce.record_count(csize)
+        if nrec == 0:
+            raise DamagedFile(h.node.key[1], BlockAuthError(0, "is missing: no final block"))
+        self.read_blocks(h.fd, cipher, 0, nrec - 1, csize)
 
     def write(self, h: Handle, data: bytes, offset: int) -> None:
         fd = h.fd
@@ -80,18 +133,20 @@ class Content:
             h.node.links_stale = True
         csize = st.st_size
         psize = ce.plaintext_size(csize)
-        cipher = self.cipher(h.node, fd, csize, create=True)
-        assert cipher is not None
-        csize = max(csize, ce.HEADER_LEN)
+        cipher, header = self._for_writing(h.node, fd, csize)
         end = offset + len(data)
         first, last = offset // B, (end - 1) // B
-        if psize % B and (psize - 1) // B < first:
-            # Writing past EOF: the old partial last block becomes a full block of zeros-padded
-            # data; the blocks between stay holes (all-zero records) in the backing file.
-            ob = (psize - 1) // B
+        records: list[bytes] = []
+        ob = self._last_block(cipher, csize, psize)
+        if 0 <= ob < first and (cipher.marks_final or psize % B):
+            # Writing past the last block: it becomes a full (zero-padded) block that is not
+            # the last; the blocks between stay holes (all-zero records) in the backing file.
             old = self.read_blocks(fd, cipher, ob, ob, csize)
-            os.pwrite(fd, cipher.encrypt_blocks(ob, old + bytes(B - len(old))),
-                      ce.cipher_offset(ob))
+            resealed = cipher.encrypt_blocks(ob, old + bytes(B - len(old)))
+            if ob + 1 == first:
+                records.append(resealed)  # contiguous: one write
+            else:
+                os.pwrite(fd, resealed, ce.cipher_offset(ob))
         head = b""
         if offset % B:
             if first * B < psize:
@@ -102,7 +157,9 @@ class Content:
             blk = self.read_blocks(fd, cipher, last, last, csize)
             tail = blk[end % B :]
         plain = head + data + tail if head or tail else data
-        os.pwrite(fd, cipher.encrypt_blocks(first, plain), ce.cipher_offset(first))
+        final = last == (max(psize, end) - 1) // B
+        records.append(cipher.encrypt_blocks(first, plain, final=final))
+        self._put(h, cipher, header, first - len(records) + 1, records)
 
     def truncate(self, h: Handle, new: int) -> None:
         fd = h.fd
@@ -115,40 +172,43 @@ class Content:
             return
         if new == 0:
             os.ftruncate(fd, 0)
-            h.node.cipher = None  # the next write starts a new file id
+            h.node.cipher = None  # the next write starts a new file id (and format version)
             return
-        cipher = self.cipher(h.node, fd, csize, create=True)
-        assert cipher is not None
-        csize = max(csize, ce.HEADER_LEN)
+        cipher, header = self._for_writing(h.node, fd, csize)
         if new < psize:
             self._shrink(fd, cipher, new, csize)
         else:
-            self._grow(fd, cipher, psize, new, csize)
+            self._grow(h, cipher, header, psize, new, csize)
 
     def _shrink(self, fd: int, cipher: ce.FileCipher, new: int, csize: int) -> None:
         lb, keep = (new - 1) // B, new - ((new - 1) // B) * B
-        if keep == B:
+        if keep == B and not cipher.marks_final:
             os.ftruncate(fd, ce.cipher_offset(lb + 1))
             return
         blk = self.read_blocks(fd, cipher, lb, lb, csize)[:keep]
-        rec = cipher.encrypt_blocks(lb, blk)
+        rec = cipher.encrypt_blocks(lb, blk, final=True)
         # Shrink first, then rewrite the new last block: a crash in between damages only
         # that block, never one that stays whole.
         os.ftruncate(fd, ce.cipher_offset(lb) + len(rec))
         os.pwrite(fd, rec, ce.cipher_offset(lb))
 
-    def _grow(self, fd: int, cipher: ce.FileCipher, psize: int, new: int, csize: int) -> None:
-        # Pad the old partial last block, then holes up to the new size.
-        if psize % B:
-            ob = (psize - 1) // B
+    def _grow(self, h: Handle, cipher: ce.FileCipher, header: bytes, psize: int, new: int,
+              csize: int) -> None:
+        fd, nl = h.fd, (new - 1) // B
+        ob = self._last_block(cipher, csize, psize)
+        if ob >= 0:
             old = self.read_blocks(fd, cipher, ob, ob, csize)
-            upto = min(B, new - ob * B)
-            os.pwrite(fd, cipher.encrypt_blocks(ob, old + bytes(upto - len(old))),
-                      ce.cipher_offset(ob))
-            if new <= (ob + 1) * B:
+            if ob == nl:  # grows within its last block
+                pad = bytes(new - ob * B - len(old))
+                os.pwrite(fd, cipher.encrypt_blocks(ob, old + pad, final=True),
+                          ce.cipher_offset(ob))
                 return
-        if new % B == 0:
-            os.ftruncate(fd, ce.cipher_offset(new // B))  # all-zero records: holes
+            if cipher.marks_final or len(old) < B:  # no longer the last: full, not final
+                os.pwrite(fd, cipher.encrypt_blocks(ob, old + bytes(B - len(old))),
+                          ce.cipher_offset(ob))
+        # Then holes (all-zero records) up to the new last block.
+        if not cipher.marks_final and new % B == 0:
+            os.ftruncate(fd, ce.cipher_offset(new // B))  # version 1: the last one a hole too
         else:
-            lb = new // B
-            os.pwrite(fd, cipher.encrypt_blocks(lb, _ZERO_BLOCK[: new % B]), ce.cipher_offset(lb))
+            rec = cipher.encrypt_blocks(nl, _ZERO_BLOCK[: new - nl * B], final=True)
+            self._put(h, cipher, header, nl, [rec])

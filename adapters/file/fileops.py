@@ -44,15 +44,22 @@ class FileOps:
         except BaseException:
             os.close(fd)
             raise
-        fh = self.files.add(fd)
-        if flags & os.O_TRUNC:
-            self._truncate_fh(fh, 0)
-        return fh
+        return self._opened(self.files.add(fd), flags)
 
     def open(self, path: str, flags: int) -> int:
-        fh = self.files.add(_open_fd(self.backing.cpath(path), flags))
-        if flags & os.O_TRUNC:
-            self._truncate_fh(fh, 0)
+        return self._opened(self.files.add(_open_fd(self.backing.cpath(path), flags)), flags)
+
+    def _opened(self, fh: int, flags: int) -> int:
+        h = self.files.get(fh)
+        try:
+            with h.node.lock:
+                if flags & os.O_TRUNC:
+                    self.content.truncate(h, 0)
+                else:
+                    self.content.check_end(h)
+        except BaseException:
+            self.files.close(fh)
+            raise
         return fh
 
     def release(self, path: str | None, fh: int) -> int:

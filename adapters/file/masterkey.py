@@ -81,6 +81,14 @@ def unlock(backing: Path, client: KmsClient) -> Unlocked:
     return Unlocked(cfg, dk.plaintext)
 
 
+def prepare_for_writing(backing: Path, cfg: FsConfig) -> FsConfig:
+    """Before a mount writes files: record today's content version in the config."""
+    new = cfg.writing_current()
+    if new != cfg:
+        write_config(backing, new)
+    return new
+
+
 def rekey(backing: Path, client: KmsClient, to_key: str) -> FsConfig:
     cfg = load_config(backing)
     ctx = cfg.encryption_context()

@@ -27,7 +27,7 @@ class SfsCli:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(self, *args: str, ok: bool = True, store: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
         extra = ["--data-dir", str(self.data_dir)] if store else []
         p = subprocess.run([sys.executable, "-m", "gateway.cli", *args, *extra],
                            capture_output=True, text=True, env=self.env, timeout=timeout)

@@ -23,9 +23,9 @@ MASTER = bytes.fromhex(V["masterKey"])
 
 def test_known_answer_blocks() -> None:
     fid = bytes.fromhex(V["fileId"])
-    assert ce.encode_header(fid).hex() == V["header"]
-    assert ce.decode_header(bytes.fromhex(V["header"])) == fid
-    cipher = ce.FileCipher(MASTER, fid)
+    assert ce.encode_header(fid, version=1).hex() == V["header"]
+    assert ce.decode_header(bytes.fromhex(V["header"])) == ce.FileHeader(1, fid)
+    cipher = ce.FileCipher(MASTER, fid, version=1)
     for b in V["blocks"]:
         plain, rec = bytes.fromhex(b["plaintext"]), bytes.fromhex(b["record"])
         assert cipher.encrypt_blocks(b["block"], plain, bytes.fromhex(b["nonce"])) == rec
@@ -33,7 +33,9 @@ def test_known_answer_blocks() -> None:
         with pytest.raises(ce.BlockAuthError):  # block number is bound
             cipher.decrypt_blocks(b["block"] + 1, rec)
         with pytest.raises(ce.BlockAuthError):  # file id is bound
-            ce.FileCipher(MASTER, bytes(16)).decrypt_blocks(b["block"], rec)
+            ce.FileCipher(MASTER, bytes(16), version=1).decrypt_blocks(b["block"], rec)
+        with pytest.raises(ce.BlockAuthError):  # a version-1 block never reads as version 2
+            ce.FileCipher(MASTER, fid).decrypt_blocks(b["block"], rec)
 
 
 def test_known_answer_names_sizes_links_and_config() -> None:
@@ -87,7 +89,9 @@ def test_config_rejects_other_versions_and_garbage() -> None:
 
 def test_header_versions_and_short_records() -> None:
     with pytest.raises(ce.FormatError):
-        ce.decode_header(b"\x02" + bytes(16))
+        ce.decode_header(b"\x03" + bytes(16))
+    with pytest.raises(ce.FormatError):
+        ce.decode_header(b"\x00" + bytes(16))
     with pytest.raises(ce.FormatError):
         ce.decode_header(b"\x01" + bytes(5))
     c = ce.FileCipher(MASTER, bytes(16))
