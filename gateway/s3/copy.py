@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import envelope, sse_c
+from gateway.s3 import envelope, manifest_tags, sse_c
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.buckets import BucketInfo
@@ -158,7 +158,7 @@ class Copier:
                 return await self._result(req, src, meta, "stale")
         new = dataclasses.replace(meta, sealed_key=resealed.sealed, kms_key_id=resealed.key_id, sse=enc.sse,
                                   context=enc.context if meta.bucket_key_salt is None else None)
-        if new.version == envelope.FORMAT_VERSION_3:
+        if new.salted:
             # The MAC binds the sealed key, CMK and name: it is made anew for the copy (the
             # data key itself does not change, so neither do the sealed bytes).
             data_key = await self.proxy.open_key(req.auth, src)
@@ -203,16 +203,25 @@ class Copier:
         guard = {"x-amz-copy-source": copy_source}
         if src.backend_etag:
             guard["x-amz-copy-source-if-match"] = src.backend_etag
-        if layout.first == 1 and layout.count > 1:
+        pieces: list[tuple[int, int]] = []
+        if layout.first == 1 and layout.count > 1 and not (src.meta is not None and src.meta.salted):
+            # v2 readers learn the layout from the backend's parts, which the copy must keep
+            # (v3/v4 keep it in their metadata or manifest).
             pieces = [(o, o + s) for o, s in zip(layout.sealed_offsets, layout.sealed, strict=True)]
         elif layout.sealed_total > COPY_LIMIT:
             total = layout.sealed_total
             pieces = [(o, min(o + COPY_PIECE, total)) for o in range(0, total, COPY_PIECE)]
+        out: tuple[str, str, str | None]
+        if pieces:
+            out = await self._copy_in_parts(bucket, key, headers, guard, pieces)
         else:
             r = await self.backend.send("PUT", bucket, key, headers={
                 **headers, **guard, "x-amz-metadata-directive": "REPLACE"})
-            return (*self._copy_answer(r, "CopyObjectResult"), r.headers.get("x-amz-version-id"))
-        return await self._copy_in_parts(bucket, key, headers, guard, pieces)
+            out = (*self._copy_answer(r, "CopyObjectResult"), r.headers.get("x-amz-version-id"))
+        if src.meta is not None and src.meta.manifest_in_tag:
+            # The manifest (not bound to the name) holds for the copy's identical bytes.
+            await manifest_tags.write(self.backend, bucket, key, out[2], src.meta.manifest())
+        return out
 
     async def _copy_in_parts(self, bucket: str, key: str, headers: dict[str, str], guard: dict[str, str],
                              pieces: list[tuple[int, int]]) -> tuple[str, str, str | None]:

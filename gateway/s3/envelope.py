@@ -46,6 +46,20 @@ storage access could do to v1/v2 objects:
   fails before a byte is served. The manifest is kept in the object itself (not a hidden
   second object) so that the object stays one atomic thing for the backend and no proxy node
   keeps state; the price is one backend-side copy per completed upload.
+
+Format version 4 (multipart uploads created since; v3 single objects are unchanged and every
+earlier version still reads) drops that copy. Its parts are v3 parts (salt header, v3 AAD),
+but the metadata written at CreateMultipartUpload is complete and MAC'd there (it holds no
+size or layout), and the layout goes into the object's *manifest*: one object tag
+`ssegw-manifest` = `<size> <layout> <parts digest> <manifest MAC>`, written with
+PutObjectTagging after the backend completed the upload (a tag is the one thing S3 lets us
+attach to an object afterwards without copying its bytes; it travels with the object through
+backend copies, replication and versions). The manifest MAC is keyed from the data key and
+binds the upload's base nonce (random per upload), so a manifest holds only for the upload
+it was made for; it does not bind the name (the metadata MAC does), so a copy or rewrap that
+keeps the data key keeps the manifest. The salts are recorded by UploadPart in the gateway's
+state bucket (upload_state.py), so completion reads nothing back. Readers take the layout
+from the manifest and check it exactly as they check a v3 layout.
 """
 
 from __future__ import annotations
@@ -70,7 +84,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 FORMAT_VERSION = "1"
 FORMAT_VERSION_2 = "2"
 FORMAT_VERSION_3 = "3"
-KNOWN_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2, FORMAT_VERSION_3)
+FORMAT_VERSION_4 = "4"
+KNOWN_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2, FORMAT_VERSION_3, FORMAT_VERSION_4)
+# Versions whose packages carry the v3 AAD, whose parts start with a salt and whose metadata
+# carries a MAC.
+SALTED_VERSIONS = (FORMAT_VERSION_3, FORMAT_VERSION_4)
+MANIFEST_TAG = "ssegw-manifest"  # v4: the object tag holding a multipart object's manifest
+MAX_TAG_VALUE = 256  # S3's limit on a tag value
+MAX_USER_TAGS = 9  # S3 keeps 10 tags per object; a v4 multipart object's manifest takes one
 SALT = 16
 PART_HEADER = 16  # v3: the random salt a part's sealed stream starts with
 MAX_PART = 10_000  # part numbers 1..MAX_PART
@@ -84,6 +105,7 @@ _AAD_PREFIX = b"ssegw/obj/v1"
 _AAD_PREFIX_V3 = b"ssegw/obj/v3"
 _PART_KEY_INFO = b"ssegw/obj/v3/part/"
 _META_MAC_INFO = b"ssegw/obj/v3/meta"
+_MANIFEST_INFO = b"ssegw/obj/v4/manifest"
 META_PREFIX = "x-amz-meta-ssegw"
 
 
@@ -166,7 +188,7 @@ class PackageCipher:
         self._part = part
         # v3 packages carry another AAD prefix, so a v3 object relabelled as v1/v2 (to drop
         # its metadata MAC) fails authentication instead of reading with forged metadata.
-        self._aad_prefix = _AAD_PREFIX_V3 if version == FORMAT_VERSION_3 else _AAD_PREFIX
+        self._aad_prefix = _AAD_PREFIX_V3 if version in SALTED_VERSIONS else _AAD_PREFIX
 
     def _nonce(self, seq: int) -> bytes:
         return self._prefix + (self._counter ^ seq).to_bytes(8, "big")
@@ -287,17 +309,28 @@ class ObjectMeta:
     layout: tuple[int, ...] | None = None  # v3 multipart, completed: each part's sealed size
     parts_digest: bytes | None = None  # v3 multipart, completed: SHA-256 of the parts' salts
     mac: bytes | None = field(default=None, repr=False)  # v3: see `signed`
+    manifest_mac: bytes | None = field(default=None, repr=False)  # v4 multipart: see `manifest`
 
     @property
     def version(self) -> str:
-        if self.format == FORMAT_VERSION_3:
-            return FORMAT_VERSION_3
+        if self.format in SALTED_VERSIONS:
+            return self.format
         return FORMAT_VERSION_2 if self.multipart or self.bucket_key_salt or self.customer else FORMAT_VERSION
 
     @property
+    def salted(self) -> bool:
+        """v3 or v4: v3 packages, salted parts, MAC'd metadata."""
+        return self.version in SALTED_VERSIONS
+
+    @property
+    def manifest_in_tag(self) -> bool:
+        """v4 multipart: size and layout live in the `ssegw-manifest` tag, not the metadata."""
+        return self.version == FORMAT_VERSION_4 and self.multipart
+
+    @property
     def complete(self) -> bool:
-        """A v3 multipart object whose layout was sealed at completion (or any other object)."""
-        return not (self.version == FORMAT_VERSION_3 and self.multipart and self.layout is None)
+        """A v3/v4 multipart object whose layout was sealed at completion (or any other object)."""
+        return not (self.salted and self.multipart and self.layout is None)
 
     def encode(self) -> dict[str, str]:
         out = {
@@ -311,7 +344,8 @@ class ObjectMeta:
             out[f"{META_PREFIX}-kms-key"] = self.kms_key_id
         else:
             out[f"{META_PREFIX}-ssec"] = self.customer
-        if self.size is not None:
+        # A v4 multipart object's size and layout are its manifest's (a tag), never metadata.
+        if self.size is not None and not self.manifest_in_tag:
             out[f"{META_PREFIX}-size"] = str(self.size)
         if self.md5:
             out[f"{META_PREFIX}-md5"] = self.md5
@@ -322,9 +356,9 @@ class ObjectMeta:
             out[f"{META_PREFIX}-mp"] = "1"
         if self.bucket_key_salt:
             out[f"{META_PREFIX}-bk"] = base64.b64encode(self.bucket_key_salt).decode()
-        if self.layout is not None:
+        if self.layout is not None and not self.manifest_in_tag:
             out[f"{META_PREFIX}-layout"] = encode_layout(self.layout)
-        if self.parts_digest is not None:
+        if self.parts_digest is not None and not self.manifest_in_tag:
             out[f"{META_PREFIX}-parts"] = base64.b64encode(self.parts_digest).decode()
         if self.mac is not None:
             out[f"{META_PREFIX}-mac"] = base64.b64encode(self.mac).decode()
@@ -355,20 +389,64 @@ class ObjectMeta:
         """This metadata with its MAC (v3): every field the proxy relies on, bound to the
         object's data key and name, so storage access cannot change sizes, ETag, layout,
         algorithm or context without the read failing."""
-        if self.version != FORMAT_VERSION_3:
+        if not self.salted:
             return self
         return replace(self, mac=self._mac(data_key, bucket, key))
 
     def verify(self, data_key: bytes, bucket: str, key: str) -> None:
         """ObjectCorrupt unless the metadata is as the proxy wrote it for this name (v3);
         v1/v2 objects carry no MAC and are taken as they are."""
-        if self.version != FORMAT_VERSION_3:
+        if not self.salted:
             return
         if self.mac is None or not self.complete:
             raise ObjectCorrupt("the object's metadata is not authenticated (or its upload was "
                                 "never completed through the proxy)")
         if not hmac.compare_digest(self.mac, self._mac(data_key, bucket, key)):
             raise ObjectCorrupt("the object's metadata failed authentication")
+        if self.manifest_in_tag and (self.manifest_mac is None or not hmac.compare_digest(
+                self.manifest_mac, self._manifest_mac(data_key))):
+            raise ObjectCorrupt("the object's manifest failed authentication")
+
+    # -------------------------------------------------------------- v4 manifest (a tag)
+
+    def _manifest_mac(self, data_key: bytes) -> bytes:
+        assert self.size is not None and self.layout is not None and self.parts_digest is not None
+        items = [_MANIFEST_INFO, self.base_nonce, str(self.size).encode(),
+                 _tag_layout(self.layout).encode(), self.parts_digest]
+        digest = hashes.SM3() if self.algorithm is Algorithm.SM4_GCM else hashes.SHA256()
+        h = HMAC(HKDF(digest, 32, None, _MANIFEST_INFO).derive(data_key), digest)
+        h.update(b"".join(struct.pack(">I", len(x)) + x for x in items))
+        return h.finalize()
+
+    def with_manifest(self, data_key: bytes, size: int, layout: tuple[int, ...], digest: bytes) -> ObjectMeta:
+        """A v4 multipart upload's metadata with its completed layout and the manifest's MAC."""
+        done = replace(self, size=size, layout=layout, parts_digest=digest)
+        return replace(done, manifest_mac=done._manifest_mac(data_key))
+
+    def manifest(self) -> str:
+        """The `ssegw-manifest` tag's value (v4 multipart, completed)."""
+        assert self.manifest_in_tag and self.manifest_mac is not None and self.parts_digest is not None
+        return " ".join((str(self.size), _tag_layout(self.layout or ()),
+                         base64.b64encode(self.parts_digest).decode(), base64.b64encode(self.manifest_mac).decode()))
+
+    def read_manifest(self, text: str | None) -> ObjectMeta:
+        """This v4 multipart object's metadata with the manifest tag's fields (unchecked until
+        `verify`); ObjectCorrupt when the tag is missing or malformed."""
+        if text is None:
+            raise ObjectCorrupt("the object has no manifest (its upload was never completed through "
+                                "the proxy, or the manifest was removed)")
+        try:
+            if len(text) > MAX_TAG_VALUE:
+                raise ValueError("too long")
+            size, layout, digest, mac = text.split(" ")
+            out = replace(self, size=_size(size), layout=_read_tag_layout(layout),
+                          parts_digest=base64.b64decode(digest, validate=True),
+                          manifest_mac=base64.b64decode(mac, validate=True))
+        except (ValueError, TypeError) as e:
+            raise ObjectCorrupt(f"the object's manifest is damaged ({e})") from None
+        if len(out.parts_digest or b"") != 32:
+            raise ObjectCorrupt("the object's manifest is damaged (parts digest)")
+        return out
 
     @staticmethod
     def decode(headers: Mapping[str, str]) -> ObjectMeta | None:
@@ -378,7 +456,8 @@ class ObjectMeta:
             return None
         if version not in KNOWN_VERSIONS:
             raise ObjectCorrupt(f"unknown object format version {version!r}")
-        v3 = version == FORMAT_VERSION_3
+        v3 = version in SALTED_VERSIONS
+        v4 = version == FORMAT_VERSION_4
         try:
             ctx = headers.get(f"{META_PREFIX}-ctx")
             multipart = version != FORMAT_VERSION and headers.get(f"{META_PREFIX}-mp") == "1"
@@ -386,6 +465,10 @@ class ObjectMeta:
             # Any version after 1 (a later one keeps the field as it is).
             customer = headers.get(f"{META_PREFIX}-ssec") if version != FORMAT_VERSION else None
             size = headers.get(f"{META_PREFIX}-size")
+            if v4 and not multipart:
+                raise ValueError("format 4 is for multipart objects")
+            if v4 and any(f"{META_PREFIX}-{f}" in headers for f in ("size", "layout", "parts")):
+                raise ValueError("a format 4 object keeps its size and layout in its manifest")
             layout = headers.get(f"{META_PREFIX}-layout") if v3 and multipart else None
             digest = headers.get(f"{META_PREFIX}-parts") if v3 and multipart else None
             mac = headers.get(f"{META_PREFIX}-mac") if v3 else None
@@ -402,7 +485,7 @@ class ObjectMeta:
                 multipart=multipart,
                 bucket_key_salt=base64.b64decode(salt, validate=True) if salt else None,
                 customer=customer,
-                format=FORMAT_VERSION_3 if v3 else FORMAT_VERSION,
+                format=version if v3 else FORMAT_VERSION,
                 layout=decode_layout(layout) if layout is not None else None,
                 parts_digest=base64.b64decode(digest, validate=True) if digest is not None else None,
                 mac=base64.b64decode(mac, validate=True) if mac is not None else None,
@@ -462,6 +545,23 @@ def decode_layout(text: str) -> tuple[int, ...]:
             raise ValueError("layout has too many parts")
         out.extend([_size(size)] * n)
     return tuple(out)
+
+
+def _tag_layout(sealed: tuple[int, ...]) -> str:
+    """The layout in a tag value: `size:count/size:count` (S3 allows neither * nor , in tags)."""
+    return encode_layout(sealed).replace("*", ":").replace(",", "/")
+
+
+def _read_tag_layout(text: str) -> tuple[int, ...]:
+    if "*" in text or "," in text:
+        raise ValueError("not a tag layout")
+    return decode_layout(text.replace(":", "*").replace("/", ","))
+
+
+def manifest_fits(sealed: tuple[int, ...]) -> bool:
+    """Whether a layout's manifest fits one tag value (parts of one size, give or take a few)."""
+    fixed = 20 + 44 + 44 + 3  # size, digest, MAC, separators
+    return len(_tag_layout(sealed)) + fixed <= MAX_TAG_VALUE
 
 
 def part_nonce(base: bytes, part: int) -> bytes:

@@ -1,8 +1,9 @@
 """Multipart objects, pure: part layouts, plaintext ranges across parts, upload tokens.
 
 A multipart object is N independent package streams (envelope.py), p in every package's AAD.
-Format v3 parts start with their salt (the *header*) and the object's layout is sealed into its
-metadata at completion (envelope.py, uploads.py): readers take it from there. What follows is
+Format v3 and v4 parts start with their salt (the *header*) and the object's layout is sealed at
+completion into its metadata (v3) or its manifest tag (v4) (envelope.py, uploads.py): readers
+take it from there. What follows is
 how v2 objects (parts sealed with `part_nonce(base, p)`, layout nowhere) are still read.
 The backend keeps the parts back to back
 and remembers nothing we can put in metadata after the upload started, so the plaintext size
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.s3.envelope import (
     FORMAT_VERSION_2,
     FORMAT_VERSION_3,
+    FORMAT_VERSION_4,
     PACKAGE,
     Algorithm,
     ObjectCorrupt,
@@ -277,7 +279,7 @@ class UploadToken:
     context: dict[str, str] | None = None
     bucket_key_salt: bytes | None = None
     customer: str | None = None  # SSE-C uploads: the key record (sse_c.py); sealed_key is customer-wrapped
-    format: str = FORMAT_VERSION_3  # how the parts are sealed: v3 (token version 2) or v2 (1)
+    format: str = FORMAT_VERSION_4  # the upload's object format: v4 (token version 3), v3 (2) or v2 (1)
 
     def _body(self) -> bytes:
         fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
@@ -287,7 +289,7 @@ class UploadToken:
                   self.bucket_key_salt or b""]
         if self.customer is not None:  # an 11th field only where used: older tokens stay valid
             fields.append(self.customer.encode())
-        version = b"\x02" if self.format == FORMAT_VERSION_3 else b"\x01"
+        version = {FORMAT_VERSION_4: b"\x03", FORMAT_VERSION_3: b"\x02"}.get(self.format, b"\x01")
         return version + b"".join(struct.pack(">H", len(f)) + f for f in fields)
 
     def encode(self, data_key: bytes) -> str:
@@ -323,7 +325,7 @@ def decode_token(token: str) -> UploadToken:
         raw = _raw(token)
     except (ValueError, TypeError):
         raise ValueError("malformed upload token") from None
-    if len(raw) < 1 + _MAC or raw[0] not in (1, 2):
+    if len(raw) < 1 + _MAC or raw[0] not in (1, 2, 3):
         raise ValueError("unknown upload token version")
     body, pos, fields = raw[:-_MAC], 1, []
     while pos < len(body):
@@ -342,7 +344,7 @@ def decode_token(token: str) -> UploadToken:
             context=json.loads(fields[8]) if fields[8] else None,
             bucket_key_salt=fields[9] or None,
             customer=fields[10].decode() if len(fields) == 11 else None,
-            format=FORMAT_VERSION_3 if raw[0] == 2 else FORMAT_VERSION_2,
+            format={3: FORMAT_VERSION_4, 2: FORMAT_VERSION_3}.get(raw[0], FORMAT_VERSION_2),
         )
     except (UnicodeDecodeError, ValueError):
         raise ValueError("malformed upload token") from None

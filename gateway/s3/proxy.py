@@ -716,7 +716,7 @@ class S3Proxy:
         """
         assert stored.meta is not None
         data_key = await self.open_key(req.auth, stored, customer)
-        if stored.meta.version == envelope.FORMAT_VERSION_3:
+        if stored.meta.salted:
             if stored.meta.multipart:
                 await self.reader.checked_salts(stored)
             return

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.s3 import envelope
+from gateway.s3 import envelope, manifest_tags
 from gateway.s3.backend import Backend, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
 from gateway.s3.errors import S3Error
@@ -80,8 +80,13 @@ def client_etag(meta: ObjectMeta | None, backend_etag: str) -> str:
     return f'"{bare}-1"'
 
 
+# Finishes the manifest of a v4 object whose Complete stopped after the backend completed it:
+# (bucket, key, metadata, version id, stored length) -> the manifest written, or None.
+Healer = Callable[[str, str, ObjectMeta, str | None, int | None], Awaitable[str | None]]
+
+
 def _v3_layout(meta: ObjectMeta) -> Layout:
-    """A v3 multipart object's layout, from its metadata (bound by the metadata's MAC)."""
+    """A v3/v4 multipart object's layout, from its metadata or manifest (bound by their MACs)."""
     if meta.layout is None:
         raise S3Error("InternalError", "The object's multipart upload was not completed through the "
                       "proxy (its layout was never sealed); it is not served", 500)
@@ -110,6 +115,10 @@ class Reader:
         self.backend = backend
         self._layouts: OrderedDict[tuple[str, str, str], Layout] = OrderedDict()
         self._salts: OrderedDict[tuple[str, str, str], list[bytes]] = OrderedDict()
+        # v4 manifests by (bucket, key, backend ETag, base nonce): not trusted for being
+        # cached (the MAC is checked on every read), only spared a request.
+        self._manifests: OrderedDict[tuple[str, str, str, bytes], str] = OrderedDict()
+        self.heal: Healer | None = None  # set by uploads.py
 
     def remember(self, bucket: str, key: str, etag: str, layout: Layout) -> None:
         self._layouts[(bucket, key, etag)] = layout
@@ -139,7 +148,9 @@ class Reader:
         total = _stored_length(r)
         layout = None
         if meta is not None:
-            if meta.version == envelope.FORMAT_VERSION_3 and meta.multipart:
+            if meta.manifest_in_tag:
+                meta = await self._with_manifest(bucket, key, meta, r.headers.get("etag", ""), version_id, total)
+            if meta.salted and meta.multipart:
                 layout = _v3_layout(meta)
             elif meta.multipart:
                 layout = await self.layout(bucket, key, r.headers.get("etag", ""), total, version_id)
@@ -154,6 +165,26 @@ class Reader:
                 raise S3Error("InternalError", "The stored object does not match its recorded size; "
                               "it was truncated or changed and is not served", 500)
         return Stored(bucket, key, r.headers, meta, layout, version_id)
+
+    async def _with_manifest(self, bucket: str, key: str, meta: ObjectMeta, etag: str, version_id: str | None,
+                             total: int | None) -> ObjectMeta:
+        """A v4 multipart object's metadata with its manifest (from its tag), unchecked: the
+        caller's `verify` checks the manifest's MAC with the metadata's. An object whose
+        Complete stopped before the manifest was written gets it now (`heal`)."""
+        ck = (bucket, key, etag, meta.base_nonce)
+        text = self._manifests.get(ck)
+        if text is None:
+            text = (await manifest_tags.read(self.backend, bucket, key, version_id)).get(envelope.MANIFEST_TAG)
+            if text is None and self.heal is not None:
+                text = await self.heal(bucket, key, meta, version_id, total)
+            if text is not None:
+                self._manifests[ck] = text
+                while len(self._manifests) > _LAYOUT_CACHE:
+                    self._manifests.popitem(last=False)
+        try:
+            return meta.read_manifest(text)
+        except ObjectCorrupt as e:
+            raise S3Error("InternalError", f"The object's encryption metadata is damaged: {e}", 500) from None
 
     async def layout(self, bucket: str, key: str, etag: str, total: int | None,
                      version_id: str | None = None) -> Layout:
@@ -279,7 +310,7 @@ class Reader:
         meta = stored.meta
         ciphers: dict[int, PackageCipher] = {}
         salts: list[bytes] = []
-        if meta.version == envelope.FORMAT_VERSION_3 and meta.multipart:
+        if meta.salted and meta.multipart:
             try:
                 salts = await self.checked_salts(stored)
             except BaseException:

@@ -1,19 +1,28 @@
 """What the proxy must remember about multipart uploads, kept in the backend (never in memory).
 
-Two facts the backend cannot give back about an upload in progress:
+Facts the backend cannot give back about an upload in progress:
 - the UploadId we issued (it carries the upload's sealed key and nonce: multipart.py), which
   ListMultipartUploads must show so that a listed upload can go on with its parts;
 - the plaintext MD5 of each SSE-S3 part, its ETag (as S3 gives it), which CompleteMultipartUpload
-  must check against the part the backend holds.
+  must check against the part the backend holds;
+- the salt each part was sealed with (format v4), which completion binds into the object's
+  manifest: S3 cannot read a part of an upload in progress, and reading them back from the
+  completed object cost one ranged GET per part (moto reads the whole object for each);
+- the manifest a completion is about to write, so that a Complete retried after a crash
+  between the backend's completion and the manifest's write finishes the job.
 
 Both live in one backend bucket of the gateway's own (`ssegw-state-...`, no tenant owns it or
 can create it), so every gateway node sharing the backend sees them:
 
     uploads/<bucket>/<backend upload id>                     the UploadId (body)
     parts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<plaintext MD5>   (empty)
+    salts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<salt, hex>       (empty)
+    completing/<bucket>/<SHA-256 of key>/<base nonce, hex>   the manifest being written (body)
 
 A part's record names the sealed part it describes (its backend ETag), so a part uploaded
-again never borrows the MD5 of the part it replaced. Records are removed when the upload
+again never borrows the MD5 or salt of the part it replaced. None of it is trusted for
+reading: a salt that is not the stored part's makes the object's reads fail (its manifest
+binds the salts), never succeed with other bytes. Records are removed when the upload
 completes or is aborted; uploads abandoned for good leave a few hundred bytes behind.
 """
 
@@ -45,6 +54,11 @@ def default_state_bucket(backend_url: str, access_key_id: str) -> str:
 
 def _seg(text: str) -> str:
     return quote(text, safe="")
+
+
+def _completing(bucket: str, key: str, nonce: bytes) -> str:
+    # The key hashed: quoted, a 1,024-byte key would not fit in a state key.
+    return f"completing/{_seg(bucket)}/{hashlib.sha256(key.encode()).hexdigest()}/{nonce.hex()}"
 
 
 class UploadState:
@@ -117,6 +131,43 @@ class UploadState:
                 out[(int(number), etag)] = md5
         return out
 
+    # ------------------------------------------------------------------ part salts (v4)
+
+    async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes) -> None:
+        bare = sealed_etag.strip().strip('"').lower()
+        await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{salt.hex()}", b"")
+
+    async def part_salts(self, bucket: str, backend_id: str) -> dict[tuple[int, str], bytes]:
+        """(part number, sealed ETag as recorded) -> salt of every part recorded for an upload."""
+        out: dict[tuple[int, str], bytes] = {}
+        for key in await self._keys(f"salts/{_seg(bucket)}/{_seg(backend_id)}/"):
+            number, etag, salt = key.rsplit("/", 3)[1:]
+            try:
+                if number.isdigit():
+                    out[(int(number), etag)] = bytes.fromhex(salt)
+            except ValueError:
+                continue
+        return out
+
+    # ------------------------------------------------------------------ completions in flight
+
+    # Keyed by the object and its upload's base nonce (in its metadata), so that a reader who
+    # finds a completed object without its manifest can finish the job as well as a retried
+    # Complete can.
+
+    async def remember_completion(self, bucket: str, key: str, nonce: bytes, manifest: str) -> None:
+        await self._put(_completing(bucket, key, nonce), manifest.encode())
+
+    async def completion(self, bucket: str, key: str, nonce: bytes) -> str | None:
+        """The manifest a Complete of this upload was writing (None: none was begun, or done)."""
+        r = await self.backend.send("GET", self.bucket, _completing(bucket, key, nonce))
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise S3Error("ServiceUnavailable", f"the gateway's upload state could not be read ({r.status_code})",
+                          503)
+        return r.content.decode("ascii", "replace")
+
     async def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
         token = None
@@ -136,12 +187,16 @@ class UploadState:
 
     # ------------------------------------------------------------------ clean-up
 
-    async def forget(self, bucket: str, backend_id: str) -> None:
-        """Drops an upload's records once it completed or was aborted (best effort)."""
+    async def forget(self, bucket: str, backend_id: str, done: tuple[str, bytes] | None = None) -> None:
+        """Drops an upload's records once it completed (`done`: its key and base nonce) or was
+        aborted (best effort)."""
         self._tokens.pop((bucket, backend_id), None)
         try:
             keys = await self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/")
+            keys += await self._keys(f"salts/{_seg(bucket)}/{_seg(backend_id)}/")
             keys.append(f"uploads/{_seg(bucket)}/{_seg(backend_id)}")
+            if done is not None:
+                keys.append(_completing(bucket, *done))
             for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
                 items = "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys[start:start + 1000])
                 body = f'<Delete xmlns="{S3_NS}"><Quiet>true</Quiet>{items}</Delete>'.encode()

@@ -13,6 +13,7 @@ those or ours, UploadPart needs ours (the data key travels in it).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import xml.etree.ElementTree as ET
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope, sse_c, xml_bodies
+from gateway.s3 import aws_chunked, envelope, manifest_tags, sse_c, xml_bodies
 from gateway.s3.acl import check_acl_headers
 from gateway.s3.backend import S3_NS, BackendError, BackendResponse
 from gateway.s3.backend import xml_text as _text
@@ -37,6 +38,7 @@ from gateway.s3.multipart import (
     decode_token,
     is_token,
 )
+from gateway.s3.reader import client_etag
 
 if TYPE_CHECKING:
     from gateway.s3.proxy import Reply, S3Proxy, S3Request
@@ -53,6 +55,8 @@ class Uploads:
     def __init__(self, proxy: S3Proxy) -> None:
         self.proxy = proxy
         self.backend = proxy.backend
+        # A reader that finds a v4 object without its manifest finishes an interrupted Complete.
+        proxy.reader.heal = self.finish_manifest
 
     # ------------------------------------------------------------------ create
 
@@ -63,10 +67,14 @@ class Uploads:
         info = await self.proxy.owned(req)
         check_acl_headers(req.headers, req.auth.caller.account_id)
         enc = self.proxy.encryption(req, info)
+        manifest_tags.check_user_tags(req.headers.get("x-amz-tagging"))
         ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
+        # Format v4: the metadata is whole now (size and layout go into the manifest tag at
+        # completion), so it is MAC'd now, and the object is never copied onto itself.
         meta = ObjectMeta(ok.algorithm, ok.sealed, nonce, None, ok.kms_key_id, enc.sse, None, enc.context,
-                          multipart=True, bucket_key_salt=ok.salt, customer=ok.customer)
+                          multipart=True, bucket_key_salt=ok.salt, customer=ok.customer,
+                          format=envelope.FORMAT_VERSION_4).signed(ok.plaintext, req.bucket, req.key)
         headers = self.proxy.put_headers(req)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
@@ -104,6 +112,11 @@ class Uploads:
             raise no_such_upload() from None
         if (token.bucket, token.key) != (req.bucket, req.key):
             raise no_such_upload()
+        return token, await self._data_key(req, token, upload_id), upload_id
+
+    async def _data_key(self, req: S3Request, token: UploadToken, upload_id: str) -> bytes:
+        """The upload's data key, once the UploadId's MAC shows it is one we issued."""
+        assert req.bucket is not None and req.key is not None
         customer = self.proxy.customer_key(req)
         if token.customer is not None:
             # Every part of an SSE-C upload carries the key it was started with.
@@ -116,7 +129,7 @@ class Uploads:
                                                   token.sealed_key, token.bucket_key_salt, token.context)
         if not token.verify(upload_id, data_key):
             raise no_such_upload()
-        return token, data_key, upload_id
+        return data_key
 
     async def _issued_id(self, bucket: str, upload_id: str) -> str:
         """The UploadId we issued, for the backend's id of the same upload (as listings used to
@@ -143,11 +156,11 @@ class Uploads:
         if size > envelope.MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         md5 = self._etag_md5(token)
-        r = await self._send_part(req, number, token, data_key, stream, size,
-                                  self.proxy.content_md5(req), md5)
+        r, salt = await self._send_part(req, number, token, data_key, stream, size,
+                                        self.proxy.content_md5(req), md5)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        await self._remember_md5(req, token, number, md5, r)
+        await self._remember_part(req, token, number, md5, salt, r)
         return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token)})
 
     @staticmethod
@@ -163,13 +176,19 @@ class Uploads:
         """
         return hashlib.md5() if token.sse == "AES256" else None
 
-    async def _remember_md5(self, req: S3Request, token: UploadToken, number: int, md5: hashlib._Hash | None,
-                            r: BackendResponse) -> None:
-        """Records the plaintext MD5 handed out as a part's ETag, so Complete can check it."""
+    async def _remember_part(self, req: S3Request, token: UploadToken, number: int, md5: hashlib._Hash | None,
+                             salt: bytes, r: BackendResponse) -> None:
+        """Records what Complete needs of a part and cannot read back: the plaintext MD5 handed
+        out as its ETag (SSE-S3), and its salt (v4), each under the sealed part's ETag.
+        The part is answered only once they are recorded."""
         assert req.bucket is not None
+        state, etag = self.proxy.upload_state, r.headers.get("etag", "")
+        writes = []
         if md5 is not None:
-            await self.proxy.upload_state.remember_part(req.bucket, token.backend_id, number,
-                                                        r.headers.get("etag", ""), md5.hexdigest())
+            writes.append(state.remember_part(req.bucket, token.backend_id, number, etag, md5.hexdigest()))
+        if token.format == envelope.FORMAT_VERSION_4:
+            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt))
+        await asyncio.gather(*writes)
 
     @staticmethod
     def _part_etag(md5: hashlib._Hash | None, backend: BackendResponse) -> str:
@@ -186,11 +205,12 @@ class Uploads:
 
     async def _send_part(self, req: S3Request, number: int, token: UploadToken, data_key: bytes,
                          stream: AsyncIterator[bytes], size: int, expected_md5: bytes | None,
-                         md5: hashlib._Hash | None) -> BackendResponse:
+                         md5: hashlib._Hash | None) -> tuple[BackendResponse, bytes]:
+        """The backend's answer to the sealed part, and the part's salt (v3/v4; b"" for v2)."""
         from gateway.s3.proxy import backend_failure, sealed_stream
 
         assert req.bucket is not None and req.key is not None
-        v3 = token.format == envelope.FORMAT_VERSION_3
+        v3 = token.format in envelope.SALTED_VERSIONS
         salt = envelope.new_part_salt() if v3 else b""
         if v3:
             key, nonce = envelope.part_key(data_key, salt, number, token.algorithm)
@@ -209,7 +229,7 @@ class Uploads:
             return await self.backend.send(
                 "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
                 headers={"content-length": str(len(salt) + envelope.sealed_size(size))},
-                body=_prefixed(salt, body) if salt else body)
+                body=_prefixed(salt, body) if salt else body), salt
         except aws_chunked.ChunkedError as e:
             raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
         except BackendError as e:
@@ -238,10 +258,10 @@ class Uploads:
         src_key = await self.proxy.open_key(req.auth, source, self.proxy.customer_key(req, copy_source=True))
         plain = await self.proxy.reader.plaintext(source, src_key, start, end)
         md5 = self._etag_md5(token)
-        r = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
+        r, salt = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        await self._remember_md5(req, token, number, md5, r)
+        await self._remember_part(req, token, number, md5, salt, r)
         modified = last_modified(r.headers)
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
@@ -329,7 +349,8 @@ class Uploads:
                           "1, 2, 3, ... without gaps", 400)
         sealed = tuple(have[n][0] for n in wanted)
         # Uploads started before format v3 (their UploadId says so) have parts without a header.
-        v3 = token is None or token.format == envelope.FORMAT_VERSION_3
+        v3 = token is None or token.format in envelope.SALTED_VERSIONS
+        v4 = token is not None and token.format == envelope.FORMAT_VERSION_4
         if v3 and customer is None and token is not None and token.customer is not None:
             # The layout is sealed with the data key, which only the customer's key unwraps.
             raise _ssec_key_needed()
@@ -340,14 +361,20 @@ class Uploads:
         if any(p < MIN_PART for p in layout.plain[:-1]):
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed "
                           "object size.", 400)
-        if v3 and len(envelope.encode_layout(sealed)) > envelope.MAX_LAYOUT_TEXT:
+        if (v4 and not envelope.manifest_fits(sealed)) or (
+                v3 and len(envelope.encode_layout(sealed)) > envelope.MAX_LAYOUT_TEXT):
             raise S3Error("InvalidPart", "The parts' sizes vary too much to be recorded: use one size "
                           "for all parts but the last", 400)
         if not v3 and ambiguous(sealed):
             raise S3Error("InvalidPart", "The parts' sizes would make the object's layout ambiguous: "
                           "use one size for all parts but the last", 400)
+        manifest, salts = "", list[bytes]()
+        if v4:
+            assert token is not None
+            manifest, salts = await self._manifest(req, token, upload_id, backend_id, wanted, have, layout)
         parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag></Part>"
                             for n in wanted)
+        await self.fault("before-backend-complete")
         done = await self.backend.send(
             "POST", req.bucket, req.key, query={"uploadId": backend_id},
             body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts_xml}</CompleteMultipartUpload>'.encode(),
@@ -357,18 +384,67 @@ class Uploads:
             await self.proxy.backend_error(done)
         etag = _text(ET.fromstring(done.content), "ETag") or ""
         versions = version_headers(done.headers)
-        if v3:
+        await self.fault("after-backend-complete")
+        if v4:
+            assert token is not None
+            await manifest_tags.write(self.backend, req.bucket, req.key, versions.get("x-amz-version-id"), manifest)
+            await self.fault("after-manifest")
+            self.proxy.reader.remember_salts(req.bucket, req.key, etag, salts)
+            etag = client_etag(self._meta(token), etag)
+        elif v3:
             etag, new_version = await self._seal_layout(req, etag, layout, versions.get("x-amz-version-id"),
                                                         customer)
             if new_version:
                 versions["x-amz-version-id"] = new_version
         else:
             self.proxy.reader.remember(req.bucket, req.key, etag, layout)
-        await self.proxy.upload_state.forget(req.bucket, backend_id)
+        await self.proxy.upload_state.forget(req.bucket, backend_id,
+                                             (req.key, token.base_nonce) if v4 and token is not None else None)
         sse: dict[str, str] = {}
         if token is not None:
             sse = self.proxy.sse_headers(req.auth, self._meta(token), customer)
         return self._completed(req, etag, {**sse, **versions})
+
+    async def fault(self, point: str) -> None:
+        """Test seam: tests replace this to fail a Complete at `point`, as a crash there
+        would leave it (nothing on the network reaches it)."""
+
+    async def _manifest(self, req: S3Request, token: UploadToken, upload_id: str, backend_id: str,
+                        wanted: list[int], have: dict[int, tuple[int, str]],
+                        layout: Layout) -> tuple[str, list[bytes]]:
+        """A v4 upload's manifest (and its parts' salts, in order), from the salts UploadPart
+        recorded for exactly the sealed parts Complete names; recorded as in flight, so a
+        Complete retried after a crash, or a reader, can finish writing it."""
+        assert req.bucket is not None and req.key is not None
+        data_key = await self._data_key(req, token, upload_id)
+        recorded = await self.proxy.upload_state.part_salts(req.bucket, backend_id)
+        salts = []
+        for n in wanted:
+            salt = recorded.get((n, quote(_bare(have[n][1]), safe="")))
+            if salt is None or len(salt) != envelope.PART_HEADER:
+                raise S3Error("InvalidPart", f"Part {n} was not uploaded through this gateway (or its record "
+                              "was lost): upload it again", 400)
+            salts.append(salt)
+        meta = self._meta(token).with_manifest(data_key, layout.size, layout.sealed, envelope.parts_digest(salts))
+        manifest = meta.manifest()
+        await self.proxy.upload_state.remember_completion(req.bucket, req.key, token.base_nonce, manifest)
+        return manifest, salts
+
+    async def finish_manifest(self, bucket: str, key: str, meta: ObjectMeta, version_id: str | None,
+                              sealed_total: int | None) -> str | None:
+        """The manifest of a v4 object whose Complete stopped after the backend completed it
+        (a crash, a lost connection), written now; None when no Complete was in flight."""
+        manifest = await self.proxy.upload_state.completion(bucket, key, meta.base_nonce)
+        if manifest is None:
+            return None
+        try:
+            layout = Layout(meta.read_manifest(manifest).layout or (), header=envelope.PART_HEADER)
+        except ObjectCorrupt:
+            return None
+        if sealed_total is not None and sealed_total != layout.sealed_total:
+            return None  # another completion of the upload (or damage): reading will tell
+        await manifest_tags.write(self.backend, bucket, key, version_id, manifest)
+        return manifest
 
     def _completed(self, req: S3Request, etag: str, headers: dict[str, str]) -> Reply:
         from gateway.s3.proxy import Reply, xml_doc
@@ -383,7 +459,11 @@ class Uploads:
     async def _completed_before(self, req: S3Request, upload_id: str, count: int, gone: S3Error) -> Reply:
         """A Complete retried after it succeeded (SDKs retry when the answer was lost): S3
         answers success again. The object at the key was made by this upload when it carries
-        the upload's sealed key and nonce (random per upload), so no record is needed."""
+        the upload's sealed key and nonce (random per upload), so no record is needed.
+
+        A v4 upload whose Complete stopped after the backend completed it (a crash, a lost
+        connection) is finished here: reading the object writes its manifest from the record
+        the first Complete left (`finish_manifest`), and this answers the same ETag."""
         from gateway.s3.proxy import version_headers
 
         assert req.bucket is not None and req.key is not None
@@ -398,6 +478,8 @@ class Uploads:
         if (stored is None or meta is None or not meta.multipart or meta.base_nonce != token.base_nonce
                 or meta.sealed_key != token.sealed_key or stored.parts_count != count):
             raise gone
+        if meta.manifest_in_tag:
+            await self.proxy.upload_state.forget(req.bucket, token.backend_id, (req.key, token.base_nonce))
         sse = self.proxy.sse_headers(req.auth, meta, self.proxy.customer_key(req))
         return self._completed(req, stored.etag, {**sse, **version_headers(stored.headers)})
 
@@ -488,7 +570,7 @@ class Uploads:
             raise no_such_upload()
         if r.status_code != 200:
             return await self.proxy.backend_error(r)
-        v3 = not is_token(upload_id) or decode_token(upload_id).format == envelope.FORMAT_VERSION_3
+        v3 = not is_token(upload_id) or decode_token(upload_id).format in envelope.SALTED_VERSIONS
         header = envelope.PART_HEADER if v3 else 0
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(r.content)

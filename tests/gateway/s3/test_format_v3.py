@@ -150,11 +150,13 @@ def test_plans_over_parts_with_headers(middle: list[int], last: int, data: st.Da
                 pass
 
 
-def test_v3_tokens_and_v2_tokens() -> None:
+def test_v4_v3_and_v2_tokens() -> None:
     dk = os.urandom(32)
     t = UploadToken("id", "b", "k", Algorithm.AES_256_GCM, os.urandom(12), b"sealed", "kid", "AES256")
     text = t.encode(dk)
-    assert decode_token(text).format == FORMAT_VERSION_3 and decode_token(text).verify(text, dk)
+    assert decode_token(text).format == "4" and decode_token(text).verify(text, dk)
+    v3 = dataclasses.replace(t, format=FORMAT_VERSION_3).encode(dk)  # uploads begun before v4 go on
+    assert decode_token(v3).format == FORMAT_VERSION_3 and decode_token(v3).verify(v3, dk)
     old = dataclasses.replace(t, format="2")
     assert decode_token(old.encode(dk)).format == "2"
 

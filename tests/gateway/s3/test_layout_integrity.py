@@ -75,8 +75,10 @@ def _fails(c: Any, b: str, key: str, size: int, parts: int | None) -> None:
 
 def _rebuild(backend: Any, b: str, src: str, dst: str, pieces: list[tuple[int, int] | bytes],
              metadata: dict[str, str] | None = None) -> None:
-    """Assemble `dst` in the backend from ranges of `src` (and raw bytes), with src's metadata."""
+    """Assemble `dst` in the backend from ranges of `src` (and raw bytes), with src's metadata
+    and tags (a format v4 object's manifest is a tag: the attacker keeps it)."""
     head = backend.head_object(Bucket=b, Key=src)
+    tags = backend.get_object_tagging(Bucket=b, Key=src)["TagSet"]
     up = backend.create_multipart_upload(Bucket=b, Key=dst, Metadata=metadata or head["Metadata"])["UploadId"]
     parts = []
     for n, piece in enumerate(pieces, 1):
@@ -90,6 +92,8 @@ def _rebuild(backend: Any, b: str, src: str, dst: str, pieces: list[tuple[int, i
             etag = r["CopyPartResult"]["ETag"]
         parts.append({"PartNumber": n, "ETag": etag})
     backend.complete_multipart_upload(Bucket=b, Key=dst, UploadId=up, MultipartUpload={"Parts": parts})
+    if tags:
+        backend.put_object_tagging(Bucket=b, Key=dst, Tagging={"TagSet": tags})
 
 
 def _three_parts(s3: S3Stack) -> tuple[Any, str, list[bytes], list[tuple[int, int]], bytes]:
@@ -224,3 +228,52 @@ def test_single_objects_cut_or_extended_at_package_boundaries_fail(s3: S3Stack) 
             meta["ssegw-size"] = str(len(sealed) - len(sealed) // 65552 * 16)
         s3.backend.put_object(Bucket=b, Key=name, Body=sealed, Metadata=meta)
         _fails(c, b, name, len(body), None)
+
+
+def _edit_manifest(value: str, field: int) -> str:
+    fields = value.split(" ")
+    f = fields[field]
+    if field == 0:  # the size
+        fields[0] = str(int(f) + 65536)
+    elif field == 1:  # the layout: one part more, or one bigger
+        fields[1] = f.replace(":1", ":2", 1) if ":1" in f else f.replace(":", "0:", 1)
+    else:  # the parts digest, the MAC
+        fields[field] = f[:-4] + ("AAAA" if not f.endswith("AAAA") else "BBBB")
+    return " ".join(fields)
+
+
+def test_every_manifest_field_is_authenticated(s3: S3Stack) -> None:
+    """Format v4: a multipart object's size and layout are its `ssegw-manifest` tag. Edited,
+    dropped, or taken from another upload of the same key, every read fails."""
+    c, b, plains, r, _ = _three_parts(s3)
+    tags = s3.backend.get_object_tagging(Bucket=b, Key="mp")["TagSet"]
+    manifest = next(t["Value"] for t in tags if t["Key"] == "ssegw-manifest")
+    assert s3.backend.head_object(Bucket=b, Key="mp")["Metadata"]["ssegw"] == "4"
+    size = sum(len(p) for p in plains)
+    cases = {f"field-{i}": _edit_manifest(manifest, i) for i in range(4)}
+    cases["dropped"] = None
+    cases["garbage"] = "x"
+    for case, value in cases.items():
+        c.copy_object(Bucket=b, Key=case, CopySource={"Bucket": b, "Key": "mp"})  # a valid object there
+        assert c.get_object(Bucket=b, Key=case)["Body"].read() == b"".join(plains)
+        new = [t for t in tags if t["Key"] != "ssegw-manifest"]
+        if value is not None:
+            new.append({"Key": "ssegw-manifest", "Value": value})
+        if new:
+            s3.backend.put_object_tagging(Bucket=b, Key=case, Tagging={"TagSet": new})
+        else:
+            s3.backend.delete_object_tagging(Bucket=b, Key=case)
+        # A fresh proxy node (nothing cached): the manifest is read from the tag.
+        s3.proxy.reader._manifests.clear()
+        _fails(c, b, case, size, 3)
+    # Another upload's manifest (its own key, parts of the same sizes): bound to its upload.
+    up = c.create_multipart_upload(Bucket=b, Key="other")["UploadId"]
+    etags = [c.upload_part(Bucket=b, Key="other", UploadId=up, PartNumber=n, Body=p)["ETag"]
+             for n, p in enumerate(plains, 1)]
+    c.complete_multipart_upload(Bucket=b, Key="other", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    c.copy_object(Bucket=b, Key="swapped", CopySource={"Bucket": b, "Key": "mp"})
+    other = s3.backend.get_object_tagging(Bucket=b, Key="other")["TagSet"]
+    s3.backend.put_object_tagging(Bucket=b, Key="swapped", Tagging={"TagSet": other})
+    s3.proxy.reader._manifests.clear()
+    _fails(c, b, "swapped", size, 3)

@@ -1,0 +1,69 @@
+"""A format v4 multipart object's manifest, kept as its `ssegw-manifest` object tag.
+
+The manifest (envelope.py) is written after the backend completed the upload, with
+PutObjectTagging: S3 changes no byte, ETag or version for it, which is what makes completion
+cost one small request instead of a copy of the object onto itself. The client's own tags
+(x-amz-tagging on CreateMultipartUpload) are kept beside it; the proxy leaves them one tag
+less than S3's ten (`envelope.MAX_USER_TAGS`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import xml.etree.ElementTree as ET
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+from gateway.s3.backend import S3_NS, Backend
+from gateway.s3.envelope import MANIFEST_TAG, MAX_USER_TAGS
+from gateway.s3.errors import S3Error
+
+_NS = f"{{{S3_NS}}}"
+
+
+def _query(version_id: str | None) -> dict[str, str]:
+    query = {"tagging": ""}
+    if version_id is not None and version_id != "null":
+        query["versionId"] = version_id
+    return query
+
+
+async def read(backend: Backend, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+    """The object's tags as the backend holds them (empty: none, or no such object)."""
+    r = await backend.send("GET", bucket, key, query=_query(version_id))
+    if r.status_code == 404:
+        return {}
+    if r.status_code != 200:
+        raise S3Error("InternalError", f"the backend answered {r.status_code} reading the object's tags", 500)
+    try:
+        root = ET.fromstring(r.content)
+    except ET.ParseError:
+        raise S3Error("InternalError", "the backend's answer to a tagging read is not XML", 500) from None
+    return {t.findtext(_NS + "Key") or "": t.findtext(_NS + "Value") or "" for t in root.iter(_NS + "Tag")}
+
+
+async def write(backend: Backend, bucket: str, key: str, version_id: str | None, manifest: str) -> None:
+    """Sets the manifest tag, keeping the object's other tags. Idempotent."""
+    tags = await read(backend, bucket, key, version_id)
+    if tags.get(MANIFEST_TAG) == manifest:
+        return
+    tags[MANIFEST_TAG] = manifest
+    items = "".join(f"<Tag><Key>{escape(k)}</Key><Value>{escape(v)}</Value></Tag>" for k, v in tags.items())
+    body = f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'.encode()
+    r = await backend.send("PUT", bucket, key, query=_query(version_id), body=body, headers={
+        "content-type": "application/xml", "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+    if r.status_code != 200:
+        raise S3Error("InternalError", f"the backend answered {r.status_code} writing the object's manifest", 500)
+
+
+def check_user_tags(header: str | None) -> None:
+    """InvalidTag when a multipart upload's x-amz-tagging leaves no room for the manifest."""
+    if header is None:
+        return
+    tags = parse_qsl(header, keep_blank_values=True)
+    if len(tags) > MAX_USER_TAGS:
+        raise S3Error("InvalidTag", f"Object tags cannot be greater than {MAX_USER_TAGS} on a multipart upload "
+                      "through this gateway (it keeps the object's manifest in the tenth)", 400)
+    if any(k == MANIFEST_TAG for k, _ in tags):
+        raise S3Error("InvalidTag", f"The tag key {MANIFEST_TAG} is reserved by this gateway", 400)
