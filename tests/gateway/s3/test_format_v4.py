@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,14 +25,14 @@ from gateway.s3.envelope import (
 V4 = json.loads((Path(__file__).parents[2] / "vectors" / "object_v4.json").read_text())
 
 
-def _meta(v: dict) -> ObjectMeta:
+def _meta(v: dict[str, Any]) -> ObjectMeta:
     meta = ObjectMeta.decode(v["headers"])
     assert meta is not None
     return meta
 
 
 @pytest.mark.parametrize("v", V4["objects"], ids=[o["headers"]["x-amz-meta-ssegw-alg"] for o in V4["objects"]])
-def test_frozen_metadata_and_manifest(v: dict) -> None:
+def test_frozen_metadata_and_manifest(v: dict[str, Any]) -> None:
     meta = _meta(v)
     assert meta.version == FORMAT_VERSION_4 and meta.multipart and meta.manifest_in_tag
     assert meta.encode() == v["headers"]
@@ -53,7 +54,7 @@ def test_frozen_metadata_and_manifest(v: dict) -> None:
 
 
 @pytest.mark.parametrize("v", V4["objects"][:1])
-def test_every_manifest_change_fails(v: dict) -> None:
+def test_every_manifest_change_fails(v: dict[str, Any]) -> None:
     meta, dk = _meta(v), bytes.fromhex(v["data_key"])
     fields = v["manifest"].split(" ")
     edits = [

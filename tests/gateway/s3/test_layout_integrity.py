@@ -250,7 +250,7 @@ def test_every_manifest_field_is_authenticated(s3: S3Stack) -> None:
     manifest = next(t["Value"] for t in tags if t["Key"] == "ssegw-manifest")
     assert s3.backend.head_object(Bucket=b, Key="mp")["Metadata"]["ssegw"] == "4"
     size = sum(len(p) for p in plains)
-    cases = {f"field-{i}": _edit_manifest(manifest, i) for i in range(4)}
+    cases: dict[str, str | None] = {f"field-{i}": _edit_manifest(manifest, i) for i in range(4)}
     cases["dropped"] = None
     cases["garbage"] = "x"
     for case, value in cases.items():
