@@ -38,7 +38,7 @@ from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.names import check_bucket_name, check_metadata
 from gateway.s3.objkeys import ObjectKey, ObjectKeys
 from gateway.s3.ranges import RangeNotSatisfiable, check_conditions, parse_range
-from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged
+from gateway.s3.reader import OUT_CHUNK, Reader, Stored, client_etag, damaged, derived_listing
 from gateway.s3.upload_state import UploadState, default_state_bucket
 from kms_core.client import KmsClient
 
@@ -264,21 +264,20 @@ class S3Proxy:
 
     # ------------------------------------------------------------------ listing
 
-    async def plain_stat(self, bucket: str, key: str, etag: str, size: int,
+    async def plain_stat(self, auth: Authenticated, bucket: str, key: str, etag: str, size: int,
                          version_id: str | None = None) -> tuple[int, str]:
-        """Plaintext (size, ETag) of a listed object (or version); HEADs it once per backend ETag
-        (an ETag names the stored bytes, whichever version holds them)."""
+        """Plaintext (size, ETag) of a listed object (or version), as HEAD would answer them
+        (`reader.listed`); HEADs it once per backend ETag (an ETag names the stored bytes,
+        whichever version holds them)."""
         ck = (bucket, key, etag)
         hit = self._list_cache.get(ck)
         if hit:
             return hit
-        result = (size, etag)
         try:
             stored = await self.reader.stat(bucket, key, version_id=version_id)
-        except S3Error:
-            stored = None  # damaged metadata: list what the backend says, reads will refuse it
-        if stored is not None and stored.meta is not None:
-            result = (stored.size, stored.etag)
+            result = await self.reader.listed(stored, size, etag, lambda s: self.open_key(auth, s))
+        except S3Error:  # damaged metadata: listed by the format's rules, reads will refuse it
+            result = derived_listing(size, etag)
         if len(self._list_cache) > 100_000:
             self._list_cache.clear()
         self._list_cache[ck] = result
@@ -306,7 +305,7 @@ class S3Proxy:
             if size_el is None or etag_el is None:
                 return
             async with sem:
-                size, etag = await self.plain_stat(req.bucket or "", unquote(key) if url_encoded else key,
+                size, etag = await self.plain_stat(req.auth, req.bucket or "", unquote(key) if url_encoded else key,
                                                    etag_el.text or "", int(size_el.text or 0))
             size_el.text, etag_el.text = str(size), etag
 

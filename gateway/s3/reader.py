@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -83,6 +84,18 @@ def client_etag(meta: ObjectMeta | None, backend_etag: str) -> str:
 # Finishes the manifest of a v4 object whose Complete stopped after the backend completed it:
 # (bucket, key, metadata, version id, stored length) -> the manifest written, or None.
 Healer = Callable[[str, str, ObjectMeta, str | None, int | None], Awaitable[str | None]]
+
+
+def derived_listing(size: int, etag: str) -> tuple[int, str]:
+    """What a listing shows of an object whose metadata cannot be trusted: the plaintext size
+    of `size` stored bytes read as one sealed stream (the stored size if no stream is that
+    long), and the backend's ETag in multipart form (not an MD5 of anyone's data)."""
+    try:
+        size = envelope.plain_size(size)
+    except ObjectCorrupt:
+        pass
+    bare = etag.strip('"')
+    return size, f'"{bare}"' if not bare or "-" in bare else f'"{bare}-1"'
 
 
 def _v3_layout(meta: ObjectMeta) -> Layout:
@@ -185,6 +198,33 @@ class Reader:
             return meta.read_manifest(text)
         except ObjectCorrupt as e:
             raise S3Error("InternalError", f"The object's encryption metadata is damaged: {e}", 500) from None
+
+    @staticmethod
+    async def listed(stored: Stored | None, size: int, etag: str,
+                     vouch: Callable[[Stored], Awaitable[bytes | None]]) -> tuple[int, str]:
+        """The (size, ETag) a listing shows for an object the backend lists with `size` and
+        `etag`: what HEAD answers, once `vouch` (opening the data key and checking the
+        metadata's and manifest's MACs, as HEAD does) accepts the metadata. Otherwise
+        (damaged or edited metadata; SSE-C objects, whose key a listing does not have) nothing
+        from the metadata: the plaintext size follows from the stored length by the format's
+        rules and the ETag is the backend's, in multipart form (never an MD5 someone could have
+        written). v1/v2 objects carry no MAC: their size is the stored length's (stat checks
+        that they agree) and their ETag MD5 is taken as HEAD takes it."""
+        if stored is None or stored.meta is None:
+            return size, etag  # not the gateway's object (reads refuse it): the backend's figures
+        meta = stored.meta
+        if not meta.salted:
+            return stored.size, stored.etag
+        if meta.customer is None:
+            try:
+                await vouch(stored)
+                return stored.size, stored.etag
+            except S3Error:
+                pass
+        layout = stored.layout
+        if layout is not None and layout.sealed_total == size:
+            return layout.size, client_etag(dataclasses.replace(meta, md5=None), etag)
+        return derived_listing(size, etag)
 
     async def layout(self, bucket: str, key: str, etag: str, total: int | None,
                      version_id: str | None = None) -> Layout:

@@ -87,7 +87,7 @@ class Versions:
                 return
             async with sem:
                 size, etag = await self.proxy.plain_stat(
-                    req.bucket or "", unquote(key) if url_encoded else key, etag_el.text or "",
+                    req.auth, req.bucket or "", unquote(key) if url_encoded else key, etag_el.text or "",
                     int(size_el.text or 0), version)
             size_el.text, etag_el.text = str(size), etag
 
