@@ -8,6 +8,8 @@ DEB_PKGS := softhsm2 openssl fuse3 gocryptfs git sqlite3 qemu-utils libnbd-bin n
 DATA_DIR ?= ./var
 # The block adapter's sector loop (AES-XTS-plain64 through OpenSSL), loaded with ctypes.
 XTS_SO  := adapters/block/libssegw_xts.so
+# The NBD server's loop for small aligned reads and writes (calls the XTS loop above).
+NBD_SO  := adapters/block/libssegw_nbd.so
 
 .PHONY: run test deps debs lint clean
 
@@ -30,13 +32,17 @@ $(XTS_SO): adapters/block/xts_sectors.c | debs
 	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $< -lcrypto
 	mv $@.tmp $@
 
-deps: debs $(STAMP) $(XTS_SO)
+$(NBD_SO): adapters/block/nbd_fastpath.c | debs
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $<
+	mv $@.tmp $@
+
+deps: debs $(STAMP) $(XTS_SO) $(NBD_SO)
 
 run: deps
 	$(BIN)/ssegw serve --data-dir $(DATA_DIR)
 
-# SSEGW_NATIVE_XTS=required: a missing or broken native sector loop fails the tests instead
-# of falling back to the slow path unnoticed.
+# SSEGW_NATIVE_XTS=required: a missing or broken native sector loop (or NBD loop) fails the
+# tests instead of falling back to the slow path unnoticed.
 test: deps
 	SSEGW_NATIVE_XTS=required $(BIN)/python -m pytest -q
 
@@ -45,4 +51,4 @@ lint: deps
 	$(BIN)/mypy kms_core gateway adapters tests fuzz bench examples
 
 clean:
-	rm -rf $(VENV) var .pytest_cache $(XTS_SO)
+	rm -rf $(VENV) var .pytest_cache $(XTS_SO) $(NBD_SO)

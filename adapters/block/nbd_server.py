@@ -35,8 +35,13 @@ log = logging.getLogger("ssegw.nbd")
 
 
 class NbdServer:
-    def __init__(self, export: Export, *, name: str = "", description: str = "") -> None:
+    """`native`: serve small aligned READs and WRITEs with the native loop where the export
+    and the build allow it (nbd_fastpath); False serves every request in Python."""
+
+    def __init__(self, export: Export, *, name: str = "", description: str = "",
+                 native: bool = True) -> None:
         self.export = export
+        self.native = native
         self.name = name
         self.description = description
         self.stats = ServerStats()
@@ -61,7 +66,8 @@ class NbdServer:
         try:
             _, io = await asyncio.get_running_loop().connect_accepted_socket(ConnectionIO, sock)
             structured = await negotiate(io, self.offer())
-            session = Session(self.export, io, self.stats, structured=structured)
+            session = Session(self.export, io, self.stats, structured=structured,
+                              native=self.native)
             await session.run()
         except (Closed, asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -71,6 +77,8 @@ class NbdServer:
             log.exception("connection failed")
         finally:
             self.stats.active -= 1
+            if session is not None:
+                session.close()
             if session is not None and session.dirty:
                 # The client vanished with writes it may not have flushed; make what it was
                 # told is written as durable as we can. Synchronous on purpose: this also runs

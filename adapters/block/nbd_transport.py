@@ -9,6 +9,7 @@ session's.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import socket
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from adapters.block import nbd_protocol as p
+from adapters.block.nbd_fastpath import FastPath
 
 # Requests and small payloads are read through a buffer this big; larger payloads bypass it.
 RECV_BUFFER = 1 << 20
@@ -55,7 +57,8 @@ class ConnectionIO(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self._buf = bytearray(RECV_BUFFER)
-        self._mv = memoryview(self._buf)
+        self._mv = memoryview(self._buf)  # also pins the buffer: it is never reallocated
+        self._buf_at = 0  # its address, for the native loop (see serve_native)
         self._start = self._end = 0
         self._target: memoryview | None = None  # where a large payload is being received
         self._target_got = 0
@@ -199,6 +202,28 @@ class ConnectionIO(asyncio.BufferedProtocol):
             self._start = at + length
             return p.Request(flags, typ, cookie, offset, length), bytes(self._mv[at:at + length])
         return None
+
+    def serve_native(self, fast: FastPath, read_only: bool) -> tuple[int, bool]:
+        """Lets the native loop serve what it can of the buffered requests, and queues its
+        replies like any others: (requests served, whether any was a write). Corked and sent
+        as `push` does for the same number of replies; nothing while replies cannot go out."""
+        start = self._start
+        if self._end - start < _REQUEST_SIZE or self._writing_paused or self._closed:
+            return 0, False
+        if not self._buf_at:
+            self._buf_at = ctypes.addressof((ctypes.c_char * RECV_BUFFER).from_buffer(self._buf))
+        consumed, replies, served, wrote = fast.serve(self._buf_at + start, self._end - start,
+                                                      CORK_REPLIES - self._corked, read_only)
+        if not served:
+            return 0, False
+        self._start = start + consumed
+        self._out.append(replies)
+        self._out_bytes += len(replies)
+        self._corked += served
+        if (self._out_bytes >= OUT_HIGH_WATER or self._corked >= CORK_REPLIES
+                or self._end - self._start < _REQUEST_SIZE):
+            self.send_out()
+        return served, wrote
 
     async def read_payload(self, n: int) -> bytes | bytearray:
         """A write payload; a large one is received straight into the buffer returned."""

@@ -204,6 +204,8 @@ class _NativeLib:
         self.dup: Callable[[int], int | None] = lib.ssegw_xts_dup
         self.free: Callable[[int], None] = lib.ssegw_xts_free
         self.sectors: Callable[[int, int, int, _Pointer, _Pointer], int] = lib.ssegw_xts_sectors
+        # For native callers (nbd_fastpath.c) that run this loop on contexts made here.
+        self.sectors_address = ctypes.cast(lib.ssegw_xts_sectors, ctypes.c_void_p).value or 0
 
 
 @lru_cache(maxsize=1)
@@ -300,6 +302,19 @@ class NativeXts:
         if not ctx:
             raise MemoryError("OpenSSL could not copy an XTS context")
         return ctx
+
+    def private_contexts(self) -> tuple[int, int]:
+        """(decrypt, encrypt) contexts for one native caller's own use (nbd_fastpath); it
+        gives them back with `release`."""
+        return self._another(0), self._another(1)
+
+    def release(self, *contexts: int) -> None:
+        for ctx in contexts:
+            self._lib.free(ctx)
+
+    @property
+    def library(self) -> _NativeLib:
+        return self._lib
 
     def _crypt(self, enc: int, sector: int, count: int, src: _Pointer, dst: _Pointer) -> None:
         idle = self._idle[enc]

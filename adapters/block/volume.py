@@ -25,7 +25,7 @@ from pathlib import Path
 
 from adapters.block import luks
 from adapters.block.errors import LuksError, ReadOnlyError, SealRecordError, VolumeError
-from adapters.block.sector_crypto import SECTOR_SIZE, Buffer, SectorCipher, sector_cipher
+from adapters.block.sector_crypto import SECTOR_SIZE, Buffer, NativeXts, SectorCipher, sector_cipher
 from adapters.block.volume_header import (
     COPIES,
     RECORD_SIZE,
@@ -291,6 +291,14 @@ class Volume:
 
     def __repr__(self) -> str:
         return f"Volume({str(self.image)!r}, uuid={self.uuid!r}, size={self.size})"
+
+    def native_io(self) -> tuple[int, int, int, NativeXts] | None:
+        """(image fd, payload offset, size, cipher) for the NBD server's native loop, which
+        reads and writes aligned sectors exactly as `read` and `write` do; None when the
+        cipher is not the native one."""
+        if not isinstance(self._cipher, NativeXts):
+            return None
+        return self._fd, self._base, self.size, self._cipher
 
     # -- ranges
 
