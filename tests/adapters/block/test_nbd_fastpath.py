@@ -16,7 +16,7 @@ from adapters.block import nbd_protocol as p
 from adapters.block.nbd_fastpath import fast_path_for, native_library
 from adapters.block.nbd_server import NbdServer
 from adapters.block.volume import Volume, create_volume, open_volume
-from kms_core.client import InProcessKmsClient
+from kms_core.client.inprocess import InProcessKmsClient
 from tests.adapters.block.helpers import MiB, RawClient, ServerThread
 
 REGION = 2 * MiB  # where the mix reads and writes (plus requests past the end)
