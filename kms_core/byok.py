@@ -123,7 +123,7 @@ def unwrap_material(private_der: bytes, algorithm: WrappingAlgorithm, encrypted:
     padding itself, for a message of exactly `expected_len` bytes, with no data-dependent
     branch until one final verdict: malformed padding, a wrong length and a wrong separator
     are one and the same error. Callers also keep the number of tries per wrapping key low
-    (lifecycle_ops: a failed PKCS#1 v1.5 unwrap burns its import token).
+    (kms_core.ops.imports: a failed PKCS#1 v1.5 unwrap burns its import token).
     """
     key = serialization.load_der_private_key(private_der, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):

@@ -22,9 +22,10 @@ from kms_core.metering import Meter
 from kms_core.models import utcnow
 from kms_core.observe import Flusher, Observer
 from kms_core.regions import DEFAULT_POOL_ID
+from kms_core.repository import DEFAULT_CACHE_TTL
 from kms_core.rootkey import open_root_key
 from kms_core.schema import cluster_lock
-from kms_core.service import DEFAULT_CACHE_TTL, KmsService
+from kms_core.service import KmsService
 from kms_core.specs import Protection
 
 DEFAULT_REGION = DEFAULT_POOL_ID  # 华东1

@@ -52,7 +52,7 @@ class Key(SQLModel, table=True):
     deletion_date: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    # Lifecycle over time (kms_core.lifecycle_ops, kms_core.scheduler); all nullable.
+    # Lifecycle over time (kms_core.ops.rotation, kms_core.ops.due, kms_core.scheduler); all nullable.
     rotation_period_days: int | None = None
     next_rotation_at: datetime | None = Field(default=None, index=True)
     material_expires_at: datetime | None = Field(default=None, index=True)

@@ -9,8 +9,8 @@
 `Scheduler(kms).run_once()` does one pass and reports what it did; `start()`/`stop()` run
 passes on a background thread (what `ssegw serve` uses). Any number of schedulers may run on
 one database, in one process or many: every action is claimed in the database first (see
-`kms_core.lifecycle_ops`), so each happens once. Time comes from the service's injectable
-clock; leases use the wall clock.
+`kms_core.ops.due` and `kms_core.ops.trash`), so each happens once. Time comes from the
+service's injectable clock; leases use the wall clock.
 """
 
 from __future__ import annotations

@@ -65,7 +65,6 @@ COMPOSITION_ROOTS: dict[str, str] = {
 KNOWN_CYCLES: dict[frozenset[str], int] = {
     frozenset({"kms_core.sm2_engine", "kms_core.sm2_gmssl", "kms_core.sm2_openssl"}): 14,
     frozenset({"kms_core.keystore.software", "kms_core.keystore.software_asym"}): 14,
-    frozenset({"kms_core.asymmetric_ops", "kms_core.service"}): 14,
     frozenset({"kms_core.keystore.hsm", "kms_core.keystore.hsm_asym"}): 14,
     frozenset({"gateway.s3.acl", "gateway.s3.copy", "gateway.s3.proxy", "gateway.s3.uploads",
                "gateway.s3.versions"}): 14,
@@ -91,9 +90,6 @@ KNOWN_LONG_MODULES: dict[str, int] = {
     "gateway.s3.envelope": 14,
     "gateway.s3.proxy": 14,
     "gateway.s3.uploads": 14,
-    "kms_core.asymmetric_ops": 14,
-    "kms_core.lifecycle_ops": 14,
-    "kms_core.service": 14,
 }
 KNOWN_LONG_FUNCTIONS: dict[str, int] = {
     "gateway.s3.app:create_app": 14,
@@ -102,7 +98,6 @@ KNOWN_LONG_FUNCTIONS: dict[str, int] = {
     "gateway.s3.uploads:Uploads.complete": 14,
     "gateway.serve:run": 14,
     "kms_core.console.keys:key_action": 14,
-    "kms_core.lifecycle_ops:LifecycleOps.import_key_material": 14,
 }
 
 # Test modules importing another test module, or a conftest outside their directory.

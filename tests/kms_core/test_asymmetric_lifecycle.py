@@ -68,8 +68,8 @@ def test_forget_asymmetric_drops_cached_private_keys(ckms: Kms) -> None:
     key = svc.create_key(user, spec="SM2", usage="SIGN_VERIFY").key_id
     v = svc.list_key_versions(user, key).items[0].version_id
     svc.asymmetric_sign(user, key, v, b"m")
-    caches = svc._asym()
+    caches = svc.repository.caches
     assert (key, v) in caches.private and (key, v) in caches.versions
-    svc._forget_asymmetric(key)
+    caches.forget(key)
     assert (key, v) not in caches.private and (key, v) not in caches.versions
     assert svc.asymmetric_sign(user, key, v, b"m").signature  # reopened on demand

@@ -21,8 +21,8 @@ from kms_core.errors import (
     UnsupportedOperation,
 )
 from kms_core.keystore.hsm import HsmConfig
-from kms_core.lifecycle_ops import next_rotation_after
 from kms_core.models import Key
+from kms_core.ops.rotation import next_rotation_after
 from kms_core.scheduler import Scheduler
 from kms_core.types import Caller
 from tests.kms_core.lifecycle_support import (

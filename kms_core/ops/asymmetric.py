@@ -1,8 +1,9 @@
 """Asymmetric keys in the KMS service: versions, public keys, signatures, public-key encryption,
 data key export, and re-encryption of asymmetric ciphertexts.
 
-`AsymmetricOps` is a mixin of `KmsService` (it uses the service's sessions, key resolution,
-caches and key stores). The rules it carries, from the guide (sections 3.2.6, 3.4, 4.4):
+`AsymmetricOps` is handed the key repository (sessions, lookup, the version caches, key stores)
+and the symmetric `CryptoOps` (for data keys sealed under a CMK). The rules it carries, from the
+guide (sections 3.2.6, 3.4, 4.4):
 
 * RSA_2048 (Software or HSM) and SM2 (HSM) keys, usage ENCRYPT_DECRYPT or SIGN_VERIFY.
 * No primary version and no automatic rotation: `create_key_version` makes a new key pair, and
@@ -22,11 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +34,6 @@ from kms_core.asym_crypto import (
     ENCRYPTION_ALGORITHMS,
     SIGNING_ALGORITHMS,
     PrivateKeyOps,
-    PublicKey,
     SigningAlgorithm,
     check_usage,
     encryption_algorithm,
@@ -53,8 +49,10 @@ from kms_core.errors import (
     NotFound,
     UnsupportedOperation,
 )
-from kms_core.models import Account, Alias, Key, KeyVersion
-from kms_core.observe import operation
+from kms_core.keystore import KeyStore
+from kms_core.models import Account, Key, KeyVersion
+from kms_core.ops.crypto import CryptoOps, check_data_key_length
+from kms_core.repository import AsymmetricVersion, KeyRecord, KeyRepository
 from kms_core.specs import KeySpec, KeyUsage, Origin, Protection
 from kms_core.states import KeyState, check_usable
 from kms_core.types import (
@@ -71,28 +69,9 @@ from kms_core.types import (
     VerifyResult,
 )
 
-if TYPE_CHECKING:
-    from kms_core.keystore import KeyStore
-    from kms_core.observe import Observer
-    from kms_core.service import KeyRecord
-
 MAX_ASYMMETRIC_VERSIONS = 50
 MAX_VERSION_LIST = 1000
 ASYMMETRIC_SPECS = tuple(s.value for s in KeySpec if not s.symmetric)
-
-
-@dataclass(frozen=True)
-class _Version:
-    """What a cached asymmetric version needs: its public key and its key store reference."""
-
-    public: PublicKey
-    stored: bytes = field(repr=False)
-
-
-@dataclass
-class _AsymCaches:
-    versions: dict[tuple[str, str], _Version] = field(default_factory=dict)
-    private: dict[tuple[str, str], PrivateKeyOps] = field(default_factory=dict)
 
 
 def _version_id(value: object) -> str:
@@ -111,62 +90,9 @@ def _bytes(value: object, what: str) -> bytes:
 
 
 class AsymmetricOps:
-    """Mixin of KmsService: asymmetric keys and data key export."""
-
-    if TYPE_CHECKING:
-        # Provided by KmsService.
-        _clock: Callable[[], datetime]
-        observer: Observer | None
-
-        def _new_key_row(self, caller: Caller, key_id: str, spec: KeySpec, usage: KeyUsage,
-                         level: Protection, origin: Origin, state: KeyState, description: str,
-                         enterprise_project: str, primary_version_id: str | None,
-                         default_product: str | None, now: datetime) -> Key: ...
-
-        def keystore(self, protection: Protection) -> KeyStore: ...
-
-        def _session(self) -> AbstractContextManager[Session]: ...
-
-        def _invalidate(self) -> None: ...
-
-        @staticmethod
-        def _find_key(s: Session, caller: Caller, ref: str) -> Key: ...
-
-        def _metadata(self, s: Session, key: Key) -> KeyMetadata: ...
-
-        def _resolve(self, caller: Caller, ref: str) -> KeyRecord: ...
-
-        def _encryption_key(self, caller: Caller, ref: str) -> KeyRecord: ...
-
-        def _seal(
-            self, rec: KeyRecord, plaintext: bytes, context: Mapping[str, str] | None
-        ) -> bytes: ...
-
-        def _open(
-            self,
-            caller: Caller,
-            ciphertext: bytes,
-            context: Mapping[str, str] | None,
-            expect_key: str | None = None,
-        ) -> tuple[KeyRecord, Any]: ...
-
-    # ---------------------------------------------------------------- plumbing
-
-    def _asym(self) -> _AsymCaches:
-        # Created lazily so KmsService.__init__ needs no change for this mixin.
-        caches: _AsymCaches | None = self.__dict__.get("_asym_caches")
-        if caches is None:
-            caches = self.__dict__.setdefault("_asym_caches", _AsymCaches())
-        return caches
-
-    def _forget_asymmetric(self, key_id: str) -> None:
-        """Drop this process's cached versions and private keys (unwrapped SM2 scalars, HSM
-        handles) of a key, e.g. once it is destroyed. Lookups already fail with NotFound then;
-        this only stops the memory from outliving the key."""
-        caches = self._asym()
-        for cache in (caches.versions, caches.private):
-            for ck in [ck for ck in cache if ck[0] == key_id]:
-                cache.pop(ck, None)
+    def __init__(self, keys: KeyRepository, crypto: CryptoOps) -> None:
+        self._keys = keys
+        self._crypto = crypto
 
     @staticmethod
     def _count_asymmetric(s: Session, caller: Caller) -> int:
@@ -200,13 +126,13 @@ class AsymmetricOps:
         self, caller: Caller, spec: KeySpec, usage: KeyUsage, level: Protection, version_id: str
     ) -> tuple[KeyStore, bytes, bytes]:
         # A cheap check before the (slow, HSM-side) generation; the binding one is at insert.
-        with self._session() as s:
+        with self._keys.session() as s:
             self._check_quota(s, caller, lock=False)
-        store = self.keystore(level)
+        store = self._keys.keystore(level)
         stored, public_der = store.generate_asymmetric(spec, usage, version_id)
         return store, stored, public_der
 
-    def _create_asymmetric_key(
+    def create_key(
         self,
         caller: Caller,
         spec: KeySpec,
@@ -219,11 +145,11 @@ class AsymmetricOps:
         """createKey for RSA_2048 / SM2: the key and its first version (never primary)."""
         key_id, version_id = str(uuid.uuid4()), str(uuid.uuid4())
         store, stored, public_der = self._generate_pair(caller, spec, usage, level, version_id)
-        now = self._clock()
-        key = self._new_key_row(caller, key_id, spec, usage, level, Origin.KMS, KeyState.ENABLED,
-                                description, enterprise_project, None, None, now)
+        now = self._keys.clock()
+        key = self._keys.new_key_row(caller, key_id, spec, usage, level, Origin.KMS, KeyState.ENABLED,
+                                     description, enterprise_project, None, None, now)
         try:
-            with self._session() as s:
+            with self._keys.session() as s:
                 self._check_quota(s, caller, lock=True)
                 s.add(key)
                 s.flush()
@@ -238,18 +164,9 @@ class AsymmetricOps:
                     )
                 )
                 if alias_name:
-                    s.add(
-                        Alias(
-                            account_id=caller.account_id,
-                            region=caller.region,
-                            name=alias_name,
-                            key_id=key_id,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
+                    s.add(self._keys.new_alias_row(caller, alias_name, key_id, now))
                 s.commit()
-                return self._metadata(s, key)
+                return self._keys.metadata(s, key)
         except IntegrityError:
             store.destroy(spec, version_id, stored)
             raise AlreadyExists(f"alias {alias_name!r} already exists") from None
@@ -259,11 +176,10 @@ class AsymmetricOps:
 
     # ------------------------------------------------------------- versions
 
-    @operation("createKeyVersion", metered=False)
     def create_key_version(self, caller: Caller, ref: str) -> KeyVersionInfo:
         """A new key pair for an asymmetric key. It is usable at once; nothing becomes primary."""
-        with self._session() as s:
-            key = self._find_key(s, caller, ref)
+        with self._keys.session() as s:
+            key = self._keys.find_key(s, caller, ref)
             spec, usage, level = KeySpec(key.spec), KeyUsage(key.usage), Protection(key.protection)
             if spec.symmetric:
                 raise UnsupportedOperation(
@@ -273,11 +189,11 @@ class AsymmetricOps:
             key_id = key.id
         version_id = str(uuid.uuid4())
         store, stored, public_der = self._generate_pair(caller, spec, usage, level, version_id)
-        now = self._clock()
+        now = self._keys.clock()
         try:
-            with self._session() as s:
+            with self._keys.session() as s:
                 self._check_quota(s, caller, lock=True)
-                key = self._find_key(s, caller, key_id)
+                key = self._keys.find_key(s, caller, key_id)
                 check_usable(KeyState(key.state))  # it may have changed during generation
                 s.add(
                     KeyVersion(
@@ -296,15 +212,14 @@ class AsymmetricOps:
             raise
         return KeyVersionInfo(key_id, version_id, now, False, spec.value, usage.value)
 
-    @operation("listKeyVersions", metered=False)
     def list_key_versions(
         self, caller: Caller, ref: str, *, limit: int = 100, marker: str | None = None
     ) -> Page[KeyVersionInfo]:
         """Versions of any key, oldest first; `marker` is the last version id of the page before."""
         if type(limit) is not int or not 1 <= limit <= MAX_VERSION_LIST:
             raise InvalidParameter(f"limit must be 1-{MAX_VERSION_LIST}")
-        with self._session() as s:
-            key = self._find_key(s, caller, ref)
+        with self._keys.session() as s:
+            key = self._keys.find_key(s, caller, ref)
             q = select(KeyVersion).where(KeyVersion.key_id == key.id)
             if marker:
                 after = s.get(KeyVersion, _version_id(marker))
@@ -323,11 +238,10 @@ class AsymmetricOps:
             items = [_version_info(key, v) for v in rows[:limit]]
         return Page(items, items[-1].version_id if len(rows) > limit else None)
 
-    @operation("describeKeyVersion", metered=False)
     def describe_key_version(self, caller: Caller, ref: str, version_id: str) -> KeyVersionInfo:
         vid = _version_id(version_id)
-        with self._session() as s:
-            key = self._find_key(s, caller, ref)
+        with self._keys.session() as s:
+            key = self._keys.find_key(s, caller, ref)
             v = s.get(KeyVersion, vid)
             if v is None or v.key_id != key.id:
                 raise NotFound(f"key version {vid} does not exist for key {key.id}")
@@ -337,10 +251,10 @@ class AsymmetricOps:
 
     def _asymmetric_version(
         self, caller: Caller, ref: str, version_id: object, usage: KeyUsage | None
-    ) -> tuple[KeyRecord, str, _Version]:
+    ) -> tuple[KeyRecord, str, AsymmetricVersion]:
         """An Enabled asymmetric key (of `usage` if given) and one of its versions."""
         vid = _version_id(version_id)
-        rec = self._resolve(caller, ref)
+        rec = self._keys.resolve(caller, ref)
         if rec.spec.symmetric:
             raise InvalidKeyUsage(
                 f"key {rec.id} is symmetric ({rec.spec.value}); it has no key pair"
@@ -348,33 +262,30 @@ class AsymmetricOps:
         if usage is not None:
             check_usage(rec.spec, rec.usage, usage)
         check_usable(rec.state)
-        caches = self._asym()
         ck = (rec.id, vid)
-        version = caches.versions.get(ck)
+        version = self._keys.caches.versions.get(ck)
         if version is None:
-            with self._session() as s:
+            with self._keys.session() as s:
                 v = s.get(KeyVersion, vid)
             if v is None or v.key_id != rec.id:
                 raise NotFound(f"key version {vid} does not exist for key {rec.id}")
             if v.stored is None or v.public_key is None:
                 raise NotFound(f"the key material of version {vid} has been destroyed")
-            version = _Version(load_public_key(v.public_key), v.stored)
-            caches.versions[ck] = version
+            version = AsymmetricVersion(load_public_key(v.public_key), v.stored)
+            self._keys.caches.versions[ck] = version
         return rec, vid, version
 
-    def _private(self, rec: KeyRecord, vid: str, version: _Version) -> PrivateKeyOps:
-        caches = self._asym()
-        ops = caches.private.get((rec.id, vid))
+    def _private(self, rec: KeyRecord, vid: str, version: AsymmetricVersion) -> PrivateKeyOps:
+        ops = self._keys.caches.private.get((rec.id, vid))
         if ops is None:
-            ops = self.keystore(rec.protection).open_asymmetric(
+            ops = self._keys.keystore(rec.protection).open_asymmetric(
                 rec.spec, rec.usage, vid, version.stored, version.public.der
             )
-            caches.private[(rec.id, vid)] = ops
+            self._keys.caches.private[(rec.id, vid)] = ops
         return ops
 
     # ------------------------------------------------------------ public keys
 
-    @operation("getPublicKey", metered=True)
     def get_public_key(self, caller: Caller, ref: str, version_id: str) -> PublicKeyResult:
         rec, vid, version = self._asymmetric_version(caller, ref, version_id, None)
         signing = rec.usage is KeyUsage.SIGN_VERIFY
@@ -396,14 +307,13 @@ class AsymmetricOps:
     # ------------------------------------------------------------- signatures
 
     def _signing_input(self, caller: Caller, ref: str, version_id: str, message: bytes, algorithm: str | None,
-                       message_type: str) -> tuple[KeyRecord, str, _Version, SigningAlgorithm, bytes]:
+                       message_type: str) -> tuple[KeyRecord, str, AsymmetricVersion, SigningAlgorithm, bytes]:
         """What signing and verifying share: the version, the algorithm, and the digest to sign."""
         rec, vid, version = self._asymmetric_version(caller, ref, version_id, KeyUsage.SIGN_VERIFY)
         alg = signing_algorithm(rec.spec, algorithm)
         digest = version.public.digest(alg, _bytes(message, "message"), parse_message_type(message_type))
         return rec, vid, version, alg, digest
 
-    @operation("asymmetricSign", metered=True)
     def asymmetric_sign(
         self,
         caller: Caller,
@@ -420,7 +330,6 @@ class AsymmetricOps:
         signature = self._private(rec, vid, version).sign(alg, digest)
         return SignResult(rec.id, vid, signature, alg.value)
 
-    @operation("asymmetricVerify", metered=True)
     def asymmetric_verify(
         self,
         caller: Caller,
@@ -440,7 +349,6 @@ class AsymmetricOps:
 
     # -------------------------------------------------- public-key encryption
 
-    @operation("asymmetricEncrypt", metered=True)
     def asymmetric_encrypt(
         self,
         caller: Caller,
@@ -467,7 +375,6 @@ class AsymmetricOps:
         plaintext = self._private(rec, vid, version).decrypt(alg, _bytes(ciphertext, "ciphertext"))
         return AsymmetricDecryptResult(plaintext, rec.id, vid, alg.value)
 
-    @operation("asymmetricDecrypt", metered=True)
     def asymmetric_decrypt(
         self,
         caller: Caller,
@@ -480,7 +387,7 @@ class AsymmetricOps:
         """InvalidCiphertext for anything that does not decrypt under this version."""
         return self._asymmetric_open(caller, ref, version_id, ciphertext, algorithm)
 
-    def _re_encrypt_asymmetric(
+    def re_encrypt(
         self,
         caller: Caller,
         ciphertext: bytes,
@@ -496,14 +403,13 @@ class AsymmetricOps:
         opened = self._asymmetric_open(
             caller, source_key, source_version, ciphertext, source_algorithm
         )
-        sealed = self._seal(dest, opened.plaintext, destination_context)
+        sealed = self._crypto.seal(dest, opened.plaintext, destination_context)
         return ReEncryptResult(
             sealed, opened.key_id, opened.version_id, dest.id, dest.primary_version_id or ""
         )
 
     # --------------------------------------------------------- data key export
 
-    @operation("exportDataKey", metered=True)
     def export_data_key(
         self,
         caller: Caller,
@@ -519,11 +425,10 @@ class AsymmetricOps:
         """
         wrapping = load_public_key(public_key)
         alg = encryption_algorithm(wrapping.spec, algorithm)
-        _rec, opened = self._open(caller, _bytes(ciphertext_blob, "ciphertext blob"), context)
+        _rec, opened = self._crypto.open(caller, _bytes(ciphertext_blob, "ciphertext blob"), context)
         exported = wrapping.encrypt(alg, opened.plaintext)
         return ExportDataKeyResult(exported, opened.key_id, opened.version_id, alg.value)
 
-    @operation("generateAndExportDataKey", metered=True)
     def generate_and_export_data_key(
         self,
         caller: Caller,
@@ -535,16 +440,13 @@ class AsymmetricOps:
         context: Mapping[str, str] | None = None,
     ) -> ExportDataKeyResult:
         """A new data key, sealed under the CMK and encrypted under the given public key."""
-        from kms_core.service import MAX_DATA_KEY
-
-        if type(length) is not int or not 1 <= length <= MAX_DATA_KEY:
-            raise InvalidParameter(f"data key length must be 1-{MAX_DATA_KEY} bytes")
+        check_data_key_length(length)
         wrapping = load_public_key(public_key)
         alg = encryption_algorithm(wrapping.spec, algorithm)
-        rec = self._encryption_key(caller, ref)
+        rec = self._crypto.encryption_key(caller, ref)
         data_key = os.urandom(length)
         exported = wrapping.encrypt(alg, data_key)  # fails (too long for RSA) before sealing
-        sealed = self._seal(rec, data_key, context)
+        sealed = self._crypto.seal(rec, data_key, context)
         return ExportDataKeyResult(
             exported, rec.id, rec.primary_version_id or "", alg.value, sealed
         )
