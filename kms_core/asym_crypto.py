@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from kms_core import sm2
 from kms_core.errors import InvalidCiphertext, InvalidKeyUsage, InvalidParameter
-from kms_core.sm2_engine import Sm2Engine, Sm2PrivateKey, Sm2PublicKey, default_engine
+from kms_core.sm2_api import Sm2Engine, Sm2PrivateKey, Sm2PublicKey
+from kms_core.sm2_engine import default_engine
 from kms_core.specs import KeySpec, KeyUsage
 
 RSA_BITS = 2048

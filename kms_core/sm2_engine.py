@@ -13,50 +13,22 @@ Two engines, both vetted implementations rather than our own curve arithmetic:
 
 `SSEGW_SM2_ENGINE=openssl|gmssl` forces one; the default takes OpenSSL when it loads.
 
-Engines work on the digest e = SM3(Z || M) (see `kms_core.sm2`), so the Z value is computed
-once, in one place, for both, and a DIGEST-type request goes the same way as a RAW one.
+Engines implement `kms_core.sm2_api` and work on the digest e = SM3(Z || M) (see
+`kms_core.sm2`), so the Z value is computed once, in one place, for both, and a DIGEST-type
+request goes the same way as a RAW one.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Protocol
 
 from kms_core.errors import KeyUnavailable
+from kms_core.sm2_api import Sm2Engine, Sm2PrivateKey, Sm2PublicKey
 
-
-class Sm2PrivateKey(Protocol):
-    def sign_digest(self, e: bytes) -> bytes:
-        """DER signature of the 32-byte digest e = SM3(Z || M)."""
-        ...
-
-    def decrypt(self, ciphertext: bytes) -> bytes:
-        """Plaintext of a GM/T 0009 DER ciphertext; InvalidCiphertext on any failure."""
-        ...
-
-
-class Sm2PublicKey(Protocol):
-    def verify_digest(self, e: bytes, signature: bytes) -> bool: ...
-
-    def encrypt(self, plaintext: bytes) -> bytes:
-        """GM/T 0009 DER ciphertext (C1C3C2) under this key, SM3 as the hash."""
-        ...
-
-
-class Sm2Engine(Protocol):
-    name: str
-
-    def generate(self) -> tuple[int, bytes]:
-        """A fresh key pair: (d, uncompressed public point)."""
-        ...
-
-    def load_private(self, d: int, point: bytes) -> Sm2PrivateKey:
-        """The private key d whose public point is `point`; a mismatch is an error."""
-        ...
-
-    def load_public(self, point: bytes) -> Sm2PublicKey: ...
-
+# The interface lives in kms_core.sm2_api, which the engines implement without importing this
+# module (no cycle); it is re-exported here for those who pick an engine.
+__all__ = ["ENGINE_ENV", "Sm2Engine", "Sm2PrivateKey", "Sm2PublicKey", "default_engine", "engine_named"]
 
 ENGINE_ENV = "SSEGW_SM2_ENGINE"
 

@@ -19,7 +19,7 @@ from gmssl import sm2 as gm
 
 from kms_core import sm2
 from kms_core.errors import KeyUnavailable
-from kms_core.sm2_engine import Sm2PrivateKey, Sm2PublicKey
+from kms_core.sm2_api import Sm2PrivateKey, Sm2PublicKey
 
 _G = f"{sm2.GX:064x}{sm2.GY:064x}"
 _NO_ENCRYPTION = (

@@ -28,7 +28,7 @@ from typing import Any
 
 from kms_core import sm2
 from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
-from kms_core.sm2_engine import Sm2PrivateKey, Sm2PublicKey
+from kms_core.sm2_api import Sm2PrivateKey, Sm2PublicKey
 
 _vp = ctypes.c_void_p
 _cp = ctypes.c_char_p

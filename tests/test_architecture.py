@@ -63,9 +63,6 @@ COMPOSITION_ROOTS: dict[str, str] = {
 # connected component; a cycle found must lie inside an entry, and an entry must equal a cycle
 # found (a cycle that shrank gets its entry narrowed to what is left).
 KNOWN_CYCLES: dict[frozenset[str], int] = {
-    frozenset({"kms_core.sm2_engine", "kms_core.sm2_gmssl", "kms_core.sm2_openssl"}): 14,
-    frozenset({"kms_core.keystore.software", "kms_core.keystore.software_asym"}): 14,
-    frozenset({"kms_core.keystore.hsm", "kms_core.keystore.hsm_asym"}): 14,
     frozenset({"gateway.s3.acl", "gateway.s3.copy", "gateway.s3.proxy", "gateway.s3.uploads",
                "gateway.s3.versions"}): 14,
 }
@@ -97,7 +94,6 @@ KNOWN_LONG_FUNCTIONS: dict[str, int] = {
     "gateway.s3.uploads:Uploads._seal_layout": 14,
     "gateway.s3.uploads:Uploads.complete": 14,
     "gateway.serve:run": 14,
-    "kms_core.console.keys:key_action": 14,
 }
 
 # Test modules importing another test module, or a conftest outside their directory.

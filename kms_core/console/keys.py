@@ -185,45 +185,7 @@ async def key_action(console: Console, request: Request, session: SignedIn, form
             files[name] = _file_bytes(await upload.read())
 
     def run() -> Any:
-        key = service.describe_key(caller, key_id).key_id  # NotFound for others' keys
-        match action:
-            case "enable":
-                return service.enable_key(caller, key)
-            case "disable":
-                return service.disable_key(caller, key)
-            case "schedule-deletion":
-                return service.schedule_key_deletion(caller, key, _number(text.get("pending_days", "")))
-            case "cancel-deletion":
-                return service.cancel_key_deletion(caller, key)
-            case "description":
-                return service.update_key_description(caller, key, text.get("description", ""))
-            case "alias-add":
-                return service.create_alias(caller, text.get("alias", "").strip(), key)
-            case "alias-delete":
-                return service.delete_alias(caller, text.get("alias", ""))
-            case "alias-rebind":
-                return service.update_alias(caller, text.get("alias", ""), text.get("target", "").strip())
-            case "rotation":
-                choice = text.get("period", "off")
-                if choice == "off":
-                    return service.disable_key_rotation(caller, key)
-                days = _number(text.get("rotation_days", "") if choice == "custom" else choice)
-                return service.enable_key_rotation(caller, key, days)
-            case "rotate-now":
-                return service.rotate_key_on_demand(caller, key)
-            case "create-version":
-                return service.create_key_version(caller, key)
-            case "import-parameters":
-                return service.get_parameters_for_import(
-                    caller, key, text.get("wrapping_algorithm", "RSAES_OAEP_SHA_256"),
-                    text.get("wrapping_key_spec", "RSA_2048"))
-            case "import-material":
-                return service.import_key_material(
-                    caller, key, files.get("material", b""), files.get("token", b""),
-                    expires_at=_expiry(text.get("expires_at", "")))
-            case "delete-material":
-                return service.delete_key_material(caller, key)
-        raise NotFound(f"no action {action!r}")
+        return _run_action(service, caller, key_id, action, text, files)
 
     try:
         result = await in_thread(run)
@@ -243,6 +205,50 @@ async def key_action(console: Console, request: Request, session: SignedIn, form
     if back == "list":
         return redirect(f"{PREFIX}/keys?done={quote(action)}")
     return redirect(f"{PREFIX}/keys/{quote(key_id)}?done={quote(action)}")
+
+
+def _run_action(service: KmsService, caller: Caller, key_id: str, action: str, text: dict[str, str],
+                files: dict[str, bytes]) -> Any:
+    """One key action of the detail page's dialogs, as the service call it is."""
+    key = service.describe_key(caller, key_id).key_id  # NotFound for others' keys
+    match action:
+        case "enable":
+            return service.enable_key(caller, key)
+        case "disable":
+            return service.disable_key(caller, key)
+        case "schedule-deletion":
+            return service.schedule_key_deletion(caller, key, _number(text.get("pending_days", "")))
+        case "cancel-deletion":
+            return service.cancel_key_deletion(caller, key)
+        case "description":
+            return service.update_key_description(caller, key, text.get("description", ""))
+        case "alias-add":
+            return service.create_alias(caller, text.get("alias", "").strip(), key)
+        case "alias-delete":
+            return service.delete_alias(caller, text.get("alias", ""))
+        case "alias-rebind":
+            return service.update_alias(caller, text.get("alias", ""), text.get("target", "").strip())
+        case "rotation":
+            choice = text.get("period", "off")
+            if choice == "off":
+                return service.disable_key_rotation(caller, key)
+            days = _number(text.get("rotation_days", "") if choice == "custom" else choice)
+            return service.enable_key_rotation(caller, key, days)
+        case "rotate-now":
+            return service.rotate_key_on_demand(caller, key)
+        case "create-version":
+            return service.create_key_version(caller, key)
+        case "import-parameters":
+            return service.get_parameters_for_import(
+                caller, key, text.get("wrapping_algorithm", "RSAES_OAEP_SHA_256"),
+                text.get("wrapping_key_spec", "RSA_2048"))
+        case "import-material":
+            return service.import_key_material(
+                caller, key, files.get("material", b""), files.get("token", b""),
+                expires_at=_expiry(text.get("expires_at", "")))
+        case "delete-material":
+            return service.delete_key_material(caller, key)
+    raise NotFound(f"no action {action!r}")
 
 
 def _import_downloads(p: ImportParameters) -> dict[str, str]:

@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from kms_core.asym_crypto import PrivateKeyOps
 
 
+class Sealer(Protocol):
+    """Seals small secrets under a root key: the software root key file (`RootSealer`) or the
+    HSM root key inside the token (`HsmRootSealer`)."""
+
+    def seal(self, data: bytes, aad: bytes) -> bytes: ...
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes:
+        """The sealed data; InvalidCiphertext when it or its associated data was altered."""
+        ...
+
+
 class KeyStore(Protocol):
     protection: Protection
 

@@ -29,7 +29,7 @@ OpenSSL's SM2 (`kms_core.sm2_engine`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -47,23 +47,13 @@ from kms_core.asym_crypto import (
     pkcs1_digest_info,
 )
 from kms_core.errors import InvalidCiphertext, InvalidKeyUsage, KmsError
-from kms_core.keystore import asymmetric_aad
+from kms_core.keystore import Sealer, asymmetric_aad
+from kms_core.keystore.hsm_token import OBJECT, WRAPPED, Hsm, key_label
 from kms_core.rsa_oaep import OaepDecodeError, oaep_decode
 from kms_core.sm2_engine import default_engine
 from kms_core.specs import KeySpec, KeyUsage
 
 _T = TypeVar("_T")
-
-if TYPE_CHECKING:
-    from kms_core.keystore.hsm import Hsm, HsmRootSealer
-
-# The same reference kinds as kms_core.keystore.hsm, so HsmKeyStore.destroy handles both.
-OBJECT = b"\x01"  # label of token objects (here: an RSA key pair)
-WRAPPED = b"\x02"  # material sealed by the HSM root key (here: an SM2 private scalar)
-
-
-def key_label(version_id: str) -> str:
-    return f"ssegw-key-{version_id}"
 
 
 class HsmRsaPrivate:
@@ -125,10 +115,11 @@ class HsmRsaPrivate:
 
 
 class HsmAsymmetric:
-    """Mixed into HsmKeyStore, which provides `hsm` and `sealer` (the HSM root sealer)."""
+    """The asymmetric half of HsmKeyStore, which hands it the token and the HSM root sealer."""
 
-    hsm: Hsm
-    sealer: HsmRootSealer
+    def __init__(self, hsm: Hsm, sealer: Sealer) -> None:
+        self.hsm = hsm
+        self.sealer = sealer
 
     def generate_asymmetric(
         self, spec: KeySpec, usage: KeyUsage, version_id: str

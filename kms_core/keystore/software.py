@@ -13,12 +13,13 @@ import hmac
 import os
 from pathlib import Path
 
+from kms_core.asym_crypto import PrivateKeyOps
 from kms_core.blob import Aead
 from kms_core.errors import InvalidCiphertext, KmsError
 from kms_core.keystore import material_aad
 from kms_core.keystore.aead import AesGcm, Sm4Gcm
 from kms_core.keystore.software_asym import SoftwareAsymmetric
-from kms_core.specs import KeySpec, Protection
+from kms_core.specs import KeySpec, KeyUsage, Protection
 
 ROOT_KEY_LEN = 32
 NONCE_LEN = 12
@@ -96,11 +97,12 @@ def material_len(spec: KeySpec) -> int:
     return 32 if spec is KeySpec.AES_256 else 16
 
 
-class SoftwareKeyStore(SoftwareAsymmetric):
+class SoftwareKeyStore:
     protection = Protection.SOFTWARE
 
     def __init__(self, sealer: RootSealer) -> None:
         self._sealer = sealer
+        self._asymmetric = SoftwareAsymmetric(sealer)
 
     @property
     def sealer(self) -> RootSealer:
@@ -124,3 +126,11 @@ class SoftwareKeyStore(SoftwareAsymmetric):
     def destroy(self, spec: KeySpec, version_id: str, stored: bytes) -> None:
         # The wrapped material lives only in metadata; the caller erases that row's reference.
         return None
+
+    def generate_asymmetric(self, spec: KeySpec, usage: KeyUsage, version_id: str) -> tuple[bytes, bytes]:
+        return self._asymmetric.generate_asymmetric(spec, usage, version_id)
+
+    def open_asymmetric(
+        self, spec: KeySpec, usage: KeyUsage, version_id: str, stored: bytes, public_key: bytes
+    ) -> PrivateKeyOps:
+        return self._asymmetric.open_asymmetric(spec, usage, version_id, stored, public_key)

@@ -7,26 +7,22 @@ build the `cryptography` key object that signs and decrypts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kms_core.asym_crypto import RSA_BITS, PrivateKeyOps, RsaSoftwarePrivate
 from kms_core.errors import InvalidCiphertext, KmsError
-from kms_core.keystore import asymmetric_aad
+from kms_core.keystore import Sealer, asymmetric_aad
 from kms_core.specs import KeySpec, KeyUsage
-
-if TYPE_CHECKING:
-    from kms_core.keystore.software import RootSealer
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 class SoftwareAsymmetric:
-    """Mixed into SoftwareKeyStore, which provides `_sealer`."""
+    """The asymmetric half of SoftwareKeyStore, which hands it the software root sealer."""
 
-    _sealer: RootSealer
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer
 
     def generate_asymmetric(
         self, spec: KeySpec, usage: KeyUsage, version_id: str

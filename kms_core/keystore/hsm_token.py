@@ -1,0 +1,302 @@
+"""The HSM token over PKCS#11 (python-pkcs11): sessions, object handles, AES-GCM inside the
+token, and the HSM root sealer. SoftHSM2 is the embedded HSM. `kms_core.keystore.hsm` builds the
+HSM key store on it.
+
+AES_256 versions are secret-key objects generated inside the token, sensitive and not
+extractable; encryption and decryption run inside the HSM (CKM_AES_GCM). Algorithms the token
+cannot run (SoftHSM2 has no SM2/SM4) keep their material wrapped by the HSM root key, an AES key
+that never leaves the token, and unwrap it only in memory for the operation.
+
+PKCS#11 sessions must not be shared between threads, so each thread gets its own session; the
+token login is per application, so only the first session presents the PIN.
+
+Every node of a cluster uses the same HSM, and another process may create or destroy an object
+at any time. An object is found by label on first use in a thread; one that is not found is
+looked for once more after a moment (SoftHSM2 notices objects written by other processes when it
+re-reads its token directory, which a half-written object can miss) before the key is reported
+missing, and a miss is never remembered. The handle found is kept for the thread's next calls,
+because a find costs SoftHSM2 ~100 times the AES-GCM call (it checks every object file of the
+token), but the HSM checks it on every use: once another process destroyed the object, the call
+fails with ObjectHandleInvalid (seen with SoftHSM2), and the key is then found again, or reported
+missing, and the call tried once more. So a destroyed key is never used from a kept handle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+from pkcs11.mechanisms import GCMParams
+
+from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
+from kms_core.metrics import HSM_DECRYPT, HSM_ENCRYPT, HSM_ERRORS
+
+NONCE_LEN = 12
+# Stored references of HSM versions (kms_core.keystore.hsm, hsm_asym): the label of token
+# objects (an AES key, an RSA key pair), or material sealed by the HSM root key.
+OBJECT = b"\x01"
+WRAPPED = b"\x02"
+
+
+def key_label(version_id: str) -> str:
+    return f"ssegw-key-{version_id}"
+
+_T = TypeVar("_T")
+# Held while a shared object (the HSM root key) is made, so that nodes starting at once do not
+# each make one: a database-wide lock (kms_core.schema.cluster_lock) in practice.
+CreationLock = Callable[[], AbstractContextManager[object]]
+# A moment for another process's object to become visible before it is reported missing.
+_REFIND_DELAY = 0.05
+# The handle went stale between finding and using it (destroyed or re-created elsewhere).
+_STALE_HANDLE: tuple[type[Exception], ...] = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+
+# PKCS#11 return codes that mean "these bytes do not authenticate" on a decrypt; SoftHSM2
+# reports a GCM tag mismatch as CKR_GENERAL_ERROR. Anything else is the HSM being unavailable.
+_DECRYPT_FAILURES: tuple[type[Exception], ...] = (
+    p11e.EncryptedDataInvalid,
+    p11e.EncryptedDataLenRange,
+    p11e.GeneralError,
+    p11e.FunctionFailed,
+    p11e.DataInvalid,
+    p11e.DataLenRange,
+)
+
+
+@dataclass(frozen=True)
+class HsmConfig:
+    module: str
+    token_label: str
+    pin: str = field(repr=False)
+    root_label: str = "ssegw-root"
+
+
+# python-pkcs11 calls C_Initialize(NULL), which tells the module that the application will not
+# call it from several threads at once, so SoftHSM2 then uses no locks at all; yet python-pkcs11
+# releases the GIL inside each call. Concurrent calls corrupt SoftHSM2's heap (seen as
+# segfaults and "double free" aborts with 4 threads), so every PKCS#11 call of this process is
+# serialised here. Reentrant, and always taken before Hsm._login_lock, so it cannot deadlock.
+_CALL_LOCK = threading.RLock()
+
+
+@contextmanager
+def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
+    """Map every PKCS#11 failure to a KMS error, in one place; one PKCS#11 call at a time."""
+    with _CALL_LOCK:
+        try:
+            yield
+        except KmsError:
+            raise
+        except Exception as exc:
+            if decrypting and isinstance(exc, _DECRYPT_FAILURES):
+                raise InvalidCiphertext() from exc
+            if isinstance(exc, p11e.PKCS11Error | RuntimeError | OSError):
+                HSM_ERRORS.labels(type(exc).__name__).inc()
+                raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+            raise
+
+
+# Libraries this process has opened a token through: re-initialising one would invalidate the
+# sessions of every Hsm already using it.
+_IN_USE: set[str] = set()
+_TOKEN_LOOKS = 4
+
+
+def _find_token(config: HsmConfig) -> Any:
+    """The token labelled in `config`; caller holds _CALL_LOCK.
+
+    SoftHSM2 lists the tokens it found when the library was initialised, and passes over one
+    whose files another process holds locked at that moment, as happens when several nodes start
+    together on one token. So a token not found by the first Hsm of a process is looked for again
+    after re-initialising the library, a few times, before it is called missing.
+    """
+    lib = pkcs11.lib(config.module)
+    for attempt in range(_TOKEN_LOOKS):
+        try:
+            token = lib.get_token(token_label=config.token_label)
+        except p11e.NoSuchToken:
+            if config.module in _IN_USE or attempt == _TOKEN_LOOKS - 1:
+                raise KeyUnavailable(
+                    f"the HSM has no token labelled {config.token_label!r} (PKCS#11 module {config.module})"
+                ) from None
+            time.sleep(0.05 * (attempt + 1))
+            lib.reinitialize()
+            continue
+        _IN_USE.add(config.module)
+        return token
+    raise AssertionError("unreachable")
+
+
+class Hsm:
+    """A logged-in token with per-thread sessions and per-thread, use-checked object handles."""
+
+    def __init__(self, config: HsmConfig) -> None:
+        self.config = config
+        self._local = threading.local()
+        self._login_lock = threading.Lock()
+        self._logged_in = False
+        with _pkcs11_errors():
+            self._token = _find_token(config)
+
+    def session(self) -> Any:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            with _pkcs11_errors(), self._login_lock:
+                if self._logged_in:
+                    s = self._token.open(rw=True)
+                else:
+                    try:
+                        s = self._token.open(rw=True, user_pin=self.config.pin)
+                    except p11e.UserAlreadyLoggedIn:
+                        s = self._token.open(rw=True)
+                    self._logged_in = True
+            self._local.session = s
+        return s
+
+    def find_key(self, object_class: ObjectClass, label: str) -> Any:
+        """The key object labelled `label`, looked for twice before it is called missing."""
+        for attempt in range(2):
+            with _pkcs11_errors():
+                try:
+                    return self.session().get_key(object_class=object_class, label=label)
+                except p11e.NoSuchKey:
+                    pass
+                except p11e.MultipleObjectsReturned:
+                    raise KeyUnavailable(f"the HSM holds several objects labelled {label!r}") from None
+            if attempt == 0:
+                time.sleep(_REFIND_DELAY)
+        raise KeyUnavailable(f"key object {label!r} is not in the HSM")
+
+    def secret_key(self, label: str) -> Any:
+        return self.key_handle(ObjectClass.SECRET_KEY, label)
+
+    def key_handle(self, object_class: ObjectClass, label: str) -> Any:
+        """This thread's handle of the object, found on first use (see the module docstring)."""
+        handles: dict[tuple[ObjectClass, str], Any] | None = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+        key = handles.get((object_class, label))
+        if key is None:
+            key = handles[(object_class, label)] = self.find_key(object_class, label)
+        return key
+
+    def with_key(self, object_class: ObjectClass, label: str, use: Callable[[Any], _T]) -> _T:
+        """Use the object; a handle gone stale (destroyed elsewhere) is found again, once."""
+        key = self.key_handle(object_class, label)
+        try:
+            with _CALL_LOCK:
+                return use(key)
+        except _STALE_HANDLE:
+            self.forget_handle(label)
+            key = self.key_handle(object_class, label)
+            with _CALL_LOCK:
+                return use(key)
+
+    def forget_handle(self, label: str) -> None:
+        handles: dict[tuple[ObjectClass, str], Any] = getattr(self._local, "handles", {})
+        for ck in [ck for ck in handles if ck[1] == label]:
+            handles.pop(ck, None)
+
+    def generate_aes(self, label: str) -> None:
+        with _pkcs11_errors():
+            self.session().generate_key(
+                KeyType.AES,
+                256,
+                label=label,
+                store=True,
+                template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.ENCRYPT: True,
+                    Attribute.DECRYPT: True,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                },
+            )
+
+    def has_object(self, object_class: ObjectClass, label: str) -> bool:
+        with _pkcs11_errors():
+            return bool(list(self.session().get_objects(
+                {Attribute.CLASS: object_class, Attribute.LABEL: label})))
+
+    def ensure_aes(self, label: str, lock: CreationLock | None = None) -> None:
+        """Make the AES key `label` unless it exists; `lock` keeps other nodes from making a second."""
+        if self.has_object(ObjectClass.SECRET_KEY, label):
+            return
+        with lock() if lock is not None else nullcontext():
+            if not self.has_object(ObjectClass.SECRET_KEY, label):
+                self.generate_aes(label)
+
+    def destroy(self, label: str) -> None:
+        with _pkcs11_errors():
+            # Every object with the label: an AES key, or both halves of an RSA key pair.
+            for obj in list(self.session().get_objects({Attribute.LABEL: label})):
+                obj.destroy()
+        self.forget_handle(label)
+
+    def run(self, fn: Callable[[], _T], decrypting: bool = False) -> _T:
+        with _pkcs11_errors(decrypting):
+            return fn()
+
+
+class HsmAesGcm:
+    """AES-256-GCM run inside the HSM with a key that never leaves it."""
+
+    __slots__ = ("_hsm", "_label")
+
+    def __init__(self, hsm: Hsm, label: str) -> None:
+        self._hsm = hsm
+        self._label = label
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        params = GCMParams(nonce, associated_data, 128)
+        HSM_ENCRYPT.inc()
+        try:
+            out: bytes = self._hsm.with_key(
+                ObjectClass.SECRET_KEY, self._label,
+                lambda key: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+        except p11e.PKCS11Error as exc:
+            HSM_ERRORS.labels(type(exc).__name__).inc()
+            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+        return out
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        if len(data) < 16:
+            raise InvalidCiphertext()
+        params = GCMParams(nonce, associated_data, 128)
+        HSM_DECRYPT.inc()
+        try:
+            out: bytes = self._hsm.with_key(
+                ObjectClass.SECRET_KEY, self._label,
+                lambda key: key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+        except _DECRYPT_FAILURES as exc:
+            raise InvalidCiphertext() from exc
+        except p11e.PKCS11Error as exc:
+            HSM_ERRORS.labels(type(exc).__name__).inc()
+            raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+        return out
+
+
+class HsmRootSealer:
+    """Seal material the HSM cannot use itself under the HSM root key (inside the HSM)."""
+
+    def __init__(self, hsm: Hsm, lock: CreationLock | None = None) -> None:
+        self._hsm = hsm
+        hsm.ensure_aes(hsm.config.root_label, lock)
+        self._aead = HsmAesGcm(hsm, hsm.config.root_label)
+
+    def seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, data, aad)
+
+    def unseal(self, sealed: bytes, aad: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad)
