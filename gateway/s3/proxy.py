@@ -643,6 +643,12 @@ class S3Proxy:
             return out
         out["etag"] = stored.etag
         out.update(self.sse_headers(auth, stored.meta, customer))
+        count = out.get("x-amz-tagging-count", "")
+        if stored.meta.manifest_in_tag and count.isdigit():  # the manifest tag is the gateway's
+            if int(count) > 1:
+                out["x-amz-tagging-count"] = str(int(count) - 1)
+            else:
+                del out["x-amz-tagging-count"]
         return out
 
     @staticmethod

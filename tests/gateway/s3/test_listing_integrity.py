@@ -67,3 +67,27 @@ def test_listings_show_what_head_vouches_for_and_nothing_edited(s3: S3Stack) -> 
         assert versions[key] == listed[key]
     assert listed["single-edited"][0] == len(small)  # a single stream's size is its length's
     assert {k: listed[k] for k in honest} == honest  # the others are untouched
+
+
+def test_the_manifest_tag_is_not_the_client_s(s3: S3Stack) -> None:
+    c: Any = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    for key, tagging in (("tagged", "team=a&env=b"), ("untagged", None)):
+        extra = {"Tagging": tagging} if tagging else {}
+        up = c.create_multipart_upload(Bucket=b, Key=key, **extra)["UploadId"]
+        e = c.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=1, Body=b"x" * 1000)["ETag"]
+        c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up,
+                                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+        got = c.get_object(Bucket=b, Key=key)
+        assert got["Body"].read() == b"x" * 1000
+        assert got.get("TagCount", 0) == (2 if tagging else 0)
+        stored = {t["Key"]: t["Value"] for t in s3.backend.get_object_tagging(Bucket=b, Key=key)["TagSet"]}
+        assert "ssegw-manifest" in stored and (not tagging or (stored["team"], stored["env"]) == ("a", "b"))
+    too_many = "&".join(f"k{i}=v" for i in range(10))
+    try:
+        c.create_multipart_upload(Bucket=b, Key="ten", Tagging=too_many)
+        raise AssertionError("ten tags accepted on a multipart upload")
+    except c.exceptions.ClientError as err:
+        assert err.response["Error"]["Code"] == "InvalidTag"
+    assert "Uploads" not in c.list_multipart_uploads(Bucket=b)
