@@ -26,8 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kms_core.client import KeyUnavailable
 from kms_core.embedded import Kms
-from kms_core.errors import KeyUnavailable
 from kms_core.keystore.hsm import HsmKeyStore
 from kms_core.metrics import BYTES, LATENCY, REQUESTS
 from kms_core.specs import Protection

@@ -71,7 +71,6 @@ KNOWN_CYCLES: dict[frozenset[str], int] = {
 KNOWN_LAYERING: dict[tuple[str, str], int] = {
     ("gateway.console_products", "kms_core.console.products"): 14,
     ("gateway.ops", "kms_core.embedded"): 14,
-    ("gateway.ops", "kms_core.errors"): 14,
     ("gateway.ops", "kms_core.keystore.hsm"): 14,
     ("gateway.ops", "kms_core.metrics"): 14,
     ("gateway.ops", "kms_core.specs"): 14,
