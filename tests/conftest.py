@@ -17,12 +17,16 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kms_core.keystore.hsm import HsmConfig
 from kms_core.keystore.softhsm import find_softhsm_module, init_token
 from tests.postgres import PostgresCluster
+
+if TYPE_CHECKING:
+    from tests.kms_server import KmsServer
 
 _HSM_DIR = Path(tempfile.mkdtemp(prefix="ssegw-test-hsm-"))
 atexit.register(shutil.rmtree, _HSM_DIR, True)
@@ -101,6 +105,17 @@ def kms(tmp_path: Path, hsm_config: HsmConfig, kms_db_url: str | None) -> Iterat
     k = open_kms(KmsConfig(data_dir=tmp_path / "kms", hsm=hsm_config, db_url=kms_db_url))
     yield k
     k.close()
+
+
+@pytest.fixture
+def kms_server(kms: object) -> Iterator[KmsServer]:
+    """The KMS HTTP API over `kms`, on a loopback port (for the HTTP and the S3 proxy tests)."""
+    from kms_core.embedded import Kms
+    from tests.kms_server import serve_kms
+
+    assert isinstance(kms, Kms)
+    with serve_kms(kms) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
-"""`ssegw serve` started as a user starts it, for the tests of several packages (not a test
-module: test modules import `start` and `stop` from here, never from each other)."""
+"""`ssegw serve` started as a user starts it, for the tests of every package.
+
+Not a test module: the tests of the gateway, the adapters, the console and the examples import
+`start`, `stop` and `free_port` from here (never from each other or another directory's conftest).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
 
 ROOT = Path(__file__).parents[1]
+# The banner's last line: once it is out, the demo account and every address have been printed.
+_BANNER_END = "aws kms list-keys"
 
 
 def free_port() -> int:
@@ -27,43 +33,92 @@ def free_port() -> int:
 @dataclass
 class Served:
     proc: subprocess.Popen[str]
-    url: str
+    url: str  # the KMS API (and console) address
     data_dir: Path
-    env: dict[str, str]
+    env: dict[str, str]  # os.environ with PYTHONPATH and the AWS_* exports the banner prints
     s3_url: str = ""
     banner: str = ""
+    output: list[str] = field(default_factory=list)  # what the server printed after its banner
+    log: Path | None = None  # its stderr, when `start` was given a file for it
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return dict(re.findall(r"export (\w+)=(\S+)", self.banner))
 
 
-def start(data_dir: Path, *extra: str, backend: str = "moto-memory") -> Served:
-    """`ssegw serve` on free ports; KMS tests keep objects in moto (SeaweedFS takes seconds to
-    start and ~15 s to stop), the tests of stored objects pass backend="seaweedfs"."""
-    port, s3_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
-         "--kms-port", str(port), "--s3-port", str(s3_port), "--backend", backend, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    banner = ""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while "AWS_DEFAULT_REGION" not in banner:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, f"serve exited: {banner}"
-        banner += line
-        assert time.monotonic() < deadline, banner
-    creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-    scheme = "https" if "--tls-cert" in extra else "http"
-    url = f"{scheme}://127.0.0.1:{port}"
-    for _ in range(100):
+def _wait_listening(url: str, deadline: float) -> None:
+    # Any HTTP answer will do (the S3 port answers /health without credentials too).
+    while True:
         try:
             urllib3.request("GET", url + "/health", retries=False, timeout=1)
-            break
-        except Exception:  # noqa: BLE001 - not listening yet
-            time.sleep(0.1)
-    return Served(proc, url, data_dir, {**env, **creds}, f"{scheme}://127.0.0.1:{s3_port}", banner)
+            return
+        except urllib3.exceptions.HTTPError:
+            assert time.monotonic() < deadline, f"{url} is not listening"
+            time.sleep(0.05)
 
 
-def stop(s: Served) -> None:
+def start(data_dir: Path, *extra: str, backend: str | None = "moto-memory", timeout: float = 90,
+          stderr: Path | None = None) -> Served:
+    """`ssegw serve` on free ports, returned once both ports answer.
+
+    KMS tests keep objects in moto (`backend="moto-memory"`: SeaweedFS takes seconds to start
+    and to stop); the tests of stored objects pass `backend="seaweedfs"`, and tests with their
+    own store pass `backend=None` and `--backend-url ...` in `extra`. With `stderr`, the logs go
+    to that file and only the banner to the pipe; either way the pipe is drained after the
+    banner, so a chatty server never blocks on it.
+    """
+    port, s3_port = _option(extra, "--kms-port") or free_port(), _option(extra, "--s3-port") or free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
+            "--kms-port", str(port), "--s3-port", str(s3_port), *extra]
+    if backend is not None:
+        argv += ["--backend", backend]
+    err = stderr.open("w") if stderr is not None else None
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err or subprocess.STDOUT, text=True,
+                                env=env, cwd=ROOT)
+    finally:
+        if err is not None:
+            err.close()  # the child holds its own descriptor
+    assert proc.stdout is not None
+    banner = ""
+    deadline = time.monotonic() + timeout
+    while _BANNER_END not in banner:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            logs = stderr.read_text() if stderr is not None else ""
+            raise AssertionError(f"ssegw serve exited with {proc.returncode}: {banner}{logs}")
+        banner += line
+        assert time.monotonic() < deadline, banner
+    served = Served(proc, "", data_dir, env, banner=banner, log=stderr)
+    threading.Thread(target=_drain, args=(proc, served.output), daemon=True).start()
+    scheme = "https" if "--tls-cert" in extra else "http"
+    served.url, served.s3_url = f"{scheme}://127.0.0.1:{port}", f"{scheme}://127.0.0.1:{s3_port}"
+    served.env.update(served.credentials)
+    if scheme == "http":  # over TLS the caller checks with its own CA
+        _wait_listening(served.url, deadline)
+        _wait_listening(served.s3_url, deadline)
+    return served
+
+
+def _option(argv: tuple[str, ...], name: str) -> int | None:
+    """The value of a port option the caller chose itself (the last one wins, as in argparse)."""
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == name]
+    return int(values[-1]) if values else None
+
+
+def _drain(proc: subprocess.Popen[str], into: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.append(line)
+
+
+def stop(s: Served, timeout: float = 90) -> None:
+    """SIGTERM, as a service manager stops it: the server flushes and exits cleanly."""
     s.proc.send_signal(signal.SIGTERM)
-    s.proc.wait(timeout=90)  # an embedded SeaweedFS takes ~15 s of it
+    try:
+        s.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        s.proc.wait()
+        raise

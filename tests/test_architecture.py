@@ -95,24 +95,6 @@ KNOWN_LONG_FUNCTIONS: dict[str, int] = {
     "gateway.serve:run": 14,
 }
 
-# Test modules importing another test module, or a conftest outside their directory.
-KNOWN_TEST_IMPORTS: dict[tuple[str, str], int] = {
-    ("tests.gateway.s3.conftest", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.s3.test_backend", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.s3.test_bucket_claims", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.s3.test_bucket_keys", "tests.gateway.s3.test_multipart"): 14,
-    ("tests.gateway.s3.test_clients", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.s3.test_copy", "tests.gateway.s3.test_multipart"): 14,
-    ("tests.gateway.s3.test_rewrap", "tests.gateway.s3.test_multipart"): 14,
-    ("tests.gateway.s3.test_security", "tests.gateway.s3.test_aws_chunked"): 14,
-    ("tests.gateway.s3.test_security", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.s3.test_sse_c", "tests.kms_core.http.conftest"): 14,
-    ("tests.gateway.test_serve", "tests.kms_core.http.conftest"): 14,
-    ("tests.kms_core.console.conftest", "tests.kms_core.http.conftest"): 14,
-    ("tests.kms_core.test_asymmetric_cli", "tests.kms_core.test_cli"): 14,
-}
-
-
 @dataclass(frozen=True)
 class Import:
     importer: str
@@ -376,13 +358,10 @@ def test_imports_between_test_modules() -> None:
                 leaf == "conftest" and not _within(own_dirs, imp.imported.rpartition(".")[0])
             ):
                 found.setdefault((imp.importer, imp.imported), imp.line)
-    new = sorted(set(found) - set(KNOWN_TEST_IMPORTS))
-    assert not new, (
+    assert not found, (
         "tests share code through conftest.py (their own directory's or an ancestor's) or helper "
-        f"modules, never by importing a test module or another directory's conftest:\n{_format(new)}"
+        f"modules, never by importing a test module or another directory's conftest:\n{_format(sorted(found))}"
     )
-    gone = sorted(set(KNOWN_TEST_IMPORTS) - set(found))
-    assert not gone, f"fixed: delete these entries from KNOWN_TEST_IMPORTS:\n{_format(gone)}"
 
 
 def test_the_checks_see_what_they_check(tmp_path: Path) -> None:

@@ -9,62 +9,33 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.serving import Served, free_port, start, stop
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    kms: str
-    s3: str
-    log: Path
-    credentials: dict[str, str]
-
-
 def _serve(tmp: Path, backend_url: str, *extra: str) -> Served:
-    kms_port, s3_port = _free_port(), _free_port()
-    log = tmp / "stderr.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp / "var"),
-         "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--backend-url", backend_url,
-         "--backend-access-key", "k", "--backend-secret-key", "s", "--access-log", *extra],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
-        stdout=subprocess.PIPE, stderr=log.open("w"))
-    assert proc.stdout is not None
-    creds: dict[str, str] = {}
-    for line in proc.stdout:
-        if "export AWS_" in line:
-            k, v = line.strip().removeprefix("export ").split("=", 1)
-            creds[k] = v
-        if "aws kms list-keys" in line:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return Served(proc, f"http://127.0.0.1:{kms_port}", f"http://127.0.0.1:{s3_port}", log,
-                          creds)
-    raise AssertionError(log.read_text())
+    return start(tmp / "var", "--backend-url", backend_url, "--backend-access-key", "k",
+                 "--backend-secret-key", "s", "--access-log", *extra, backend=None, stderr=tmp / "stderr.log")
+
+
+def _log(served: Served) -> str:
+    assert served.log is not None
+    return served.log.read_text()
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -75,12 +46,11 @@ def moto_url() -> Iterator[str]:
 def node(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     served = _serve(tmp_path_factory.mktemp("ops"), moto_url)
     yield served
-    served.proc.terminate()
-    served.proc.wait(30)
+    stop(served, timeout=30)
 
 
 def test_health_and_readiness_on_both_ports(node: Served) -> None:
-    for base in (node.kms, node.s3):
+    for base in (node.url, node.s3_url):
         assert httpx.get(f"{base}/healthz").status_code == 200
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 200, ready.text
@@ -88,21 +58,21 @@ def test_health_and_readiness_on_both_ports(node: Served) -> None:
 
 
 def test_metrics_count_requests_with_ids_and_log_them(node: Served) -> None:
-    r = httpx.post(f"{node.kms}/", headers={"x-amz-target": "TrentService.ListKeys",
+    r = httpx.post(f"{node.url}/", headers={"x-amz-target": "TrentService.ListKeys",
                                             "content-type": "application/x-amz-json-1.1"},
                    content=b"{}")
     assert r.status_code >= 400  # unsigned: refused, and still counted and logged
     request_id = r.headers["x-amz-request-id"]
-    s3 = httpx.get(f"{node.s3}/some-bucket/some-key")
+    s3 = httpx.get(f"{node.s3_url}/some-bucket/some-key")
     assert s3.status_code == 403 and s3.headers["x-amz-request-id"]
-    for base in (node.kms, node.s3):
+    for base in (node.url, node.s3_url):
         text = httpx.get(f"{base}/metrics").text
         assert 'ssegw_requests_total{operation="ListKeys",server="kms"' in text
         assert 'ssegw_requests_total{operation="GET_object",server="s3",status="403"}' in text
         assert "ssegw_request_seconds_bucket" in text and "ssegw_kms_calls_total" in text
     deadline = time.monotonic() + 30
     while True:
-        lines = [json.loads(x) for x in node.log.read_text().splitlines() if x.startswith("{")]
+        lines = [json.loads(x) for x in _log(node).splitlines() if x.startswith("{")]
         mine = [x for x in lines if x["request_id"] == request_id]
         if mine or time.monotonic() > deadline:
             break
@@ -112,17 +82,16 @@ def test_metrics_count_requests_with_ids_and_log_them(node: Served) -> None:
 
 
 def test_not_ready_without_the_backend(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     served = _serve(tmp_path, dead)
     try:
-        ready = httpx.get(f"{served.s3}/readyz")
+        ready = httpx.get(f"{served.s3_url}/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["s3_backend"].startswith("ConnectionRefusedError")
         assert ready.json()["checks"]["database"] == "ok"
-        assert httpx.get(f"{served.s3}/healthz").status_code == 200
+        assert httpx.get(f"{served.s3_url}/healthz").status_code == 200
     finally:
-        served.proc.terminate()
-        served.proc.wait(30)
+        stop(served, timeout=30)
 
 
 def test_sigterm_lets_in_flight_requests_finish(moto_url: str, tmp_path: Path) -> None:
@@ -134,11 +103,11 @@ def test_sigterm_lets_in_flight_requests_finish(moto_url: str, tmp_path: Path) -
     served = _serve(tmp_path, moto_url, "--drain-delay", "0.5")
     creds = Credentials(served.credentials["AWS_ACCESS_KEY_ID"],
                         served.credentials["AWS_SECRET_ACCESS_KEY"])
-    boto3.client("s3", endpoint_url=served.s3, region_name="cn-east-1",
+    boto3.client("s3", endpoint_url=served.s3_url, region_name="cn-east-1",
                  aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
                  ).create_bucket(Bucket="drain")
     data = os.urandom(64 * 1024)
-    url = f"{served.s3}/drain/slow"
+    url = f"{served.s3_url}/drain/slow"
     signed = AWSRequest("PUT", url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD",
                                              "content-length": str(len(data))})
     SigV4Auth(creds, "s3", "cn-east-1").add_auth(signed)

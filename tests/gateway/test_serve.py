@@ -15,8 +15,7 @@ import boto3
 import pytest
 import urllib3
 
-from tests.kms_core.http.conftest import free_port
-from tests.serving import Served, start, stop
+from tests.serving import Served, free_port, start, stop
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent

@@ -1,8 +1,18 @@
-"""The KMS core tests run on both metadata databases: SQLite (embedded) and PostgreSQL."""
+"""The KMS core tests run on both metadata databases: SQLite (embedded) and PostgreSQL; `ssegw`
+commands run as a user runs them (`cli`)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -11,3 +21,32 @@ def kms_db_url(request: pytest.FixtureRequest) -> str | None:
         return None
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+class Cli:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.account_id = ""
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--data-dir", str(self.data_dir)],
+                           capture_output=True, text=True, env=self.env, timeout=120)
+        if ok:
+            assert p.returncode == 0, p.stderr
+        return p
+
+    def json(self, *args: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.run(*args).stdout)
+        return out
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path / "var")
+    acct = c.json("account", "create", "--name", "alice")
+    assert set(acct) >= {"accountId", "accessKeyId", "secretAccessKey"}
+    c.account_id = acct["accountId"]
+    c.env["SSEGW_ACCESS_KEY_ID"] = acct["accessKeyId"]
+    c.env["SSEGW_SECRET_ACCESS_KEY"] = acct["secretAccessKey"]
+    return c

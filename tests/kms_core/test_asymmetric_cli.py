@@ -7,10 +7,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.kms_core.test_cli import Cli, cli  # noqa: F401  (the fixture)
+from tests.kms_core.conftest import Cli
 
 
-def test_sm2_signing_from_the_terminal(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+def test_sm2_signing_from_the_terminal(cli: Cli, tmp_path: Path) -> None:
     key = cli.json(
         "kms", "create-key", "--spec", "Ctyun_SM2", "--usage", "Sign/Verify", "--alias", "signer"
     )
@@ -70,7 +70,7 @@ def test_sm2_signing_from_the_terminal(cli: Cli, tmp_path: Path) -> None:  # noq
     assert bad["signatureValid"] is False
 
 
-def test_rsa_encryption_from_the_terminal(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+def test_rsa_encryption_from_the_terminal(cli: Cli, tmp_path: Path) -> None:
     key = cli.json(
         "kms",
         "create-key",

@@ -44,9 +44,10 @@ from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
 from kms_core.sigv4 import sign_headers
 from kms_core.types import Caller
-from tests.kms_core.http.conftest import free_port, kms_server  # noqa: F401 (kms_server: a fixture for tests here)
+from tests.serving import free_port
 
 BACKEND_KEY = ("backend-key", "backend-secret")
+MiB = 1024 * 1024
 STORES = ("moto", "seaweedfs")
 
 
@@ -274,3 +275,17 @@ def stored_upload_part(bucket: str, number: int) -> bytes:
                 (upload,) = b.multiparts.values()
                 return bytes(upload.parts[number].value)
     raise KeyError(bucket)
+
+
+def upload(c: Any, b: str, key: str, parts: list[bytes], **kw: Any) -> dict[str, Any]:
+    """A multipart upload of `parts` through client `c`; the Complete reply."""
+    up = c.create_multipart_upload(Bucket=b, Key=key, **kw)
+    done = []
+    for n, data in enumerate(parts, 1):
+        r = c.upload_part(Bucket=b, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=data)
+        if r["ServerSideEncryption"] == "AES256":  # SSE-KMS part ETags are opaque, as in S3
+            assert r["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+        done.append({"PartNumber": n, "ETag": r["ETag"]})
+    completed: dict[str, Any] = c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
+                                                            MultipartUpload={"Parts": done})
+    return completed

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +21,8 @@ from gateway.s3.aws_chunked import (
     encoded_headers,
     encoded_length,
 )
-from kms_core.sigv4 import EMPTY_SHA256, signing_key
+from kms_core.sigv4 import signing_key
+from tests.gateway.s3.chunked_bodies import sign_chunks, signed_body
 
 # AWS S3 API reference, "Signature calculations ... Transferring payload in multiple chunks":
 # 66,560 bytes of 'a' in chunks of 65,536 and 1,024 bytes.
@@ -40,23 +39,6 @@ AWS_CHUNK_SIGS = [
 
 def aws_signing() -> ChunkSigning:
     return ChunkSigning(signing_key(AWS_SECRET, "20130524", "us-east-1", "s3"), AWS_DATE, AWS_SCOPE, AWS_SEED)
-
-
-def signed_body(chunks: list[bytes], sigs: list[str]) -> bytes:
-    out = b""
-    for data, sig in zip([*chunks, b""], sigs, strict=True):
-        out += f"{len(data):x};chunk-signature={sig}\r\n".encode() + data + b"\r\n"
-    return out
-
-
-def sign_chunks(chunks: list[bytes], s: ChunkSigning) -> list[str]:
-    sigs, prev = [], s.seed_signature
-    for data in [*chunks, b""]:
-        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", s.amz_date, s.scope, prev, EMPTY_SHA256,
-                         hashlib.sha256(data).hexdigest()])
-        prev = hmac.new(s.signing_key, sts.encode(), hashlib.sha256).hexdigest()
-        sigs.append(prev)
-    return sigs
 
 
 async def _pieces(body: bytes, size: int) -> AsyncIterator[bytes]:

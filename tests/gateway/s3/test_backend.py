@@ -23,7 +23,7 @@ from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from kms_core.embedded import Kms
 from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, _run, bucket_name
-from tests.kms_core.http.conftest import free_port
+from tests.serving import free_port
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 

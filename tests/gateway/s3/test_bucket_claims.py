@@ -19,7 +19,8 @@ from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, Tenant, _run, bucket_name
-from tests.kms_core.http.conftest import KmsServer, free_port
+from tests.kms_server import KmsServer
+from tests.serving import free_port
 
 
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:

@@ -9,8 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.s3.objkeys import ObjectKeys
-from tests.gateway.s3.conftest import S3Stack, bucket_name
-from tests.gateway.s3.test_multipart import MiB, upload
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, upload
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 

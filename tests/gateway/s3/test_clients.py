@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from tests.gateway.s3.conftest import S3Stack, bucket_name
-from tests.kms_core.http.conftest import free_port
+from tests.serving import free_port, start, stop
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
@@ -58,34 +57,24 @@ def _rss_kib(pid: int, field: str) -> int:
 
 def test_256_mib_object_in_bounded_memory(tmp_path: Path) -> None:
     """The proxy streams: its peak RSS grows by far less than the object it carries."""
-    moto_port, s3_port, kms_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    moto_port = free_port()
     moto = subprocess.Popen([sys.executable, "-c", "from moto.server import ThreadedMotoServer as S; import time;"
                              f"S(port={moto_port}).start(); time.sleep(3600)"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "var"),
-         "--s3-port", str(s3_port), "--kms-port", str(kms_port),
-         "--backend-url", f"http://127.0.0.1:{moto_port}", "--backend-access-key", "k",
-         "--backend-secret-key", "s"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    served = start(tmp_path / "var", "--backend-url", f"http://127.0.0.1:{moto_port}", "--backend-access-key", "k",
+                   "--backend-secret-key", "s", backend=None)
+    serve = served.proc
     try:
-        banner = ""
-        assert serve.stdout is not None
-        while "AWS_DEFAULT_REGION" not in banner:
-            line = serve.stdout.readline()
-            assert line, banner
-            banner += line
-        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-        c: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="cn-east-1",
+        creds = served.credentials
+        c: Any = boto3.client("s3", endpoint_url=served.s3_url, region_name="cn-east-1",
                               aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
                               aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
                               config=Config(retries={"max_attempts": 1}))
-        for _ in range(50):
+        for _ in range(50):  # the moto process may still be starting
             try:
                 c.create_bucket(Bucket="big-objects")
                 break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except ClientError:
                 time.sleep(0.2)
         c.put_object(Bucket="big-objects", Key="warm", Body=b"x" * 1024)
         c.get_object(Bucket="big-objects", Key="warm")["Body"].read()
@@ -110,7 +99,6 @@ def test_256_mib_object_in_bounded_memory(tmp_path: Path) -> None:
         peak = _rss_kib(serve.pid, "VmHWM")
         assert (peak - base) < 64 * 1024, f"RSS grew by {(peak - base) // 1024} MiB"
     finally:
-        serve.send_signal(signal.SIGTERM)
         moto.kill()
-        serve.wait(timeout=30)
+        stop(served, timeout=30)
         moto.wait(timeout=30)

@@ -12,28 +12,12 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gateway.s3.conftest import S3Stack, bucket_name
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, upload
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
-MiB = 1024 * 1024
-
-
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:
     return str(e.value.response["Error"]["Code"])
-
-
-def upload(c: Any, b: str, key: str, parts: list[bytes], **kw: Any) -> dict[str, Any]:
-    up = c.create_multipart_upload(Bucket=b, Key=key, **kw)
-    done = []
-    for n, data in enumerate(parts, 1):
-        r = c.upload_part(Bucket=b, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=data)
-        if r["ServerSideEncryption"] == "AES256":  # SSE-KMS part ETags are opaque, as in S3
-            assert r["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
-        done.append({"PartNumber": n, "ETag": r["ETag"]})
-    completed: dict[str, Any] = c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
-                                                            MultipartUpload={"Parts": done})
-    return completed
 
 
 def test_odd_part_sizes_round_trip_and_list(s3: S3Stack) -> None:

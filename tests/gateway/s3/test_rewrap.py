@@ -16,8 +16,7 @@ import pytest
 
 from gateway.s3.rewrap import rewrap
 from kms_core.blob import decode_blob
-from tests.gateway.s3.conftest import S3Stack, bucket_name
-from tests.gateway.s3.test_multipart import MiB, upload
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, upload
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 

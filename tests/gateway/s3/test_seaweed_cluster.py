@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.seaweed import SeaweedCluster
+from gateway.seaweed_cluster import SeaweedCluster
 from kms_core.embedded import Kms
 from tests.gateway.s3.conftest import Store, bucket_name, proxy_in_front_of
 

@@ -21,9 +21,9 @@ from gateway.s3.backend import Backend
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from kms_core.sigv4 import sign_headers, signing_key
+from tests.gateway.s3.chunked_bodies import sign_chunks, signed_body
 from tests.gateway.s3.conftest import S3Stack, Tenant, _run, bucket_name
-from tests.gateway.s3.test_aws_chunked import sign_chunks, signed_body
-from tests.kms_core.http.conftest import free_port
+from tests.serving import free_port
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 

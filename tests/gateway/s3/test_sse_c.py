@@ -425,43 +425,19 @@ def test_upload_part_copy_between_kinds(stack: tuple[S3Stack, Any, str]) -> None
 
 def test_ssegw_serve_with_allow_sse_c_over_http(moto_url: str, tmp_path: Any) -> None:
     """The flag as a user gives it: a real `ssegw serve` on plain HTTP takes SSE-C."""
-    import re
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     import boto3
 
-    from tests.kms_core.http.conftest import free_port
+    from tests.serving import start, stop
 
-    root = Path(__file__).parents[3]
-    kms_port, s3_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(tmp_path / "var"),
-         "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--backend-url", moto_url,
-         "--backend-access-key", "k", "--backend-secret-key", "s", "--allow-sse-c-over-http"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(root)})
+    served = start(tmp_path / "var", "--backend-url", moto_url, "--backend-access-key", "k",
+                   "--backend-secret-key", "s", "--allow-sse-c-over-http", backend=None)
     try:
-        banner = ""
-        assert proc.stdout is not None
-        while "AWS_DEFAULT_REGION" not in banner:
-            line = proc.stdout.readline()
-            assert line, f"serve exited: {banner}"
-            banner += line
-        creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-        c = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name=creds["AWS_DEFAULT_REGION"],
+        creds = served.credentials
+        c = boto3.client("s3", endpoint_url=served.s3_url, region_name=creds["AWS_DEFAULT_REGION"],
                          aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
                          aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
         b = bucket_name()
-        for _ in range(100):  # the banner comes before the S3 port listens
-            try:
-                c.create_bucket(Bucket=b)
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                time.sleep(0.1)
+        c.create_bucket(Bucket=b)
         key = os.urandom(32)
         c.put_object(Bucket=b, Key="o", Body=b"over plain http", **ssec(key))
         assert c.get_object(Bucket=b, Key="o", **ssec(key))["Body"].read() == b"over plain http"
@@ -469,8 +445,7 @@ def test_ssegw_serve_with_allow_sse_c_over_http(moto_url: str, tmp_path: Any) ->
             c.get_object(Bucket=b, Key="o")
         assert error(e) == (400, "InvalidRequest")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(served, timeout=30)
 
 
 def test_tls_terminated_in_front_on_the_same_host(s3: S3Stack) -> None:

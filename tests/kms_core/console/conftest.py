@@ -7,28 +7,21 @@ and frozen through the same data directory (the account service, as `ssegw accou
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import urllib3
 from botocore.config import Config
 
 from gateway.cli import build_parser
 from kms_core.embedded import Kms, KmsConfig, open_kms
-from tests.kms_core.http.conftest import free_port
+from tests.serving import start, stop
 
-ROOT = Path(__file__).parents[3]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -74,38 +67,19 @@ class ConsoleServer:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     data_dir = tmp_path_factory.mktemp("console") / "var"
-    kms_port, s3_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
-            "--kms-port", str(kms_port), "--s3-port", str(s3_port), "--region", REGION,
-            "--backend", "moto-memory"]  # objects need not outlive the session: no SeaweedFS
+    pools = ["--region", REGION]
     if isinstance(build_parser().parse_args(["serve", "--region", "a", "--region", "b"]).region, list):
-        argv += ["--region", SECOND_POOL]  # a second pool for the drop-down, where serve takes one
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert proc.stdout is not None
-    banner = ""
-    deadline = time.monotonic() + 90
-    while "aws kms list-keys" not in banner:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, f"serve exited: {banner}"
-        banner += line
-        assert time.monotonic() < deadline, banner
-    creds = dict(re.findall(r"export (\w+)=(\S+)", banner))
-    account = re.search(r"demo account (\d+)", banner)
-    assert account, banner
+        pools += ["--region", SECOND_POOL]  # a second pool for the drop-down, where serve takes one
+    # Objects need not outlive the session: moto, no SeaweedFS.
+    served = start(data_dir, *pools, backend="moto-memory")
+    creds = served.credentials
+    account = re.search(r"demo account (\d+)", served.banner)
+    assert account, served.banner
     demo = Tenant(account.group(1), creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"])
-    kms_url = f"http://127.0.0.1:{kms_port}"
-    for _ in range(200):
-        try:
-            urllib3.request("GET", kms_url + "/health", retries=False, timeout=1)
-            break
-        except Exception:  # noqa: BLE001 - not listening yet
-            time.sleep(0.05)
     accounts = open_kms(KmsConfig(data_dir=data_dir))
-    yield ConsoleServer(proc, kms_url, f"http://127.0.0.1:{s3_port}", banner, demo, accounts)
-    proc.send_signal(signal.SIGTERM)
+    yield ConsoleServer(served.proc, served.url, served.s3_url, served.banner, demo, accounts)
     try:
-        proc.wait(timeout=30)
+        stop(served, timeout=30)
     finally:
         accounts.close()
 

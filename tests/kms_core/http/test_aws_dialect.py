@@ -13,7 +13,7 @@ import botocore.auth
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.kms_core.http.conftest import KmsServer
+from tests.kms_server import KmsServer
 
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:

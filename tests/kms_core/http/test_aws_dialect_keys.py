@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.kms_core.http.conftest import KmsServer
+from tests.kms_server import KmsServer
 
 
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from kms_core.client.http import HttpKmsClient
 from kms_core.errors import AccountFrozen, InvalidParameter
-from tests.kms_core.http.conftest import KmsServer
+from tests.kms_server import KmsServer
 
 
 def test_claims_over_http(kms_server: KmsServer) -> None:

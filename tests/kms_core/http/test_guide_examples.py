@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from kms_core.http import rest
 from kms_core.types import Caller
-from tests.kms_core.http.conftest import KmsServer, Tenant
+from tests.kms_server import KmsServer, Tenant
 
 
 def post(server: KmsServer, t: Tenant, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

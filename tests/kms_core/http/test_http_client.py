@@ -12,7 +12,8 @@ from kms_core.client.http import HttpKmsClient
 from kms_core.client.inprocess import InProcessKmsClient
 from kms_core.errors import Disabled, InvalidCiphertext, KeyUnavailable, NotFound
 from kms_core.types import Caller
-from tests.kms_core.http.conftest import KmsServer, Tenant, free_port
+from tests.kms_server import KmsServer, Tenant
+from tests.serving import free_port
 
 Factory = Callable[[KmsServer, Tenant], KmsClient]
 

@@ -11,7 +11,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.kms_core.http.conftest import KmsServer, Tenant
+from tests.kms_server import KmsServer, Tenant
 
 AWS_JSON = "application/x-amz-json-1.1"
 

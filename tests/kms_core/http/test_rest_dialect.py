@@ -14,7 +14,7 @@ from botocore.credentials import Credentials
 
 from kms_core.client.http import HttpKmsClient
 from kms_core.errors import InvalidParameter, KmsError
-from tests.kms_core.http.conftest import KmsServer, Tenant
+from tests.kms_server import KmsServer, Tenant
 
 
 def signed_post(server: KmsServer, t: Tenant, op: str, body: bytes) -> tuple[int, dict[str, Any]]:

@@ -1,26 +1,21 @@
-"""A real KMS HTTP server on a loopback port, in a thread of the test process."""
+"""The KMS HTTP API on a loopback port, in a thread of the test process (not a test module:
+the `kms_server` fixture of tests/conftest.py starts it; tests import its types from here)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
-import pytest
 import uvicorn
 from botocore.config import Config
 
 from kms_core.embedded import Kms
 from kms_core.http.app import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.serving import free_port
 
 
 @dataclass
@@ -48,8 +43,8 @@ class KmsServer:
         )
 
 
-@pytest.fixture
-def kms_server(kms: Kms) -> Iterator[KmsServer]:
+@contextmanager
+def serve_kms(kms: Kms) -> Iterator[KmsServer]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(kms), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
@@ -59,6 +54,8 @@ def kms_server(kms: Kms) -> Iterator[KmsServer]:
     while not server.started:
         assert time.monotonic() < deadline, "KMS server did not start"
         time.sleep(0.02)
-    yield KmsServer(f"http://127.0.0.1:{port}", kms)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield KmsServer(f"http://127.0.0.1:{port}", kms)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
