@@ -10,6 +10,8 @@ DATA_DIR ?= ./var
 XTS_SO  := adapters/block/libssegw_xts.so
 # The NBD server's loop for small aligned reads and writes (calls the XTS loop above).
 NBD_SO  := adapters/block/libssegw_nbd.so
+# The file adapter's block-record loop (AES-256-GCM through OpenSSL), loaded with ctypes.
+GCM_SO  := adapters/file/libssegw_gcm.so
 
 .PHONY: run test deps debs lint clean
 
@@ -36,19 +38,23 @@ $(NBD_SO): adapters/block/nbd_fastpath.c | debs
 	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $<
 	mv $@.tmp $@
 
-deps: debs $(STAMP) $(XTS_SO) $(NBD_SO)
+$(GCM_SO): adapters/file/gcm_blocks.c | debs
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $< -lcrypto
+	mv $@.tmp $@
+
+deps: debs $(STAMP) $(XTS_SO) $(NBD_SO) $(GCM_SO)
 
 run: deps
 	$(BIN)/ssegw serve --data-dir $(DATA_DIR)
 
-# SSEGW_NATIVE_XTS=required: a missing or broken native sector loop (or NBD loop) fails the
-# tests instead of falling back to the slow path unnoticed.
+# SSEGW_NATIVE_XTS/GCM=required: a missing or broken native sector loop (or NBD loop, or the
+# file adapter's block loop) fails the tests instead of falling back to the slow path unnoticed.
 test: deps
-	SSEGW_NATIVE_XTS=required $(BIN)/python -m pytest -q
+	SSEGW_NATIVE_XTS=required SSEGW_NATIVE_GCM=required $(BIN)/python -m pytest -q
 
 lint: deps
 	$(BIN)/ruff check kms_core gateway adapters tests bench examples fuzz
 	$(BIN)/mypy kms_core gateway adapters tests fuzz bench examples
 
 clean:
-	rm -rf $(VENV) var .pytest_cache $(XTS_SO) $(NBD_SO)
+	rm -rf $(VENV) var .pytest_cache $(XTS_SO) $(NBD_SO) $(GCM_SO)

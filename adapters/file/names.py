@@ -90,14 +90,21 @@ def sidecar_for(backing_name: str) -> str:
     return backing_name + LONGNAME_SUFFIX
 
 
+_NAME_CACHE_MAX = 8192
+
+
 class NameCipher:
     """Name and symlink-target encryption under keys derived from the master key."""
 
-    __slots__ = ("_siv", "_links")
+    __slots__ = ("_siv", "_links", "_backing_names")
 
     def __init__(self, master_key: bytes) -> None:
         self._siv = AESSIV(derive_key(master_key, INFO_NAMES, 64))
         self._links = AESGCM(derive_key(master_key, INFO_SYMLINKS))
+        # backing_name is a pure function of (name, IV), and FUSE asks for the same one
+        # several times per file (lookup, create, the getattr after it, each setattr by
+        # path): remembered, so each name is encrypted once. Bounded by dropping all.
+        self._backing_names: dict[tuple[bytes, bytes], tuple[str, str | None]] = {}
 
     def __repr__(self) -> str:
         return "NameCipher(...)"
@@ -118,10 +125,15 @@ class NameCipher:
 
     def backing_name(self, name: bytes, diriv: bytes) -> tuple[str, str | None]:
         """(entry name in the backing directory, full encrypted name if it is a long name)."""
+        hit = self._backing_names.get((name, diriv))
+        if hit is not None:
+            return hit
         enc = self.encrypt_name(name, diriv)
-        if len(enc) <= NAME_MAX:
-            return enc, None
-        return longname_for(enc), enc
+        found = (enc, None) if len(enc) <= NAME_MAX else (longname_for(enc), enc)
+        if len(self._backing_names) >= _NAME_CACHE_MAX:
+            self._backing_names.clear()
+        self._backing_names[(name, diriv)] = found
+        return found
 
     def decrypt_longname(self, backing_name: str, sidecar: str, diriv: bytes) -> bytes:
         """Checks that the sidecar belongs to the entry, then decrypts it."""
