@@ -81,8 +81,14 @@ class FileOps:
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         h = self.files.get(fh)
-        with h.node.lock:
+        with h.node.lock.shared():
             return self.content.read(h, size, offset)
+
+    def read_into(self, buf: int, size: int, offset: int, fh: int) -> int:
+        """`read`, writing the plaintext to the reply buffer at address `buf` (fuselib)."""
+        h = self.files.get(fh)
+        with h.node.lock.shared():
+            return self.content.read_into(h, buf, size, offset)
 
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         h = self.files.get(fh)

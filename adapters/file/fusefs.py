@@ -139,6 +139,9 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         return self.files.read(path, size, offset, fh)
 
+    def read_into(self, buf: int, size: int, offset: int, fh: int) -> int:
+        return self.files.read_into(buf, size, offset, fh)
+
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         return self.files.write(path, data, offset, fh)
 

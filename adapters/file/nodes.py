@@ -2,9 +2,11 @@
 
 Concurrency. libfuse runs requests on several threads. Every open backing file maps to one
 `Node` keyed by (st_dev, st_ino), shared by all handles and hard links of that file; its lock
-serialises reads, writes and truncates of the file, because a write of part of a block is a
-read-modify-write of the whole block and a read must never see a block record half-written.
-Different files proceed in parallel (pread/pwrite release the GIL).
+(`rwlock.RWLock`) gives writes and truncates the file to themselves, because a write of part
+of a block is a read-modify-write of the whole block and a read must never see a block record
+half-written, while reads share it: the kernel's readahead sends several READs of one file at
+once, and they decrypt on different cores (the block loop runs without the GIL). Different
+files proceed in parallel (pread/pwrite release the GIL).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from adapters.file import contentenc as ce
 from adapters.file.fuselib import FuseOSError, invalidate_path
+from adapters.file.rwlock import RWLock
 
 
 @dataclass(eq=False)
@@ -24,7 +27,7 @@ class Node:
     """One backing file, shared by every open handle (and hard link) of it."""
 
     key: tuple[int, int]
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: RWLock = field(default_factory=RWLock)
     refs: int = 0
     cipher: ce.FileCipher | None = None
     # Written while it had other hard links: their kernel attributes are stale until `flush`.
