@@ -239,10 +239,9 @@ class FileCipher:
             nonces = os.urandom(NONCE_LEN * n)  # one syscall for all the blocks of a write
         elif len(nonces) != NONCE_LEN * n:
             raise FormatError("one 12-byte nonce per block")
-        if self.native is not None:
-            src = plaintext if isinstance(plaintext, bytes) else bytes(plaintext)
-            return self.native.encrypt(first_block, self.tails, final and self.marks_final,
-                                       src, n, nonces)
+        # Not through self.native: measured on 1 MiB writes, its output buffer and copy back
+        # to bytes cost more than the Python loop (run time 1.4 s against 0.9-1.1 s per 512
+        # MiB); writes are serialised per file anyway, so releasing the GIL gains nothing here.
         encrypt, tail, pack = self._aead.encrypt, self._aad, _AAD.pack
         out: list[bytes] = []
         for i in range(n):
