@@ -2,7 +2,7 @@
 
 kms_core.console names a ProductEncryption protocol; this is its implementation over the proxy:
 listing is the proxy's ListBuckets filter and a change goes through the same checks and write
-as PutBucketEncryption / DeleteBucketEncryption (S3Proxy.set_bucket_encryption).
+as PutBucketEncryption / DeleteBucketEncryption (BucketOps.set_bucket_encryption).
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from collections.abc import Callable
 
 from gateway.s3 import xml_bodies
 from gateway.s3.auth import Authenticated
+from gateway.s3.bucket_ops import BucketOps
 from gateway.s3.errors import S3Error
-from gateway.s3.proxy import BackendListError, S3Proxy
 from kms_core.client import Caller, KmsError
 from kms_core.console.products import NONE, BucketSetting, ProductSettingError
 
 
 class ProxyProductEncryption:
-    def __init__(self, proxy: S3Proxy, secret_for: Callable[[str], str]) -> None:
-        self._proxy = proxy
+    def __init__(self, buckets: BucketOps, secret_for: Callable[[str], str]) -> None:
+        self._buckets = buckets
         # The proxy's KMS calls may go to a remote KMS signed with the caller's own secret.
         self._secret_for = secret_for
 
@@ -28,9 +28,9 @@ class ProxyProductEncryption:
 
     async def list_buckets(self, caller: Caller) -> list[BucketSetting]:
         try:
-            owned = await self._proxy.owned_buckets(self._auth(caller))
-        except BackendListError as e:
-            raise ProductSettingError(str(e)) from None
+            owned = await self._buckets.owned_buckets(self._auth(caller))
+        except S3Error as e:
+            raise ProductSettingError(f"{e.code}: {e.message}") from None
         out = []
         for name, _, info in sorted(owned):
             enc = info.encryption
@@ -44,10 +44,10 @@ class ProxyProductEncryption:
         auth = self._auth(caller)
         try:
             if setting.sse == NONE:
-                await self._proxy.remove_bucket_encryption(auth, setting.bucket)
+                await self._buckets.remove_bucket_encryption(auth, setting.bucket)
             else:
                 rule = xml_bodies.encryption_rule(setting.sse, setting.kms_key, setting.bucket_key)
-                await self._proxy.set_bucket_encryption(auth, setting.bucket, rule)
+                await self._buckets.set_bucket_encryption(auth, setting.bucket, rule)
         except S3Error as e:
             raise ProductSettingError(f"{e.code}: {e.message}") from None
         except KmsError as e:

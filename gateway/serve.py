@@ -290,16 +290,41 @@ def keep_freed_buffers(mmap_threshold: int = 8 << 20, trim_threshold: int = 32 <
     return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(mallopt(m_trim_threshold, trim_threshold))
 
 
-def run(args: argparse.Namespace) -> int:
+def _refusal(args: argparse.Namespace, regions: tuple[str, ...]) -> str | None:
+    """Why `ssegw serve` cannot start with these options (None: it can)."""
     if bool(args.tls_cert) != bool(args.tls_key):
-        print("ssegw serve: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
-    regions = served_regions(args.region)
+        return "--tls-cert and --tls-key go together"
     unknown = [r for r in regions if not is_pool(r)]
     if unknown:
-        print(f"ssegw serve: unknown resource pool {', '.join(unknown)}; the pools are listed in "
-              "kms_core/regions.py (the guide's section 1.9), e.g. cn-east-1 (华东1), cn-xian-5 (西安 5)",
-              file=sys.stderr)
+        return (f"unknown resource pool {', '.join(unknown)}; the pools are listed in "
+                "kms_core/regions.py (the guide's section 1.9), e.g. cn-east-1 (华东1), cn-xian-5 (西安 5)")
+    return None
+
+
+def _banner(args: argparse.Namespace, regions: tuple[str, ...], backend_url: str, where: str,
+            demo: DemoCredentials) -> str:
+    scheme = "https" if args.tls_cert else "http"
+    return (
+        f"ssegw: data dir {args.data_dir.resolve()}, region {', '.join(regions)}\n"
+        f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}{where})\n"
+        f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
+        "(AWS: X-Amz-Target TrentService.*; REST: POST /v1/kms/<operation>)\n"
+        f"  console  {scheme}://{args.host}:{args.kms_port}/console/  "
+        "(sign in with the demo access key id and secret below)\n"
+        f"  demo account {demo.account_id}\n"
+        f"    export AWS_ACCESS_KEY_ID={demo.access_key_id}\n"
+        f"    export AWS_SECRET_ACCESS_KEY={demo.secret_access_key}\n"
+        f"    export AWS_DEFAULT_REGION={regions[0]}\n"
+        f"  try: aws s3 mb s3://demo --endpoint-url {scheme}://{args.host}:{args.s3_port}\n"
+        f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    regions = served_regions(args.region)
+    refusal = _refusal(args, regions)
+    if refusal is not None:
+        print(f"ssegw serve: {refusal}", file=sys.stderr)
         return 2
     keep_freed_buffers()
     # SeaweedFS starts while the KMS opens; it stops when this process exits (or dies).
@@ -330,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     domains = tuple(args.s3_domain or ["localhost"])
     console = create_console(kms, pools=regions, secure_cookies=bool(args.tls_cert),
                              idle_timeout=timedelta(minutes=args.console_idle_minutes),
-                             products=ProxyProductEncryption(proxy, _secrets(kms)))
+                             products=ProxyProductEncryption(proxy.bucket_ops, _secrets(kms)))
     if args.access_log:
         _log_requests()
     checks = ready_checks(kms, backend_url)
@@ -345,22 +370,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker_child:
         return _serve(kms, backend, servers, [], scheduler, proxy, args.drain_delay)
     workers = _spawn_workers(args, backend_url, access, secret)
-    scheme = "https" if args.tls_cert else "http"
-    print(
-        f"ssegw: data dir {args.data_dir.resolve()}, region {', '.join(regions)}\n"
-        f"  S3 proxy {scheme}://{args.host}:{args.s3_port}/  (backend {backend_url}{where})\n"
-        f"  KMS API  {scheme}://{args.host}:{args.kms_port}/  "
-        "(AWS: X-Amz-Target TrentService.*; REST: POST /v1/kms/<operation>)\n"
-        f"  console  {scheme}://{args.host}:{args.kms_port}/console/  "
-        "(sign in with the demo access key id and secret below)\n"
-        f"  demo account {demo.account_id}\n"
-        f"    export AWS_ACCESS_KEY_ID={demo.access_key_id}\n"
-        f"    export AWS_SECRET_ACCESS_KEY={demo.secret_access_key}\n"
-        f"    export AWS_DEFAULT_REGION={regions[0]}\n"
-        f"  try: aws s3 mb s3://demo --endpoint-url {scheme}://{args.host}:{args.s3_port}\n"
-        f"       aws kms list-keys --endpoint-url {scheme}://{args.host}:{args.kms_port}",
-        flush=True,
-    )
+    print(_banner(args, regions, backend_url, where, demo), flush=True)
     return _serve(kms, backend, servers, workers, scheduler, proxy, args.drain_delay)
 
 

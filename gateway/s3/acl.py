@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from gateway.s3 import xml_bodies
 from gateway.s3.backend import S3_NS
+from gateway.s3.bodies import buffered_body
+from gateway.s3.buckets import Buckets
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
-
-if TYPE_CHECKING:
-    from gateway.s3.proxy import Reply, S3Proxy, S3Request
+from gateway.s3.messages import Reply, S3Request, version_of, xml_doc
+from gateway.s3.reader import Reader
 
 OWNER_ONLY = ("private", "bucket-owner-full-control")
 CANNED = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
@@ -59,8 +59,6 @@ def check_acl_headers(headers: Mapping[str, str], owner: str) -> None:
 
 
 def acl_xml(owner: str) -> bytes:
-    from gateway.s3.proxy import xml_doc
-
     who = f"<ID>{escape(owner)}</ID><DisplayName>{escape(owner)}</DisplayName>"
     return xml_doc(
         f'<AccessControlPolicy xmlns="{S3_NS}"><Owner>{who}</Owner><AccessControlList>'
@@ -78,13 +76,14 @@ def check_acl_body(body: bytes, owner: str) -> None:
 
 
 class Acl:
-    def __init__(self, proxy: S3Proxy) -> None:
-        self.proxy = proxy
+    def __init__(self, buckets: Buckets, reader: Reader) -> None:
+        self.buckets = buckets
+        self.reader = reader
 
     async def _set(self, req: S3Request) -> None:
         owner = req.auth.caller.account_id
         check_acl_headers(req.headers, owner)
-        body = await self.proxy.buffered_body(req, xml_bodies.SMALL_LIMIT)
+        body = await buffered_body(req, xml_bodies.SMALL_LIMIT)
         if body.strip():
             if any(h in req.headers for h in ("x-amz-acl", *GRANT_HEADERS)):
                 raise S3Error("UnexpectedContent", "This request does not support content when ACL headers "
@@ -95,35 +94,25 @@ class Acl:
                           "or an AccessControlPolicy body", 400)
 
     async def _object(self, req: S3Request) -> None:
-        from gateway.s3.proxy import version_of
-
         assert req.bucket is not None and req.key is not None
-        await self.proxy.owned(req)
-        if await self.proxy.reader.stat(req.bucket, req.key, version_id=version_of(req)) is None:
+        await self.buckets.owned(req)
+        if await self.reader.stat(req.bucket, req.key, version_id=version_of(req)) is None:
             raise no_such_key(req.bucket, req.key)
 
     async def get_bucket_acl(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
-        await self.proxy.owned(req)
+        await self.buckets.owned(req)
         return Reply(200, {"content-type": "application/xml"}, acl_xml(req.auth.caller.account_id))
 
     async def put_bucket_acl(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
-        await self.proxy.owned(req)
+        await self.buckets.owned(req)
         await self._set(req)
         return Reply(200)
 
     async def get_object_acl(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         await self._object(req)
         return Reply(200, {"content-type": "application/xml"}, acl_xml(req.auth.caller.account_id))
 
     async def put_object_acl(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         await self._object(req)
         await self._set(req)
         return Reply(200)

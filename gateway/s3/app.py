@@ -18,12 +18,10 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.s3 import routing
 from gateway.s3.auth import Authenticated, authenticate
-from gateway.s3.backend import BackendError
-from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error
+from gateway.s3.messages import Reply, S3Request
 from gateway.s3.names import check_key
-from gateway.s3.proxy import Reply, S3Proxy, S3Request
-from kms_core.sigv4 import UnknownAccessKey
+from gateway.s3.proxy import S3Proxy
 
 log = logging.getLogger("ssegw.s3")
 
@@ -48,21 +46,22 @@ def split_address(host: str, path: str, domains: tuple[str, ...]) -> tuple[str |
 
 def handlers(proxy: S3Proxy) -> dict[str, Operation]:
     """The handler of every operation the routing table names."""
-    up, versions, acl = proxy.uploads, proxy.versions, proxy.acl
+    buckets, objects, up = proxy.bucket_ops, proxy.objects, proxy.uploads
+    versions, acl = proxy.versions, proxy.acl
     return {
-        "ListBuckets": proxy.list_buckets, "CreateBucket": proxy.create_bucket,
-        "HeadBucket": proxy.head_bucket, "DeleteBucket": proxy.delete_bucket,
-        "ListObjects": proxy.list_objects, "ListObjectVersions": versions.list_object_versions,
-        "ListMultipartUploads": up.list_uploads, "GetBucketLocation": proxy.bucket_location,
-        "DeleteObjects": proxy.delete_objects, "PutBucketEncryption": proxy.put_bucket_encryption,
-        "GetBucketEncryption": proxy.get_bucket_encryption,
-        "DeleteBucketEncryption": proxy.delete_bucket_encryption,
+        "ListBuckets": buckets.list_buckets, "CreateBucket": buckets.create_bucket,
+        "HeadBucket": buckets.head_bucket, "DeleteBucket": buckets.delete_bucket,
+        "ListObjects": proxy.listing.list_objects, "ListObjectVersions": versions.list_object_versions,
+        "ListMultipartUploads": up.list_uploads, "GetBucketLocation": buckets.bucket_location,
+        "DeleteObjects": objects.delete_objects, "PutBucketEncryption": buckets.put_bucket_encryption,
+        "GetBucketEncryption": buckets.get_bucket_encryption,
+        "DeleteBucketEncryption": buckets.delete_bucket_encryption,
         "PutBucketVersioning": versions.put_bucket_versioning,
         "GetBucketVersioning": versions.get_bucket_versioning,
         "PutBucketAcl": acl.put_bucket_acl, "GetBucketAcl": acl.get_bucket_acl,
-        "CopyObject": proxy.copy_object, "PutObject": proxy.put_object,
-        "GetObject": proxy.get_object, "HeadObject": proxy.head_object,
-        "DeleteObject": proxy.delete_object, "CreateMultipartUpload": up.create,
+        "CopyObject": proxy.copier.copy_object, "PutObject": objects.put_object,
+        "GetObject": objects.get_object, "HeadObject": objects.head_object,
+        "DeleteObject": objects.delete_object, "CreateMultipartUpload": up.create,
         "UploadPartCopy": up.upload_part_copy, "UploadPart": up.upload_part,
         "CompleteMultipartUpload": up.complete, "AbortMultipartUpload": up.abort,
         "ListParts": up.list_parts, "PutObjectAcl": acl.put_object_acl, "GetObjectAcl": acl.get_object_acl,
@@ -112,12 +111,10 @@ class BrokenOffStream(Response):
             async for piece in self.body_iterator:
                 sent += len(piece)
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-        except (ObjectCorrupt, S3Error, BackendError) as e:
-            what = ("the stored object failed authentication" if isinstance(e, ObjectCorrupt | S3Error)
-                    else "the backend broke off")
+        except S3Error as e:  # the stored object failed authentication, or the backend broke off
             _BROKEN_OFF.set(True)
-            log.warning("request %s: %s after %d bytes were sent; connection broken off (%s)",
-                        self.request_id, what, sent, e)
+            log.warning("request %s: %s after %d bytes were sent; connection broken off",
+                        self.request_id, e.detail or e.message, sent)
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -138,6 +135,58 @@ def wrong_region(auth: Authenticated, headers: dict[str, str], regions: tuple[st
     return e
 
 
+class _Addressed:
+    """What the edge reads from an HTTP request before anything is checked."""
+
+    def __init__(self, request: Request, domains: tuple[str, ...]) -> None:
+        self.method = request.method
+        self.headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            name = name.lower()
+            self.headers[name] = f"{self.headers[name]},{value}" if name in self.headers else value
+        self.raw_path = request.scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0]
+        self.path = unquote(self.raw_path)
+        self.raw_query = request.scope.get("query_string", b"").decode("latin-1")
+        self.query = dict(parse_qsl(self.raw_query, keep_blank_values=True))
+        self.bucket, self.key = split_address(self.headers.get("host", ""), self.path, domains)
+
+
+def error_response(exc: Exception, request_id: str, method: str, path: str) -> Response:
+    """S3's XML answer to a failed request: an S3Error's own code and status, InternalError for
+    anything else (a bug of ours: logged with its traceback)."""
+    if _client_disconnect(exc):
+        # Nobody is left to answer: one line, no traceback, not a failed request of ours.
+        log.info("request %s: the client disconnected before sending the whole body (%s %s)",
+                 request_id, method, path)
+        return Response(b"", 400, {"connection": "close"})
+    if isinstance(exc, S3Error):
+        e = exc
+        if e.detail:
+            log.warning("request %s: %s", request_id, e.detail)
+    else:
+        log.exception("request %s failed", request_id)
+        e = S3Error("InternalError", "We encountered an internal error. Please try again.", 500)
+    e.resource = e.resource or path
+    headers = {**e.headers, "x-amz-request-id": request_id, "content-type": "application/xml"}
+    if method in ("PUT", "POST"):
+        # The body may be unread; closing keeps its bytes from being parsed as the next
+        # request on this connection.
+        headers["connection"] = "close"
+    return Response(b"" if method == "HEAD" else e.to_xml(request_id), e.status, headers)
+
+
+def reply_response(reply: Reply, method: str, request_id: str) -> Response:
+    headers = {"x-amz-request-id": request_id, **(reply.headers or {})}
+    if not isinstance(reply.body, bytes):
+        return BrokenOffStream(reply.body, reply.status, headers, request_id)
+    if method == "HEAD":
+        resp = Response(b"", reply.status, headers)
+        if "content-length" in headers:
+            resp.headers["content-length"] = headers["content-length"]
+        return resp
+    return Response(reply.body, reply.status, headers)
+
+
 def create_app(proxy: S3Proxy, credentials: Credentials, *,
                domains: tuple[str, ...] = ("localhost",),
                frozen: Callable[[str], bool] | None = None,
@@ -147,65 +196,31 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
     `regions`: the resource pools served (None: any, as in tests of the proxy alone)."""
     ops = handlers(proxy)
 
+    def admitted(at: _Addressed) -> Authenticated:
+        """The request's caller, once its signature, pool, account and key name are fine."""
+        auth = authenticate(method=at.method, raw_path=at.raw_path, raw_query=at.raw_query,
+                            headers=at.headers, credentials=credentials)
+        if regions is not None and (refused := wrong_region(auth, at.headers, regions)) is not None:
+            raise refused
+        if frozen is not None and frozen(auth.caller.account_id):
+            raise S3Error("AccessDenied", "The account is frozen: every request is refused until "
+                          "an operator thaws it.", 403)
+        if at.key is not None:
+            check_key(at.key)
+        return auth
+
     async def handle(request: Request) -> Response:
         request_id = f"{_ID_PREFIX}{next(_IDS):012X}"
-        method = request.method
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
-        raw_path = request.scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0]
-        path = unquote(raw_path)
-        raw_query = request.scope.get("query_string", b"").decode("latin-1")
-        query = dict(parse_qsl(raw_query, keep_blank_values=True))
-        bucket, key = split_address(headers.get("host", ""), path, domains)
-        resource = path
+        at = _Addressed(request, domains)
         try:
-            auth = authenticate(method=method, raw_path=raw_path, raw_query=raw_query,
-                                headers=headers, credentials=credentials)
-            if regions is not None and (refused := wrong_region(auth, headers, regions)) is not None:
-                raise refused
-            if frozen is not None and frozen(auth.caller.account_id):
-                raise S3Error("AccessDenied", "The account is frozen: every request is refused until "
-                              "an operator thaws it.", 403)
-            if key is not None:
-                check_key(key)
-            op = ops[routing.resolve(method, routing.level_of(bucket, key), query, headers).operation]
-            reply = await op(S3Request(method, bucket, key, query, headers, auth, request.stream(),
-                                       request_id, secure=request.url.scheme == "https"))
-        except Exception as exc:
-            if _client_disconnect(exc):
-                # Nobody is left to answer: one line, no traceback, not a failed request of ours.
-                log.info("request %s: the client disconnected before sending the whole body (%s %s)",
-                         request_id, method, path)
-                return Response(b"", 400, {"connection": "close"})
-            if isinstance(exc, S3Error):
-                e = exc
-            elif isinstance(exc, BackendError):
-                log.warning("request %s: %s", request_id, exc)
-                e = S3Error("ServiceUnavailable", "The storage backend is unavailable. Please try again.", 503)
-            elif isinstance(exc, UnknownAccessKey):
-                e = S3Error("InvalidAccessKeyId",
-                            "The AWS Access Key Id you provided does not exist in our records.", 403)
-            else:
-                log.exception("request %s failed", request_id)
-                e = S3Error("InternalError", "We encountered an internal error. Please try again.", 500)
-            e.resource = e.resource or resource
-            error_headers = {**e.headers, "x-amz-request-id": request_id, "content-type": "application/xml"}
-            if method in ("PUT", "POST"):
-                # The body may be unread; closing keeps its bytes from being parsed as the
-                # next request on this connection.
-                error_headers["connection"] = "close"
-            return Response(b"" if method == "HEAD" else e.to_xml(request_id), e.status, error_headers)
-        out_headers = {"x-amz-request-id": request_id, **(reply.headers or {})}
-        if isinstance(reply.body, bytes):
-            if method == "HEAD":
-                resp = Response(b"", reply.status, out_headers)
-                if "content-length" in out_headers:
-                    resp.headers["content-length"] = out_headers["content-length"]
-                return resp
-            return Response(reply.body, reply.status, out_headers)
-        return BrokenOffStream(reply.body, reply.status, out_headers, request_id)
+            auth = admitted(at)
+            route = routing.resolve(at.method, routing.level_of(at.bucket, at.key), at.query, at.headers)
+            reply = await ops[route.operation](S3Request(
+                at.method, at.bucket, at.key, at.query, at.headers, auth, request.stream(), request_id,
+                secure=request.url.scheme == "https"))
+        except Exception as exc:  # noqa: BLE001 - every failure gets S3's XML answer; error_response logs the unexpected
+            return error_response(exc, request_id, at.method, at.path)
+        return reply_response(reply, at.method, request_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -78,6 +78,9 @@ def authenticate(
             payload = headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
         else:
             raise SigV4Error(ErrorKind.MISSING, "anonymous request")
+    except UnknownAccessKey:
+        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.",
+                      403) from None
     except SigV4Error as e:
         code, message = _S3_CODES[e.kind]
         error = S3Error(code, message or e.message, 403)

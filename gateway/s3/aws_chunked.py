@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway.s3.digests import Digests
+from gateway.s3.errors import S3Error
 from kms_core.sigv4 import EMPTY_SHA256
 
 try:
@@ -44,11 +45,15 @@ MAX_CHUNK = 16 * 1024 * 1024
 MAX_LINE = 4096
 
 
-class ChunkedError(Exception):
+# The HTTP status of a body error follows from its S3 code; everything else is a bad request.
+_STATUS = {"SignatureDoesNotMatch": 403, "NotImplemented": 501}
+
+
+class ChunkedError(S3Error):
+    """A request body that failed its framing, signatures, length or checksum."""
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, _STATUS.get(code, 400))
 
 
 class Checksum:
@@ -137,38 +142,16 @@ async def decode(
     """Yield the decoded payload of an aws-chunked body (see the module docstring)."""
     if mode == SIGNED and signing is None:
         raise ChunkedError("AccessDenied", "signed chunks need the request's signing key")
-    checksum = None
-    if trailer:
-        name = trailer.strip().lower()
-        if not name.startswith("x-amz-checksum-"):
-            raise ChunkedError("InvalidRequest", f"unsupported trailer {trailer!r}")
-        checksum = Checksum(name[len("x-amz-checksum-"):])
+    checksum = _trailer_checksum(trailer)
     digests = Digests(checksum)
     reader = _Reader(stream)
     previous = signing.seed_signature if signing else ""
     total = 0
     while True:
-        header = (await reader.line()).decode("latin-1")
-        size_text, _, ext = header.partition(";")
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ChunkedError("IncompleteBody", f"bad aws-chunked size line {header[:40]!r}") from None
-        if size > MAX_CHUNK:
-            raise ChunkedError("InvalidRequest", "aws-chunked chunk larger than 16 MiB")
-        data = await reader.exactly(size) if size else b""
+        size, ext, data = await _chunk(reader)
         if mode == SIGNED:
             assert signing is not None
-            if not ext.startswith("chunk-signature="):
-                raise ChunkedError("SignatureDoesNotMatch", "a chunk has no chunk-signature")
-            to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", signing.amz_date, signing.scope, previous,
-                                 EMPTY_SHA256, hashlib.sha256(data).hexdigest()])
-            expected = hmac.new(signing.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-            given = ext[len("chunk-signature="):].strip()
-            if not hmac.compare_digest(expected.encode(), given.encode()):
-                raise ChunkedError("SignatureDoesNotMatch",
-                                   f"the signature of chunk at byte {total} does not match")
-            previous = expected
+            previous = _signed_chunk(signing, previous, ext, data, total)
         if size == 0:
             break
         if await reader.exactly(2) != b"\r\n":
@@ -178,6 +161,62 @@ async def decode(
             raise ChunkedError("IncompleteBody", "the body is longer than x-amz-decoded-content-length")
         await digests.feed(data)
         yield data
+    trailers = await _trailers(reader)
+    if decoded_length is not None and total != decoded_length:
+        raise ChunkedError("IncompleteBody",
+                           f"the body has {total} bytes, x-amz-decoded-content-length says {decoded_length}")
+    await digests.finish()
+    if checksum is not None:
+        assert trailer is not None
+        _check_trailer(checksum, trailer, trailers)
+
+
+def _trailer_checksum(trailer: str | None) -> Checksum | None:
+    """The checksum an x-amz-trailer header announces (None: no trailer)."""
+    if not trailer:
+        return None
+    name = trailer.strip().lower()
+    if not name.startswith("x-amz-checksum-"):
+        raise ChunkedError("InvalidRequest", f"unsupported trailer {trailer!r}")
+    return Checksum(name[len("x-amz-checksum-"):])
+
+
+async def _chunk(reader: _Reader) -> tuple[int, str, bytes]:
+    """(size, header extensions, data) of the next chunk; its CRLF is left unread."""
+    header = (await reader.line()).decode("latin-1")
+    size_text, _, ext = header.partition(";")
+    try:
+        size = int(size_text, 16)
+    except ValueError:
+        raise ChunkedError("IncompleteBody", f"bad aws-chunked size line {header[:40]!r}") from None
+    if size > MAX_CHUNK:
+        raise ChunkedError("InvalidRequest", "aws-chunked chunk larger than 16 MiB")
+    return size, ext, await reader.exactly(size) if size else b""
+
+
+def _signed_chunk(signing: ChunkSigning, previous: str, ext: str, data: bytes, offset: int) -> str:
+    """Checks a chunk's signature (chained from the `previous` one); returns it for the next."""
+    if not ext.startswith("chunk-signature="):
+        raise ChunkedError("SignatureDoesNotMatch", "a chunk has no chunk-signature")
+    to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", signing.amz_date, signing.scope, previous,
+                         EMPTY_SHA256, hashlib.sha256(data).hexdigest()])
+    expected = hmac.new(signing.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+    given = ext[len("chunk-signature="):].strip()
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise ChunkedError("SignatureDoesNotMatch", f"the signature of chunk at byte {offset} does not match")
+    return expected
+
+
+def _check_trailer(checksum: Checksum, trailer: str, trailers: dict[str, str]) -> None:
+    sent = trailers.get(trailer.strip().lower())
+    if sent is None:
+        raise ChunkedError("InvalidRequest", f"the {trailer} trailer is missing")
+    if not hmac.compare_digest(sent.encode(), checksum.value().encode()):
+        raise ChunkedError("BadDigest", f"the {trailer} trailer does not match the body")
+
+
+async def _trailers(reader: _Reader) -> dict[str, str]:
+    """The trailer lines after the final chunk, up to the empty line that ends the body."""
     trailers: dict[str, str] = {}
     while True:
         line = (await reader.line()).decode("latin-1")
@@ -189,17 +228,7 @@ async def decode(
         trailers[k.strip().lower()] = v.strip()
     if not await reader.at_end():
         raise ChunkedError("IncompleteBody", "bytes after the end of the aws-chunked body")
-    if decoded_length is not None and total != decoded_length:
-        raise ChunkedError("IncompleteBody",
-                           f"the body has {total} bytes, x-amz-decoded-content-length says {decoded_length}")
-    await digests.finish()
-    if checksum is not None:
-        assert trailer is not None
-        sent = trailers.get(trailer.strip().lower())
-        if sent is None:
-            raise ChunkedError("InvalidRequest", f"the {trailer} trailer is missing")
-        if not hmac.compare_digest(sent.encode(), checksum.value().encode()):
-            raise ChunkedError("BadDigest", f"the {trailer} trailer does not match the body")
+    return trailers
 
 
 TRAILER_CRC32 = "x-amz-checksum-crc32"

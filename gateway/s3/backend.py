@@ -22,6 +22,7 @@ import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -29,6 +30,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.s3 import aws_chunked
+from gateway.s3.errors import S3Error, from_backend
 from kms_core.sigv4 import UNSIGNED_PAYLOAD, sign_headers
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -44,8 +46,16 @@ def xml_text(el: ET.Element, name: str) -> str | None:
     return found.text if found is not None else None
 
 
-class BackendError(Exception):
-    """The backend could not be reached, or the exchange with it broke off."""
+class BackendError(S3Error):
+    """The backend could not be reached, or the exchange with it broke off.
+
+    The client gets S3's ServiceUnavailable; what went wrong (`detail`, also `str()`) is for
+    the operator's log, not for the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("ServiceUnavailable", "The storage backend is unavailable. Please try again.", 503)
+        self.detail = detail
+        self.args = (detail,)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,12 @@ class BackendResponse:
             raise BackendError(f"the backend's answer broke off: {e!r}") from e
         finally:
             await self.aclose()
+
+
+async def backend_error(r: BackendResponse) -> NoReturn:
+    """Raises the backend's error answer `r` as an S3Error of ours."""
+    body = await r.aread() if not r.is_closed else r.content
+    raise from_backend(r.status_code, body, r.headers)
 
 
 class Backend:

@@ -29,6 +29,7 @@ import anyio
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendError
 from gateway.s3.errors import S3Error, access_denied, from_kms, no_such_bucket
+from gateway.s3.messages import S3Request
 from kms_core.client import KmsClient, KmsError
 
 T = TypeVar("T")
@@ -130,6 +131,11 @@ class Buckets:
             if isinstance(info, BucketInfo) and info.owner == account and await self.owns(name, auth):
                 owned.add(name)
         return {n for n in names if n in owned}
+
+    async def owned(self, req: S3Request) -> BucketInfo:
+        """The info of the bucket a request names, which the caller must own (else S3Error)."""
+        assert req.bucket is not None
+        return await self.check(req.bucket, req.auth)
 
     async def check(self, bucket: str, auth: Authenticated) -> BucketInfo:
         """The bucket's settings, if the caller owns it (AccessDenied / NoSuchBucket otherwise)."""

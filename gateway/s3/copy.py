@@ -23,24 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import envelope, manifest_tags, sse_c
-from gateway.s3.backend import S3_NS, BackendError, BackendResponse
+from gateway.s3.acl import check_acl_headers
+from gateway.s3.backend import S3_NS, Backend, BackendResponse, backend_error
 from gateway.s3.backend import xml_text as _text
-from gateway.s3.buckets import BucketInfo
+from gateway.s3.buckets import Buckets
+from gateway.s3.conditions import precondition_failed
+from gateway.s3.encryption import Encryption, ObjectEncryption
 from gateway.s3.envelope import ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
+from gateway.s3.messages import (
+    SSE_CTX,
+    SSE_HEADERS,
+    SSE_KEY,
+    Reply,
+    S3Request,
+    copied_headers,
+    last_modified,
+    put_headers,
+    xml_doc,
+)
 from gateway.s3.ranges import check_conditions
-from gateway.s3.reader import Stored, client_etag
-
-if TYPE_CHECKING:
-    from gateway.s3.proxy import Encryption, Reply, S3Proxy, S3Request
+from gateway.s3.reader import Reader, Stored, client_etag
+from gateway.s3.writer import write_sealed
 
 REWRAP = "x-ssegw-rewrap"
 REWRAP_RESULT = "x-ssegw-rewrap-result"
@@ -50,9 +60,11 @@ _COPY_CONCURRENCY = 4
 
 
 class Copier:
-    def __init__(self, proxy: S3Proxy) -> None:
-        self.proxy = proxy
-        self.backend = proxy.backend
+    def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption) -> None:
+        self.backend = backend
+        self.buckets = buckets
+        self.reader = reader
+        self.sse = sse
 
     async def source(self, req: S3Request, *, check_customer: bool = True) -> Stored:
         """The object named by x-amz-copy-source: owned by the caller, conditions checked, and
@@ -68,70 +80,45 @@ class Copier:
         bucket, _, key = unquote(path).lstrip("/").partition("/")
         if not bucket or not key:
             raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
-        await self.proxy.buckets.check(bucket, req.auth)
-        stored = await self.proxy.reader.stat(bucket, key, version_id=version_id)
+        await self.buckets.check(bucket, req.auth)
+        stored = await self.reader.stat(bucket, key, version_id=version_id)
         if stored is None:
             raise no_such_key(bucket, key)
         conditions = {name[len("x-amz-copy-source-"):]: value for name, value in req.headers.items()
                       if name.startswith("x-amz-copy-source-if-")}
-        last = _parse_date(stored.headers.get("last-modified"))
+        last = last_modified(stored.headers)
         if conditions and check_conditions(conditions, stored.etag, last) is not None:
-            # For copies every failed condition is 412 (S3 answers no 304 here).
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+            raise precondition_failed()  # for copies every failed condition is 412 (S3 answers no 304 here)
         if check_customer:
-            sse_c.verify(self.proxy.customer_key(req, copy_source=True),
+            sse_c.verify(self.sse.customer_key(req, copy_source=True),
                          stored.meta.customer if stored.meta is not None else None)
         return stored
 
-    async def copy_object(self, req: S3Request, info: BucketInfo) -> Reply:
-        from gateway.s3.proxy import SSE, SSE_BUCKET_KEY, SSE_CTX, SSE_KEY, Encryption
-
+    async def copy_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
+        info = await self.buckets.owned(req)
+        check_acl_headers(req.headers, req.auth.caller.account_id)
         mode = req.headers.get(REWRAP, "").lower()
         rewrap, check = mode in ("1", "true", "check"), mode == "check"
         src = await self.source(req, check_customer=not rewrap)
-        directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
-        if directive not in ("COPY", "REPLACE"):
-            raise invalid_argument("Unknown metadata directive.")
-        # A copy of an older version onto its own key restores it (a new current version).
-        same_key = (src.bucket, src.key) == (req.bucket, req.key)
-        same = same_key and src.version_id is None
-        asks_sse = any(h in req.headers for h in (SSE, SSE_KEY, SSE_BUCKET_KEY, SSE_CTX)) or sse_c.present(req.headers)
-        if rewrap and not (same or (check and same_key)):
-            raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself "
-                                   f"({REWRAP}: check to any version of it)")
-        if same and directive == "COPY" and not asks_sse and not rewrap:
-            raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an "
-                          "object to itself without changing the object's metadata, storage class, website "
-                          "redirect location or encryption attributes.", 400)
-        if directive == "REPLACE":
-            headers = self.proxy.put_headers(req)
-        else:
-            headers = _kept_headers(src)
-            if "x-amz-storage-class" in req.headers:
-                headers["x-amz-storage-class"] = req.headers["x-amz-storage-class"]
-        headers.setdefault("content-type", "binary/octet-stream")
-        if rewrap:
-            if src.meta is None:
-                return await self._result(req, src, None, "plaintext")
-            if src.meta.customer is not None:  # sealed by its owner's key, not by a CMK: nothing to rewrap
-                return await self._result(req, src, src.meta, "customer-key")
-            # The object's own CMK (its new primary version), or the one the request names.
-            cmk = req.headers.get(SSE_KEY) or src.meta.kms_key_id
-            sse = "aws:kms" if SSE_KEY in req.headers else src.meta.sse
-            context = dict(src.meta.context) if src.meta.context else None
-            enc = Encryption(sse, cmk, src.meta.bucket_key_salt is not None, context)
-        else:
-            enc = self.proxy.encryption(req, info)
+        headers = _new_headers(req, src, rewrap, check)
+        if not rewrap:
+            enc = self.sse.encryption(req, info)
             if (enc.context is None and enc.customer is None and src.meta is not None and src.meta.context
                     and SSE_CTX not in req.headers):
                 enc = dataclasses.replace(enc, context=dict(src.meta.context))
+        elif src.meta is None:
+            return await self._result(req, src, None, "plaintext")
+        elif src.meta.customer is not None:  # sealed by its owner's key, not by a CMK: nothing to rewrap
+            return await self._result(req, src, src.meta, "customer-key")
+        else:
+            enc = _rewrap_encryption(req, src.meta)
         meta = src.meta
         if meta is not None and enc.customer is not None and meta.algorithm is envelope.Algorithm.AES_256_GCM:
             return await self._rebind(req, src, meta, enc, headers)
         if (meta is not None and meta.customer is None and enc.customer is None
                 and not (meta.bucket_key_salt is not None and enc.context)
-                and await self.proxy.keys.algorithm(req.auth, enc.cmk) == meta.algorithm):
+                and await self.sse.keys.algorithm(req.auth, enc.cmk) == meta.algorithm):
             return await self._rekey(req, src, meta, enc, headers, rewrap, check)
         if check:
             return await self._result(req, src, meta, "stale")
@@ -149,7 +136,7 @@ class Copier:
         else:
             src_ctx = envelope.object_context(src.bucket, src.key, meta.context)
             dst_ctx = envelope.object_context(req.bucket, req.key, enc.context)
-        resealed = await self.proxy.keys.reseal(req.auth, meta.sealed_key, src_ctx, enc.cmk, dst_ctx)
+        resealed = await self.sse.keys.reseal(req.auth, meta.sealed_key, src_ctx, enc.cmk, dst_ctx)
         if rewrap:
             unchanged = (resealed.source_key_id, resealed.source_version_id) == (resealed.key_id, resealed.version_id)
             if unchanged and meta.sse == enc.sse:
@@ -161,7 +148,7 @@ class Copier:
         if new.salted:
             # The MAC binds the sealed key, CMK and name: it is made anew for the copy (the
             # data key itself does not change, so neither do the sealed bytes).
-            data_key = await self.proxy.open_key(req.auth, src)
+            data_key = await self.sse.open_key(req.auth, src)
             assert data_key is not None
             new = new.signed(data_key, req.bucket, req.key)
         headers.update(new.encode())
@@ -169,7 +156,7 @@ class Copier:
         etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
         stored_etag = client_etag(new, etag)
         if new.multipart:
-            self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
+            self.reader.remember(req.bucket, req.key, etag, src.layout)
         return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None,
                            src=src, version=version)
 
@@ -178,7 +165,7 @@ class Copier:
         """To SSE-C: the source's data key (from the KMS, or unwrapped with the source's customer
         key) wrapped under the destination's customer key and name; the backend copies the data."""
         assert req.bucket is not None and req.key is not None and enc.customer is not None
-        data_key = await self.proxy.open_key(req.auth, src, self.proxy.customer_key(req, copy_source=True))
+        data_key = await self.sse.open_key(req.auth, src, self.sse.customer_key(req, copy_source=True))
         assert data_key is not None
         wrapped, record = sse_c.bind(enc.customer, data_key, req.bucket, req.key)
         new = dataclasses.replace(meta, sealed_key=wrapped, kms_key_id="", sse=sse_c.SSE, md5=None, context=None,
@@ -188,7 +175,7 @@ class Copier:
         assert src.layout is not None
         etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
         if new.multipart:
-            self.proxy.reader.remember(req.bucket, req.key, etag, src.layout)
+            self.reader.remember(req.bucket, req.key, etag, src.layout)
         return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version)
 
     async def _backend_copy(self, src: Stored, bucket: str, key: str,
@@ -265,57 +252,23 @@ class Copier:
 
     async def _reencrypt(self, req: S3Request, src: Stored, enc: Encryption, headers: dict[str, str]) -> Reply:
         """The slow path: decrypt (or read) the source and seal it afresh as a single stream."""
-        from gateway.s3.proxy import BUFFER_LIMIT, backend_failure, sealed_stream
-
         assert req.bucket is not None and req.key is not None
-        ok = await self.proxy.new_key(req, enc, req.bucket, req.key)
-        nonce = envelope.new_base_nonce()
-        sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce,
-                                                        version=envelope.FORMAT_VERSION_3))
-        src_key = await self.proxy.open_key(req.auth, src, self.proxy.customer_key(req, copy_source=True))
-        size = src.size
-        plain = await self.proxy.reader.plaintext(src, src_key, 0, size)
-        headers["content-length"] = str(envelope.sealed_size(size))
-        try:
-            if size <= BUFFER_LIMIT:
-                md5 = hashlib.md5()
-                sealed: list[bytes] = []
-                async for chunk in plain:
-                    md5.update(chunk)
-                    sealed.extend(sealer.feed(chunk))
-                sealed.append(sealer.finish())
-                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse,
-                                 None if ok.customer else md5.hexdigest(), enc.context, bucket_key_salt=ok.salt,
-                                 customer=ok.customer).signed(ok.plaintext, req.bucket, req.key)
-                headers.update(new.encode())
-                r = await self.backend.send("PUT", req.bucket, req.key, headers=headers, body=b"".join(sealed))
-            else:
-                new = ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse, None,
-                                 enc.context, bucket_key_salt=ok.salt, customer=ok.customer).signed(
-                                     ok.plaintext, req.bucket, req.key)
-                headers.update(new.encode())
-                r = await self.backend.send("PUT", req.bucket, req.key, headers=headers,
-                                            body=sealed_stream(plain, sealer))
-        except envelope.ObjectCorrupt as e:
-            from gateway.s3.reader import damaged
-
-            raise damaged(str(e)) from None
-        except BackendError as e:
-            raise backend_failure(e) from None
+        ok = await self.sse.new_key(req, enc, req.bucket, req.key)
+        src_key = await self.sse.open_key(req.auth, src, self.sse.customer_key(req, copy_source=True))
+        plain = await self.reader.plaintext(src, src_key, 0, src.size)
+        new, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, src.size, plain, headers)
         if r.status_code != 200:
-            return await self.proxy.backend_error(r)
+            await backend_error(r)
         return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
                            enc.customer, src, r.headers.get("x-amz-version-id"))
 
     async def _result(self, req: S3Request, src: Stored, meta: ObjectMeta | None, result: str) -> Reply:
-        modified = _parse_date(src.headers.get("last-modified")) or datetime.now(UTC)
+        modified = last_modified(src.headers) or datetime.now(UTC)
         return self._reply(req, meta, src.etag, _iso(modified), result)
 
     def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None,
                customer: sse_c.CustomerKey | None = None, src: Stored | None = None,
                version: str | None = None) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
-
         headers = {"content-type": "application/xml"}
         if version:
             headers["x-amz-version-id"] = version
@@ -323,7 +276,7 @@ class Copier:
         if source_version and source_version != "null":
             headers["x-amz-copy-source-version-id"] = source_version
         if meta is not None:
-            headers.update(self.proxy.sse_headers(req.auth, meta, customer))
+            headers.update(self.sse.sse_headers(req.auth, meta, customer))
         if rewrap is not None:
             headers[REWRAP_RESULT] = rewrap
         body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'
@@ -331,22 +284,41 @@ class Copier:
         return Reply(200, headers, xml_doc(body))
 
 
-def _kept_headers(src: Stored) -> dict[str, str]:
-    from gateway.s3.proxy import COPIED_HEADERS
+def _new_headers(req: S3Request, src: Stored, rewrap: bool, check: bool) -> dict[str, str]:
+    """The copy's headers (x-amz-metadata-directive: the source's, or the request's), once the
+    request is a copy S3 allows."""
+    directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown metadata directive.")
+    # A copy of an older version onto its own key restores it (a new current version).
+    same_key = (src.bucket, src.key) == (req.bucket, req.key)
+    same = same_key and src.version_id is None
+    asks_sse = any(h in req.headers for h in SSE_HEADERS) or sse_c.present(req.headers)
+    if rewrap and not (same or (check and same_key)):
+        raise invalid_argument(f"{REWRAP} applies to a copy of an object onto itself "
+                               f"({REWRAP}: check to any version of it)")
+    if same and directive == "COPY" and not asks_sse and not rewrap:
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an "
+                      "object to itself without changing the object's metadata, storage class, website "
+                      "redirect location or encryption attributes.", 400)
+    if directive == "REPLACE":
+        headers = put_headers(req)
+    else:
+        headers = copied_headers(src.headers)
+        if "x-amz-storage-class" in req.headers:
+            headers["x-amz-storage-class"] = req.headers["x-amz-storage-class"]
+    headers.setdefault("content-type", "binary/octet-stream")
+    return headers
 
-    out = {}
-    for name, value in src.headers.items():
-        name = name.lower()
-        if (name.startswith("x-amz-meta-") and not name.startswith(envelope.META_PREFIX)) or name in COPIED_HEADERS:
-            out[name] = value
-    return out
+
+def _rewrap_encryption(req: S3Request, meta: ObjectMeta) -> Encryption:
+    """A rewrap keeps the object's encryption, re-sealed under its own CMK's new primary
+    version, or under the CMK the request names."""
+    cmk = req.headers.get(SSE_KEY) or meta.kms_key_id
+    sse = "aws:kms" if SSE_KEY in req.headers else meta.sse
+    context = dict(meta.context) if meta.context else None
+    return Encryption(sse, cmk, meta.bucket_key_salt is not None, context)
 
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _parse_date(value: str | None) -> datetime | None:
-    from gateway.s3.proxy import last_modified
-
-    return last_modified({"last-modified": value} if value else {})

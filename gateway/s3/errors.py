@@ -1,4 +1,10 @@
-"""S3 errors: one root carrying the S3 code and HTTP status, rendered as S3 XML."""
+"""S3 errors: one root for the gateway, carrying the S3 code and HTTP status, rendered as S3 XML.
+
+Every error the S3 proxy raises on purpose is an `S3Error` (or a subclass: `ChunkedError` for
+request bodies, `BackendError` for a backend that failed), so the edge (app.py) answers any of
+them from its attributes: `code`, `message`, `status`, `resource`, `headers`, `details`, and
+`detail`, a note for the operator's log that never goes to the client.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ class S3Error(Exception):
         self.resource = resource
         self.details: dict[str, str] = {}  # extra elements S3 adds for some codes (HeadersNotSigned)
         self.headers = headers or {}  # sent with the error (x-amz-delete-marker, x-amz-version-id)
+        self.detail = ""  # for the operator's log only (set: the edge logs it as a warning)
 
     def to_xml(self, request_id: str) -> bytes:
         extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in self.details.items())

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import aws_chunked, envelope, manifest_tags, sse_c, xml_bodies
+from gateway.s3 import envelope, manifest_tags, sse_c, xml_bodies
 from gateway.s3.acl import check_acl_headers
-from gateway.s3.backend import S3_NS, BackendError, BackendResponse
+from gateway.s3.backend import S3_NS, BackendResponse
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
+from gateway.s3.messages import Reply, S3Request, copied_headers, last_modified, version_headers, xml_doc
 from gateway.s3.multipart import (
     MIN_PART,
     Layout,
@@ -38,10 +39,11 @@ from gateway.s3.multipart import (
     decode_token,
     is_token,
 )
-from gateway.s3.reader import client_etag
+from gateway.s3.reader import Stored, client_etag
+from gateway.s3.streaming import sealed_stream
 
 if TYPE_CHECKING:
-    from gateway.s3.proxy import Reply, S3Proxy, S3Request
+    from gateway.s3.proxy import S3Proxy
 
 _NS = f"{{{S3_NS}}}"
 
@@ -61,8 +63,6 @@ class Uploads:
     # ------------------------------------------------------------------ create
 
     async def create(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
-
         assert req.bucket is not None and req.key is not None
         info = await self.proxy.owned(req)
         check_acl_headers(req.headers, req.auth.caller.account_id)
@@ -147,8 +147,6 @@ class Uploads:
         return self.proxy.sse_headers(req.auth, self._meta(token), self.proxy.customer_key(req))
 
     async def upload_part(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         await self.proxy.owned(req)
         number = self._number(req)
         token, data_key, _ = await self._token(req)
@@ -207,8 +205,6 @@ class Uploads:
                          stream: AsyncIterator[bytes], size: int, expected_md5: bytes | None,
                          md5: hashlib._Hash | None) -> tuple[BackendResponse, bytes]:
         """The backend's answer to the sealed part, and the part's salt (v3/v4; b"" for v2)."""
-        from gateway.s3.proxy import backend_failure, sealed_stream
-
         assert req.bucket is not None and req.key is not None
         v3 = token.format in envelope.SALTED_VERSIONS
         salt = envelope.new_part_salt() if v3 else b""
@@ -225,15 +221,10 @@ class Uploads:
         # failed with InvalidRequest. Every package is authenticated (AEAD) and Complete checks
         # the parts' sizes and ETags, so damage in transit is caught, at the latest on read.
         body = sealed_stream(stream, sealer, expected_md5, md5)
-        try:
-            return await self.backend.send(
-                "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
-                headers={"content-length": str(len(salt) + envelope.sealed_size(size))},
-                body=_prefixed(salt, body) if salt else body), salt
-        except aws_chunked.ChunkedError as e:
-            raise S3Error(e.code, e.message, 403 if e.code == "SignatureDoesNotMatch" else 400) from None
-        except BackendError as e:
-            raise backend_failure(e) from None
+        return await self.backend.send(
+            "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
+            headers={"content-length": str(len(salt) + envelope.sealed_size(size))},
+            body=_prefixed(salt, body) if salt else body), salt
 
     async def upload_part_copy(self, req: S3Request) -> Reply:
         """UploadPartCopy: the source's plaintext (any object we can read), sealed as part `number`.
@@ -241,8 +232,6 @@ class Uploads:
         The backend cannot copy it for us: the part must be sealed with this upload's key,
         nonce and part number.
         """
-        from gateway.s3.proxy import Reply, last_modified, xml_doc
-
         await self.proxy.owned(req)
         number = self._number(req)
         token, data_key, _ = await self._token(req)
@@ -307,8 +296,6 @@ class Uploads:
             raise no_such_upload() from None
 
     async def complete(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import version_headers
-
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
         upload_id = await self._issued_id(req.bucket, upload_id)
@@ -447,8 +434,6 @@ class Uploads:
         return manifest
 
     def _completed(self, req: S3Request, etag: str, headers: dict[str, str]) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
-
         assert req.bucket is not None and req.key is not None
         location = f"/{req.bucket}/{req.key}"
         out = (f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{escape(location)}</Location>'
@@ -464,8 +449,6 @@ class Uploads:
         A v4 upload whose Complete stopped after the backend completed it (a crash, a lost
         connection) is finished here: reading the object writes its manifest from the record
         the first Complete left (`finish_manifest`), and this answers the same ETag."""
-        from gateway.s3.proxy import version_headers
-
         assert req.bucket is not None and req.key is not None
         if not is_token(upload_id):
             raise gone
@@ -502,9 +485,6 @@ class Uploads:
         node keeps anything, and a reader needs no extra request to find it. The price is
         one backend-side copy at completion.
         """
-        from gateway.s3.copy import _kept_headers
-        from gateway.s3.reader import Stored
-
         assert req.bucket is not None and req.key is not None
         if version_id == "null":  # an unversioned (or suspended) bucket's one version
             version_id = None
@@ -533,7 +513,7 @@ class Uploads:
                                     parts_digest=envelope.parts_digest(salts), mac=None)
         final = final.signed(data_key, req.bucket, req.key)
         src = Stored(req.bucket, req.key, head.headers, meta, layout, version_id)
-        headers = _kept_headers(src)
+        headers = copied_headers(src.headers)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(final.encode())
         new_etag, _, new_version = await self.proxy.copier._backend_copy(src, req.bucket, req.key, headers)
@@ -546,8 +526,6 @@ class Uploads:
         return new_etag, new_version
 
     async def abort(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         assert req.bucket is not None and req.key is not None
         _, backend_id = await self._upload_ids(req)
         r = await self.backend.send("DELETE", req.bucket, req.key, query={"uploadId": backend_id})
@@ -559,8 +537,6 @@ class Uploads:
         return Reply(204)
 
     async def list_parts(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         assert req.bucket is not None and req.key is not None
         upload_id, backend_id = await self._upload_ids(req)
         query = {k: v for k, v in req.query.items() if k in ("max-parts", "part-number-marker", "encoding-type")}
@@ -588,8 +564,6 @@ class Uploads:
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
 
     async def list_uploads(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         assert req.bucket is not None
         await self.proxy.owned(req)
         allowed = ("delimiter", "encoding-type", "key-marker", "max-uploads", "prefix", "upload-id-marker")

@@ -3,58 +3,52 @@
 Versions are the backend's: each PUT through the proxy is sealed on its own (its own data key,
 sealed with the bucket and object name as context, the same for every version of a key), so
 every version opens as the object it was, whatever happened to the key since. The proxy only
-reads versions by id (GET, HEAD, copy sources: proxy.py, reader.py, copy.py) and shows the
+reads versions by id (GET, HEAD, copy sources: objects.py, reader.py, copy.py) and shows the
 listing with plaintext sizes and ETags, as it does ListObjects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from gateway.s3 import xml_bodies
-from gateway.s3.backend import S3_NS
+from gateway.s3.backend import S3_NS, Backend, backend_error
+from gateway.s3.bodies import buffered_body
+from gateway.s3.buckets import Buckets
 from gateway.s3.errors import S3Error
-
-if TYPE_CHECKING:
-    from gateway.s3.proxy import Reply, S3Proxy, S3Request
+from gateway.s3.listing import Listing
+from gateway.s3.messages import Reply, S3Request, xml_doc
 
 _NS = f"{{{S3_NS}}}"
-_LIST_CONCURRENCY = 16
 _LIST_ARGS = ("delimiter", "encoding-type", "key-marker", "max-keys", "prefix", "version-id-marker")
 
 
 class Versions:
-    def __init__(self, proxy: S3Proxy) -> None:
-        self.proxy = proxy
-        self.backend = proxy.backend
+    def __init__(self, backend: Backend, buckets: Buckets, listing: Listing) -> None:
+        self.backend = backend
+        self.buckets = buckets
+        self.listing = listing
 
     async def put_bucket_versioning(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         assert req.bucket is not None
-        await self.proxy.owned(req)
-        status = xml_bodies.versioning(await self.proxy.buffered_body(req, xml_bodies.SMALL_LIMIT))
+        await self.buckets.owned(req)
+        status = xml_bodies.versioning(await buffered_body(req, xml_bodies.SMALL_LIMIT))
         clean = f'<VersioningConfiguration xmlns="{S3_NS}"><Status>{status}</Status></VersioningConfiguration>'.encode()
         r = await self.backend.send("PUT", req.bucket, query={"versioning": ""}, body=clean, headers={
             "content-type": "application/xml",
             "content-md5": base64.b64encode(hashlib.md5(clean).digest()).decode()})
         if r.status_code != 200:
-            await self.proxy.backend_error(r)
+            await backend_error(r)
         return Reply(200)
 
     async def get_bucket_versioning(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply, xml_doc
-
         assert req.bucket is not None
-        await self.proxy.owned(req)
+        await self.buckets.owned(req)
         r = await self.backend.send("GET", req.bucket, query={"versioning": ""})
         if r.status_code != 200:
-            await self.proxy.backend_error(r)
+            await backend_error(r)
         try:
             status = ET.fromstring(r.content).findtext(f"{_NS}Status")
         except ET.ParseError:
@@ -64,36 +58,18 @@ class Versions:
                      xml_doc(f'<VersioningConfiguration xmlns="{S3_NS}">{inner}</VersioningConfiguration>'))
 
     async def list_object_versions(self, req: S3Request) -> Reply:
-        from gateway.s3.proxy import Reply
-
         assert req.bucket is not None
-        await self.proxy.owned(req)
+        await self.buckets.owned(req)
         query = {k: v for k, v in req.query.items() if k in _LIST_ARGS}
         query["versions"] = ""
         r = await self.backend.send("GET", req.bucket, query=query)
         if r.status_code != 200:
-            await self.proxy.backend_error(r)
+            await backend_error(r)
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(r.content)
-        url_encoded = req.query.get("encoding-type") == "url"
-        account = req.auth.caller.account_id
-        sem = asyncio.Semaphore(_LIST_CONCURRENCY)
-
-        async def fix(el: ET.Element) -> None:
-            key = el.findtext(f"{_NS}Key") or ""
-            version = el.findtext(f"{_NS}VersionId")
-            size_el, etag_el = el.find(f"{_NS}Size"), el.find(f"{_NS}ETag")
-            if size_el is None or etag_el is None:
-                return
-            async with sem:
-                size, etag = await self.proxy.plain_stat(
-                    req.auth, req.bucket or "", unquote(key) if url_encoded else key, etag_el.text or "",
-                    int(size_el.text or 0), version)
-            size_el.text, etag_el.text = str(size), etag
-
         for owner in root.iter(f"{_NS}Owner"):  # the backend's account is not the client's
             for child in owner:
-                child.text = account
-        await asyncio.gather(*(fix(el) for el in root.iter(f"{_NS}Version")))
+                child.text = req.auth.caller.account_id
+        await self.listing.plain_entries(req, list(root.iter(f"{_NS}Version")))
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))

@@ -55,7 +55,7 @@ def test_listings_show_what_head_vouches_for_and_nothing_edited(s3: S3Stack) -> 
             size, *rest = t["Value"].split(" ")
             t["Value"] = " ".join([str(int(size) + 65536), *rest])
     s3.backend.put_object_tagging(Bucket=b, Key="mp-edited", Tagging={"TagSet": tags})
-    s3.proxy._list_cache.clear()
+    s3.proxy.listing.forget_all()
     s3.proxy.reader._manifests.clear()
     listed, versions = _listed(c, b), _versions(c, b)
     stored = {k: s3.backend.head_object(Bucket=b, Key=k) for k in ("single-edited", "mp-edited")}

@@ -92,7 +92,7 @@ def test_random_ranges_across_odd_parts(odd: tuple[Any, str, bytes], data: st.Da
 def test_odd_layout_is_discovered_by_a_fresh_proxy(odd: tuple[Any, str, bytes], s3: S3Stack) -> None:
     c, b, body = odd
     s3.proxy.reader._layouts.clear()  # as another proxy node would start: no cached layout
-    s3.proxy._list_cache.clear()
+    s3.proxy.listing.forget_all()
     assert c.head_object(Bucket=b, Key="odd")["ContentLength"] == len(body)
     assert c.list_objects_v2(Bucket=b)["Contents"][0]["Size"] == len(body)
     assert c.get_object(Bucket=b, Key="odd", PartNumber=2)["Body"].read() == body[5 * MiB + 3:11 * MiB + 65539 + 1]

@@ -137,7 +137,7 @@ def test_request_repr_leaves_headers_out() -> None:
     from typing import cast
 
     from gateway.s3.auth import Authenticated
-    from gateway.s3.proxy import S3Request
+    from gateway.s3.messages import S3Request
 
     async def body() -> Any:
         yield b""
