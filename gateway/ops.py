@@ -4,7 +4,7 @@
 - `GET /healthz`: 200 while the process serves (liveness).
 - `GET /readyz`: 200 when the database, the HSM and the S3 backend answer, else 503 with what
   failed (a load balancer's health check: a node that cannot reach them gets no traffic).
-- `GET /metrics`: Prometheus text format (kms_core.metrics).
+- `GET /metrics`: Prometheus text format (gateway.metrics, kms_core.metrics).
 These answer only unsigned requests, so a bucket named `metrics` stays reachable to its owner.
 - One JSON log line per request (logger `ssegw.access`) with its request id, which the reply
   also carries as `x-amz-request-id`.
@@ -16,21 +16,15 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from pkcs11 import ObjectClass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kms_core.client import KeyUnavailable
-from kms_core.embedded import Kms
-from kms_core.keystore.hsm import HsmKeyStore
-from kms_core.metrics import BYTES, LATENCY, REQUESTS
-from kms_core.specs import Protection
+from gateway.metrics import BYTES, LATENCY, REQUESTS
 
 log = logging.getLogger("ssegw.access")
 
@@ -170,23 +164,13 @@ def s3_operation(scope: Scope) -> str:
     return f"{method}_{level}"
 
 
-def ready_checks(kms: Kms, backend_url: str) -> dict[str, Check]:
-    """What a node needs to serve: its database, its HSM and its S3 backend."""
-
-    def database() -> None:
-        with kms.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
-    def hsm() -> None:
-        store = kms.service.keystore(Protection.HSM)
-        if isinstance(store, HsmKeyStore):
-            root = store.hsm.config.root_label
-            if not store.hsm.has_object(ObjectClass.SECRET_KEY, root):
-                raise KeyUnavailable(f"the HSM root key {root!r} is not in the token")
+def ready_checks(kms_checks: Mapping[str, Check], backend_url: str) -> dict[str, Check]:
+    """What a node needs to serve: what its KMS needs (its database and HSM, the KMS's own
+    probes, handed in by the composition root) and its S3 backend."""
 
     def backend() -> None:
         url = urlsplit(backend_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         socket.create_connection((url.hostname or "localhost", port), timeout=2).close()
 
-    return {"database": database, "hsm": hsm, "s3_backend": backend}
+    return {**kms_checks, "s3_backend": backend}

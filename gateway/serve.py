@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
                              products=ProxyProductEncryption(proxy.bucket_ops, _secrets(kms)))
     if args.access_log:
         _log_requests()
-    checks = ready_checks(kms, backend_url)
+    checks = ready_checks(kms.ready_checks(), backend_url)
     servers = [
         (_server(OpsMiddleware(create_kms_app(kms, console), "kms", checks, kms_operation), args),
          [_listen(args.host, args.kms_port)]),

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pkcs11 import ObjectClass
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from kms_core.accounts import AccountService
@@ -15,6 +17,7 @@ from kms_core.audit import AuditLog
 from kms_core.buckets import BucketClaims
 from kms_core.changes import ChangeFeed
 from kms_core.db import make_engine
+from kms_core.errors import KeyUnavailable
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
 from kms_core.keystore.softhsm import ensure_embedded_token
 from kms_core.keystore.software import RootSealer, SoftwareKeyStore
@@ -84,6 +87,23 @@ class Kms:
         if self.flusher is None:
             self.flusher = Flusher(self.observer, flush_interval)
             self.flusher.start()
+
+    def ready_checks(self) -> dict[str, Callable[[], None]]:
+        """Probes of what this KMS needs to answer (served at /readyz): each raises when its
+        dependency cannot be reached."""
+        return {"database": self.check_database, "hsm": self.check_hsm}
+
+    def check_database(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def check_hsm(self) -> None:
+        """The HSM answers and still holds the root key (a no-op without an HSM key store)."""
+        store = self.service.keystore(Protection.HSM)
+        if isinstance(store, HsmKeyStore):
+            root = store.hsm.config.root_label
+            if not store.hsm.has_object(ObjectClass.SECRET_KEY, root):
+                raise KeyUnavailable(f"the HSM root key {root!r} is not in the token")
 
     def close(self) -> None:
         """Write what is buffered (usage counts, audit events); loses nothing on a clean stop."""

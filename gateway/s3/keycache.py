@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from kms_core.metrics import CACHE
+from kms_core.client.metrics import CACHE
 
 V = TypeVar("V")
 

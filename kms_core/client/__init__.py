@@ -8,6 +8,8 @@ submodules that only composition roots import:
 
 - `kms_core.client.inprocess.InProcessKmsClient`: the service in this process;
 - `kms_core.client.http.HttpKmsClient`: a remote KMS over its REST dialect (SigV4-signed).
+
+`kms_core.client.metrics` holds the one counter the KMS and the products share (cache lookups).
 """
 
 from __future__ import annotations
