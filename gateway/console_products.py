@@ -1,8 +1,9 @@
 """The console's "encryption of products" page, served by the S3 proxy's own code.
 
-kms_core.console names a ProductEncryption protocol; this is its implementation over the proxy:
-listing is the proxy's ListBuckets filter and a change goes through the same checks and write
-as PutBucketEncryption / DeleteBucketEncryption (BucketOps.set_bucket_encryption).
+kms_core.client.products names the ProductEncryption protocol the KMS console calls; this is
+its implementation over the proxy: listing is the proxy's ListBuckets filter and a change goes
+through the same checks and write as PutBucketEncryption / DeleteBucketEncryption
+(BucketOps.set_bucket_encryption).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from gateway.s3.auth import Authenticated
 from gateway.s3.bucket_ops import BucketOps
 from gateway.s3.errors import S3Error
 from kms_core.client import Caller, KmsError
-from kms_core.console.products import NONE, BucketSetting, ProductSettingError
+from kms_core.client.products import NONE, BucketSetting, ProductSettingError
 
 
 class ProxyProductEncryption:

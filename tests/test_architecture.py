@@ -68,7 +68,6 @@ KNOWN_CYCLES: dict[frozenset[str], int] = {
 
 # Imports that break the layering today: (importer, imported) -> issue.
 KNOWN_LAYERING: dict[tuple[str, str], int] = {
-    ("gateway.console_products", "kms_core.console.products"): 14,
 }
 
 # Set while importing kms_core.client still loads the database stack (#14 item 1).

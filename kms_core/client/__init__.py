@@ -10,6 +10,8 @@ submodules that only composition roots import:
 - `kms_core.client.http.HttpKmsClient`: a remote KMS over its REST dialect (SigV4-signed).
 
 `kms_core.client.metrics` holds the one counter the KMS and the products share (cache lookups).
+`kms_core.client.products.ProductEncryption` is the other way round: what the KMS console asks
+of a product (its buckets' default encryption), implemented by the product.
 """
 
 from __future__ import annotations

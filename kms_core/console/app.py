@@ -19,9 +19,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from kms_core.client.products import ProductEncryption
 from kms_core.console import keys, pages
 from kms_core.console.i18n import LANGUAGES
-from kms_core.console.products import ProductEncryption
 from kms_core.console.sessions import DEFAULT_IDLE_TIMEOUT, SessionStore, SignedIn, same_token
 from kms_core.console.web import (
     LANG_COOKIE,

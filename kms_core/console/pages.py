@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kms_core.console.products import NONE, SSE_KMS, SSE_S3, BucketSetting, ProductSettingError
+from kms_core.client.products import NONE, SSE_KMS, SSE_S3, BucketSetting, ProductSettingError
 from kms_core.console.sessions import SignedIn
 from kms_core.console.web import PREFIX, Console, in_thread, redirect
 from kms_core.errors import KmsError

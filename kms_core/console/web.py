@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kms_core.client.products import ProductEncryption
 from kms_core.console.i18n import negotiate, translator
-from kms_core.console.products import ProductEncryption
 from kms_core.console.sessions import SessionStore, SignedIn, SignInThrottle, same_token
 from kms_core.embedded import Kms
 from kms_core.errors import AccountFrozen

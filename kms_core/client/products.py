@@ -2,7 +2,9 @@
 
 kms_core never imports the gateway (DESIGN.md), so the console names only this protocol; the
 composition root (`ssegw serve`) hands it an implementation built on the S3 proxy's own code,
-the same that answers PutBucketEncryption.
+the same that answers PutBucketEncryption. It is part of the product-facing seam (like
+KmsClient, an interface between the KMS and the products, light to import): products
+implement it, the console (kms_core.console) calls it.
 """
 
 from __future__ import annotations
