@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
-import threading
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +17,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import make_server
 
 from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
@@ -91,13 +92,29 @@ def test_backend_down_is_a_503_in_s3_xml(s3: S3Stack) -> None:
 
 @pytest.fixture
 def tls_moto(tls_cert: tuple[Path, Path]) -> Iterator[str]:
-    """moto behind TLS with the test certificate, as production backends are HTTPS."""
+    """moto behind TLS with the test certificate, as production backends are HTTPS.
+
+    Its own process (moto's `moto_server -c/-k`), not a thread of the test process: a werkzeug
+    TLS server sharing the GIL with the proxy and the client broke off large answers under load.
+    """
     port = free_port()
-    server = make_server("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), threaded=True,
-                         request_handler=MotoRequestHandler, ssl_context=(str(tls_cert[0]), str(tls_cert[1])))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{port}"
-    server.shutdown()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port),
+                             "-c", str(tls_cert[0]), "-k", str(tls_cert[1])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server with TLS did not start") from None
+                time.sleep(0.1)
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_an_https_backend_verified_with_its_ca(kms: Kms, tls_moto: str, tls_cert: tuple[Path, Path]) -> None:
