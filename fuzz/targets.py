@@ -105,6 +105,15 @@ def object_metadata(data: bytes) -> None:
         meta.verify(_KEY[:meta.algorithm.key_len], "b", "k")
 
 
+_V4_META = envelope.ObjectMeta(envelope.Algorithm.AES_256_GCM, b"k", bytes(12), None, "kid", "aws:kms",
+                               multipart=True, format=envelope.FORMAT_VERSION_4).signed(_KEY, "b", "k")
+
+
+def object_manifest(data: bytes) -> None:
+    """A v4 multipart object's `ssegw-manifest` tag value, as an attacker may set it."""
+    _V4_META.read_manifest(_text(data)).verify(_KEY, "b", "k")
+
+
 def object_packages(data: bytes) -> None:
     """Sealed bytes of a 3-package object fed to the streaming opener in odd pieces."""
     cipher = envelope.PackageCipher(envelope.Algorithm.AES_256_GCM, _KEY, bytes(12), 0,
@@ -193,6 +202,7 @@ TARGETS: dict[str, tuple[Target, tuple[type[BaseException], ...]]] = {
     "kms_blob": (kms_blob, (KmsError,)),
     "object_metadata": (object_metadata, (envelope.ObjectCorrupt,)),
     "object_packages": (object_packages, (envelope.ObjectCorrupt,)),
+    "object_manifest": (object_manifest, (envelope.ObjectCorrupt,)),
     "upload_token": (upload_token, (ValueError,)),
     "object_layout": (object_layout, (ValueError, envelope.ObjectCorrupt)),
     # decode_go and decode_meta_context_query say ValueError (the server answers NBD_EINVAL).
@@ -250,6 +260,8 @@ def seeds(name: str) -> list[bytes]:
         enc = meta.signed(_KEY, "b", "k").encode()
         return ["\n".join(f"{k.removeprefix('x-amz-meta-ssegw').lstrip('-')}={v}"
                           for k, v in enc.items()).encode()]
+    if name == "object_manifest":
+        return [_V4_META.with_manifest(_KEY, 5242900, (5242880 + 1296, 52), bytes(32)).manifest().encode()]
     if name == "object_packages":
         cipher = envelope.PackageCipher(envelope.Algorithm.AES_256_GCM, _KEY, bytes(12), 0,
                                         version=envelope.FORMAT_VERSION_3)
