@@ -63,7 +63,7 @@ def handlers(proxy: S3Proxy) -> dict[str, Operation]:
         "GetObject": objects.get_object, "HeadObject": objects.head_object,
         "DeleteObject": objects.delete_object, "CreateMultipartUpload": up.create,
         "UploadPartCopy": up.upload_part_copy, "UploadPart": up.upload_part,
-        "CompleteMultipartUpload": up.complete, "AbortMultipartUpload": up.abort,
+        "CompleteMultipartUpload": up.completion.complete, "AbortMultipartUpload": up.abort,
         "ListParts": up.list_parts, "PutObjectAcl": acl.put_object_acl, "GetObjectAcl": acl.get_object_acl,
     }
 

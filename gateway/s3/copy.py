@@ -153,7 +153,7 @@ class Copier:
             new = new.signed(data_key, req.bucket, req.key)
         headers.update(new.encode())
         assert src.layout is not None
-        etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
+        etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
         stored_etag = client_etag(new, etag)
         if new.multipart:
             self.reader.remember(req.bucket, req.key, etag, src.layout)
@@ -173,13 +173,13 @@ class Copier:
         new = new.signed(data_key, req.bucket, req.key)  # v3: the MAC binds the new fields and name
         headers.update(new.encode())
         assert src.layout is not None
-        etag, modified, version = await self._backend_copy(src, req.bucket, req.key, headers)
+        etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
         if new.multipart:
             self.reader.remember(req.bucket, req.key, etag, src.layout)
         return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version)
 
-    async def _backend_copy(self, src: Stored, bucket: str, key: str,
-                            headers: dict[str, str]) -> tuple[str, str, str | None]:
+    async def backend_copy(self, src: Stored, bucket: str, key: str,
+                           headers: dict[str, str]) -> tuple[str, str, str | None]:
         """Copy `src`'s bytes to bucket/key with `headers` as its metadata: (ETag, LastModified,
         the new version's id if the bucket keeps versions)."""
         assert src.layout is not None

@@ -41,7 +41,7 @@ storage access could do to v1/v2 objects:
   completion the proxy reads back each part's salt, adds `ssegw-size` (plaintext total),
   `ssegw-layout` (sealed part sizes, run-length coded) and `ssegw-parts` (SHA-256 of the salts
   in order) and the MAC, and has the backend copy the object onto itself with that metadata
-  (uploads.py `_seal_layout`). Readers take the layout from there: dropping, duplicating,
+  (complete.py `_seal_layout`). Readers take the layout from there: dropping, duplicating,
   reordering, cutting or extending parts, or swapping in an older upload of a part number,
   fails before a byte is served. The manifest is kept in the object itself (not a hidden
   second object) so that the object stays one atomic thing for the backend and no proxy node

@@ -5,32 +5,27 @@ Following a PutObject: app.py (HTTP → `S3Request`, routing.py picks the operat
 objects.py `Objects.put_object` (bucket ownership: buckets.py; the new object's encryption and
 data key: encryption.py, objkeys.py; the body: bodies.py) → writer.py (sealed with envelope.py
 through streaming.py) → backend.py. Reads go through reader.py; CopyObject and re-keying are in
-copy.py, multipart uploads in uploads.py, listings in listing.py and versions.py, bucket
-settings in bucket_ops.py and acl.py.
+copy.py, multipart uploads in uploads.py (CompleteMultipartUpload in complete.py), listings in
+listing.py and versions.py, bucket settings in bucket_ops.py and acl.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import NoReturn
+from collections.abc import Callable
 
-from gateway.s3 import backend as _backend
-from gateway.s3 import bodies, conditions, messages, sse_c
 from gateway.s3.acl import Acl
 from gateway.s3.auth import Authenticated
-from gateway.s3.backend import Backend, BackendResponse
+from gateway.s3.backend import Backend
 from gateway.s3.bucket_ops import BucketOps
-from gateway.s3.buckets import BucketInfo, Buckets
+from gateway.s3.buckets import Buckets
 from gateway.s3.copy import Copier
-from gateway.s3.encryption import Encryption, ObjectEncryption
-from gateway.s3.envelope import ObjectMeta
+from gateway.s3.encryption import ObjectEncryption
 from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.listing import Listing
-from gateway.s3.messages import S3Request
 from gateway.s3.objects import Objects
-from gateway.s3.objkeys import ObjectKey, ObjectKeys
-from gateway.s3.reader import Reader, Stored
+from gateway.s3.objkeys import ObjectKeys
+from gateway.s3.reader import Reader
 from gateway.s3.upload_state import UploadState, default_state_bucket
 from gateway.s3.uploads import Uploads
 from gateway.s3.versions import Versions
@@ -56,7 +51,7 @@ class S3Proxy:
         self.listing = Listing(backend, self.buckets, self.reader, self.sse)
         self.objects = Objects(backend, self.buckets, self.reader, self.sse)
         self.copier = Copier(backend, self.buckets, self.reader, self.sse)
-        self.uploads = Uploads(self)
+        self.uploads = Uploads(backend, self.buckets, self.reader, self.sse, self.upload_state, self.copier)
         self.versions = Versions(backend, self.buckets, self.listing)
         self.acl = Acl(self.buckets, self.reader)
 
@@ -86,49 +81,3 @@ class S3Proxy:
     @allow_sse_c_over_http.setter
     def allow_sse_c_over_http(self, on: bool) -> None:
         self.sse.allow_sse_c_over_http = on
-
-    # What Uploads (uploads.py) still reaches through the proxy; it is to be handed these
-    # collaborators as the other operations are.
-
-    async def owned(self, req: S3Request) -> BucketInfo:
-        return await self.buckets.owned(req)
-
-    def encryption(self, req: S3Request, info: BucketInfo) -> Encryption:
-        return self.sse.encryption(req, info)
-
-    async def new_key(self, req: S3Request, enc: Encryption, bucket: str, key: str) -> ObjectKey:
-        return await self.sse.new_key(req, enc, bucket, key)
-
-    def customer_key(self, req: S3Request, *, copy_source: bool = False) -> sse_c.CustomerKey | None:
-        return self.sse.customer_key(req, copy_source=copy_source)
-
-    async def open_key(self, auth: Authenticated, stored: Stored,
-                       customer: sse_c.CustomerKey | None = None) -> bytes | None:
-        return await self.sse.open_key(auth, stored, customer)
-
-    def sse_headers(self, auth: Authenticated, meta: ObjectMeta,
-                    customer: sse_c.CustomerKey | None = None) -> dict[str, str]:
-        return self.sse.sse_headers(auth, meta, customer)
-
-    @staticmethod
-    async def backend_error(r: BackendResponse) -> NoReturn:
-        await _backend.backend_error(r)
-
-    @staticmethod
-    def put_headers(req: S3Request) -> dict[str, str]:
-        return messages.put_headers(req)
-
-    @staticmethod
-    def body_stream(req: S3Request) -> tuple[AsyncIterator[bytes], int]:
-        return bodies.body_stream(req)
-
-    @staticmethod
-    def content_md5(req: S3Request) -> bytes | None:
-        return bodies.content_md5(req)
-
-    @staticmethod
-    async def buffered_body(req: S3Request, limit: int) -> bytes:
-        return await bodies.buffered_body(req, limit)
-
-    async def write_conditions(self, req: S3Request) -> dict[str, str]:
-        return await conditions.write_conditions(self.reader, req)

@@ -1,7 +1,7 @@
 """CompleteMultipartUpload stopped at each step (as a crash there leaves it), then retried.
 
 The proxy (a real one, over HTTPS, in front of a real store) is made to fail its Complete at
-each point through `Uploads.fault`, an in-process seam nothing on the network reaches. Whatever
+each point through `Completion.fault`, an in-process seam nothing on the network reaches. Whatever
 the point, a retried Complete finishes the job and answers the ETag every later HEAD answers,
 the object reads back whole (even before the retry: a reader finishes the manifest), and the
 upload's state records are gone once it is done.
@@ -32,18 +32,18 @@ class Crash(Exception):
 def crash_at(s3: S3Stack) -> Iterator[list[str]]:
     """Points at which the next Complete fails (each once)."""
     points: list[str] = []
-    uploads = s3.proxy.uploads
+    completion = s3.proxy.uploads.completion
 
     async def fault(point: str) -> None:
         if point in points:
             points.remove(point)
             raise Crash(point)
 
-    uploads.fault = fault  # type: ignore[method-assign]
+    completion.fault = fault  # type: ignore[method-assign]
     try:
         yield points
     finally:
-        del uploads.fault
+        del completion.fault
 
 
 def _upload(c: Any, b: str, key: str) -> tuple[str, list[dict[str, Any]], bytes]:
