@@ -4,7 +4,8 @@
 for multipart objects the part layout, learnt from the backend (multipart.py) and cached by
 backend ETag (an object's ETag changes whenever its bytes do, so a cached layout is never
 stale; the cache only saves round trips and is not state: any proxy can rebuild it).
-`plaintext` streams a range: one backend request, decrypted package by package.
+`plaintext` streams a range: one backend request (resumed where it broke off, resume.py),
+decrypted package by package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import dataclasses
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.s3 import envelope, manifest_tags
@@ -22,6 +23,7 @@ from gateway.s3.backend import Backend, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
 from gateway.s3.errors import S3Error
 from gateway.s3.multipart import Layout, SegmentOpener, plan
+from gateway.s3.resume import ResumableBody
 
 _PARTS_CONCURRENCY = 16
 OUT_CHUNK = 1024 * 1024
@@ -372,7 +374,7 @@ class Reader:
             return c
 
         opener = SegmentOpener(segments, cipher_for, lambda part: salts[part - 1])
-        return _decrypted(r, opener)
+        return _decrypted(ResumableBody(self.backend, r, stored.bucket, stored.key, stored.version_query), opener)
 
     def _plain(self, stored: Stored, start: int, end: int, r: BackendResponse | None) -> AsyncIterator[bytes]:
         async def body() -> AsyncIterator[bytes]:
@@ -392,9 +394,10 @@ class Reader:
                 skip = start if resp.status_code == 200 else 0
             else:
                 skip = 0
+            raw = ResumableBody(self.backend, resp, stored.bucket, stored.key, stored.version_query)
             try:
                 left = end - start
-                async for chunk in resp.aiter_raw():
+                async for chunk in raw:
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -406,19 +409,19 @@ class Reader:
                     if not left:
                         break
             finally:
-                await resp.aclose()
+                await raw.aclose()
 
         return body()
 
 
-async def _decrypted(r: BackendResponse, opener: SegmentOpener) -> AsyncIterator[bytes]:
+async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterator[bytes]:
     # Plaintext leaves in pieces of about OUT_CHUNK:
     # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
     # packages one by one made those trips a third of a large GET's time.
     try:
         pending: list[bytes] = []
         size = 0
-        async for chunk in _read_ahead(r):
+        async for chunk in _read_ahead(body):
             for plain in opener.feed(chunk):
                 pending.append(plain)
                 size += len(plain)
@@ -429,10 +432,10 @@ async def _decrypted(r: BackendResponse, opener: SegmentOpener) -> AsyncIterator
         if pending:
             yield b"".join(pending)
     finally:
-        await r.aclose()
+        await body.aclose()
 
 
-async def _read_ahead(r: BackendResponse, depth: int = 64) -> AsyncIterator[bytes]:
+async def _read_ahead(body: AsyncIterable[bytes], depth: int = 64) -> AsyncIterator[bytes]:
     """The backend body, read by a task of its own up to `depth` chunks ahead of the consumer.
 
     Without it the backend socket is idle whenever the consumer waits for the client to take
@@ -445,7 +448,7 @@ async def _read_ahead(r: BackendResponse, depth: int = 64) -> AsyncIterator[byte
 
     async def pump() -> None:
         try:
-            async for chunk in r.aiter_raw():
+            async for chunk in body:
                 await queue.put(chunk)
             await queue.put(None)
         except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it
