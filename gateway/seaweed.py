@@ -62,6 +62,9 @@ copy_2 = 1
 copy_3 = 1
 copy_other = 1
 """
+# How long saved ports may stay taken before others are chosen: the master's state names its
+# ports, so keeping them is worth a short wait after a leftover weed was stopped.
+_SAVED_PORT_WAIT = 5.0
 _PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
 
@@ -120,14 +123,20 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
+def _port_free(host: str, port: int, wait: float = 0.0) -> bool:
+    """Whether `port` can be bound, trying for up to `wait` seconds: a weed stopped a moment
+    ago may still hold its listeners while the kernel finishes closing its connections."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+        time.sleep(0.1)
 
 
 def _pdeathsig(parent: int) -> Callable[[], None]:
@@ -298,9 +307,11 @@ class EmbeddedSeaweed:
         with contextlib.suppress(FileNotFoundError, ValueError):
             saved = {k: int(v) for k, v in json.loads(path.read_text()).items() if k in _PORT_NAMES}
         ports: dict[str, int] = {}
+        deadline = time.monotonic() + _SAVED_PORT_WAIT
         for name in _PORT_NAMES:
             wanted = self.config.s3_port if name == "s3" and self.config.s3_port else saved.get(name)
-            if wanted and (_port_free(host, wanted) or (name == "s3" and self.config.s3_port)):
+            pinned = name == "s3" and bool(self.config.s3_port)
+            if wanted and (pinned or _port_free(host, wanted, deadline - time.monotonic())):
                 ports[name] = wanted
             else:
                 port = _free_port(host)
