@@ -327,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ssegw serve: {refusal}", file=sys.stderr)
         return 2
     keep_freed_buffers()
+    # Our ports first: SeaweedFS picks free ports for itself, and could take ours otherwise.
+    kms_sock, s3_sock = _listen(args.host, args.kms_port), _listen(args.host, args.s3_port)
     # SeaweedFS starts while the KMS opens; it stops when this process exits (or dies).
     weed = None if args.backend_url or args.worker_child or args.backend != "seaweedfs" else _launch_weed(args)
     try:
@@ -361,11 +363,11 @@ def run(args: argparse.Namespace) -> int:
     checks = ready_checks(kms.ready_checks(), backend_url)
     servers = [
         (_server(OpsMiddleware(create_kms_app(kms, console), "kms", checks, kms_operation), args),
-         [_listen(args.host, args.kms_port)]),
+         [kms_sock]),
         (_server(OpsMiddleware(create_s3_app(proxy, _credentials(kms), domains=domains, regions=regions,
                                              frozen=kms.accounts.is_frozen), "s3", checks,
                                s3_operation), args),
-         [_listen(args.host, args.s3_port)]),
+         [s3_sock]),
     ]
     if args.worker_child:
         return _serve(kms, backend, servers, [], scheduler, proxy, args.drain_delay)

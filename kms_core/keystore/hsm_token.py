@@ -23,6 +23,7 @@ missing, and the call tried once more. So a destroyed key is never used from a k
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -103,6 +104,26 @@ def _pkcs11_errors(decrypting: bool = False) -> Iterator[None]:
             raise
 
 
+# SoftHSM2 keeps a token in files that every process using it shares; while another process
+# rewrites them, a call can fail with CKR_GENERAL_ERROR ("Token integrity check failed",
+# SoftHSMv2 issues 573 and 757) and succeed when made again. Seen with ten nodes starting at once.
+_BUSY_TRIES = 3
+
+
+def _again_if_busy(call: Callable[[], _T]) -> _T:
+    """`call()`, made again (twice at most, after a short pause) while it fails with
+    CKR_GENERAL_ERROR. Only for calls that change nothing when they fail: finding, opening,
+    encrypting; never a decrypt, where SoftHSM2 reports a wrong tag with the same code."""
+    for attempt in range(_BUSY_TRIES):
+        try:
+            return call()
+        except p11e.GeneralError:
+            if attempt == _BUSY_TRIES - 1:
+                raise
+            time.sleep(_REFIND_DELAY * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 # Libraries this process has opened a token through: re-initialising one would invalidate the
 # sessions of every Hsm already using it.
 _IN_USE: set[str] = set()
@@ -149,15 +170,18 @@ class Hsm:
         s = getattr(self._local, "session", None)
         if s is None:
             with _pkcs11_errors(), self._login_lock:
-                if self._logged_in:
-                    s = self._token.open(rw=True)
-                else:
-                    try:
-                        s = self._token.open(rw=True, user_pin=self.config.pin)
-                    except p11e.UserAlreadyLoggedIn:
-                        s = self._token.open(rw=True)
-                    self._logged_in = True
+                s = _again_if_busy(self._open)
             self._local.session = s
+        return s
+
+    def _open(self) -> Any:
+        if self._logged_in:
+            return self._token.open(rw=True)
+        try:
+            s = self._token.open(rw=True, user_pin=self.config.pin)
+        except p11e.UserAlreadyLoggedIn:
+            s = self._token.open(rw=True)
+        self._logged_in = True
         return s
 
     def find_key(self, object_class: ObjectClass, label: str) -> Any:
@@ -165,7 +189,8 @@ class Hsm:
         for attempt in range(2):
             with _pkcs11_errors():
                 try:
-                    return self.session().get_key(object_class=object_class, label=label)
+                    return _again_if_busy(functools.partial(self.session().get_key, object_class=object_class,
+                                                            label=label))
                 except p11e.NoSuchKey:
                     pass
                 except p11e.MultipleObjectsReturned:
@@ -225,8 +250,9 @@ class Hsm:
 
     def has_object(self, object_class: ObjectClass, label: str) -> bool:
         with _pkcs11_errors():
-            return bool(list(self.session().get_objects(
-                {Attribute.CLASS: object_class, Attribute.LABEL: label})))
+            session = self.session()
+            return _again_if_busy(lambda: bool(list(session.get_objects(
+                {Attribute.CLASS: object_class, Attribute.LABEL: label}))))
 
     def ensure_aes(self, label: str, lock: CreationLock | None = None) -> None:
         """Make the AES key `label` unless it exists; `lock` keeps other nodes from making a second."""
@@ -263,7 +289,8 @@ class HsmAesGcm:
         try:
             out: bytes = self._hsm.with_key(
                 ObjectClass.SECRET_KEY, self._label,
-                lambda key: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+                lambda key: _again_if_busy(
+                    lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)))
         except p11e.PKCS11Error as exc:
             HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc

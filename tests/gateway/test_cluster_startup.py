@@ -58,7 +58,7 @@ def test_ten_nodes_start_at_once_on_nothing(backend: str, tmp_path: Path,
         for p in procs:
             p.kill()
     failures = [err for p, (_, err) in zip(procs, outcomes, strict=True) if p.returncode != 0]
-    assert failures == []
+    assert not failures, "\n".join(failures)  # every failed node's whole traceback
     demos = {out.strip().splitlines()[-1] for out, _ in outcomes}
     assert len(demos) == 1, demos  # one demo account, one access key, seen by every node
     assert set(json.loads(demos.pop())) == {"account", "access_key"}
