@@ -84,8 +84,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
         accounts.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Per module, not per session: Playwright's sync API keeps its event loop running in the
+    # main thread while it is open, and every later test there calling asyncio.run would fail
+    # (serially the console's modules happened to run last; in parallel they do not).
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
