@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, insert, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 
 class AuditEvent(SQLModel, table=True):
@@ -45,6 +45,7 @@ class AuditRecord:
     result: str
 
 
+_TABLE = SQLModel.metadata.tables["kms_audit"]
 _COLUMNS = ("at", "request_id", "account_id", "region", "principal", "operation", "key_id",
             "version_id", "result")
 
@@ -86,10 +87,12 @@ class AuditLog:
         if not rows:
             return
         try:
-            with Session(self._engine) as s:
-                params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-                s.exec(insert(AuditEvent), params=params)
-                s.commit()
+            # Core, not the ORM's bulk insert, which builds per-row state it throws away: the
+            # flusher took a tenth of a loaded KMS node's CPU (py-spy, bench/kms_http.py);
+            # 2,000 rows take 22-23 ms this way, 28-34 ms through the ORM.
+            params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+            with self._engine.begin() as conn:
+                conn.execute(_TABLE.insert(), params)
         except Exception:
             with self._lock:
                 self._buffer[:0] = rows
