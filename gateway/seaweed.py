@@ -124,8 +124,9 @@ def _free_port(host: str) -> int:
 
 
 def _port_free(host: str, port: int, wait: float = 0.0) -> bool:
-    """Whether `port` can be bound, trying for up to `wait` seconds: a weed stopped a moment
-    ago may still hold its listeners while the kernel finishes closing its connections."""
+    """Whether `port` can be bound, trying for up to `wait` seconds: a saved port is in the
+    ephemeral range, so another process's connection may hold it for a moment after a leftover
+    weed let it go (measured: a stopped weed's own ports are bindable at once)."""
     deadline = time.monotonic() + wait
     while True:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
