@@ -22,8 +22,9 @@ from adapters.file.nodes import Handle, Node
 _ZERO_BLOCK = bytes(ce.BLOCK_SIZE)
 B = ce.BLOCK_SIZE
 
-# Buffers for the records a read_into reads from the backing file, taken and given back: a
-# fresh 1 MiB buffer per request costs an allocation and its zeroing.
+# Buffers for the records a read_into reads from the backing file or a write writes to it,
+# taken and given back: a fresh 1 MiB buffer per request costs an allocation, its zeroing
+# and a page fault per 4 KiB.
 _scratch_pool: list[ctypes.Array[ctypes.c_char]] = []
 _SCRATCH_LEN = ce.cipher_offset(257)  # the records of a 1 MiB request, a final one, and more
 _SCRATCH_KEEP = 16
@@ -85,7 +86,7 @@ class Content:
 
     @staticmethod
     def _put(h: Handle, cipher: ce.FileCipher, header: bytes, first: int,
-             records: list[bytes]) -> None:
+             records: list[bytes | memoryview]) -> None:
         """Write records from block `first`, and a new file's header with them."""
         if header and first == 0:
             os.pwritev(h.fd, [header, *records], 0)  # one write: never a header alone
@@ -181,7 +182,9 @@ class Content:
             raise DamagedFile(h.node.key[1], BlockAuthError(0, "is missing: no final block"))
         self.read_blocks(h.fd, cipher, 0, nrec - 1, csize)
 
-    def write(self, h: Handle, data: bytes, offset: int) -> None:
+    def write(self, h: Handle, data: bytes | memoryview, offset: int) -> None:
+        """Write `data` at `offset`. `data` may be a view of a buffer the caller reuses (the
+        FUSE request's): it is read only during the call."""
         fd = h.fd
         st = os.fstat(fd)
         if st.st_nlink > 1:
@@ -191,7 +194,7 @@ class Content:
         cipher, header = self._for_writing(h.node, fd, csize)
         end = offset + len(data)
         first, last = offset // B, (end - 1) // B
-        records: list[bytes] = []
+        records: list[bytes | memoryview] = []
         ob = self._last_block(cipher, csize, psize)
         if 0 <= ob < first and (cipher.marks_final or psize % B):
             # Writing past the last block: it becomes a full (zero-padded) block that is not
@@ -213,8 +216,20 @@ class Content:
             tail = blk[end % B :]
         plain = head + data + tail if head or tail else data
         final = last == (max(psize, end) - 1) // B
-        records.append(cipher.encrypt_blocks(first, plain, final=final))
-        self._put(h, cipher, header, first - len(records) + 1, records)
+        start = first - len(records)
+        if cipher.native is None:
+            records.append(cipher.encrypt_blocks(first, plain, final=final))
+            self._put(h, cipher, header, start, records)
+            return
+        # The records go into a reused buffer and are written from there: a fresh 1 MiB of
+        # bytes per request (and the Python loop) cost as much again as the cipher.
+        scratch = _take_scratch(ce.cipher_offset(last - first + 2))
+        try:
+            n = cipher.encrypt_blocks_into(first, plain, scratch, final=final)
+            records.append(memoryview(scratch)[:n])
+            self._put(h, cipher, header, start, records)
+        finally:
+            _give_scratch(scratch)
 
     def truncate(self, h: Handle, new: int) -> None:
         fd = h.fd

@@ -90,7 +90,7 @@ class FileOps:
         with h.node.lock.shared():
             return self.content.read_into(h, buf, size, offset)
 
-    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes | memoryview, offset: int, fh: int) -> int:
         h = self.files.get(fh)
         if not data:
             return 0

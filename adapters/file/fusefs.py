@@ -142,7 +142,7 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     def read_into(self, buf: int, size: int, offset: int, fh: int) -> int:
         return self.files.read_into(buf, size, offset, fh)
 
-    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes | memoryview, offset: int, fh: int) -> int:
         return self.files.write(path, data, offset, fh)
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:

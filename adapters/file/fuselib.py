@@ -16,7 +16,10 @@ cost is what small-file workloads pay):
   signature with `inspect` on every request (~5% under tar);
 - read: where the operations define `read_into(buf, size, offset, fh)` the reply buffer
   libfuse allocated is handed over as an address to write the plaintext into, instead of
-  returning bytes that mfusepy then copies (`memmove`) into it.
+  returning bytes that mfusepy then copies (`memmove`) into it;
+- write: the operations get a memoryview of libfuse's request buffer instead of a copy of it
+  in fresh bytes (`string_at`: 1 MiB allocated, faulted in and copied per request). The view
+  is valid only during the call; operations that keep data must copy it.
 """
 
 from __future__ import annotations
@@ -155,6 +158,13 @@ class FuseEdge(mfusepy.FUSE):  # type: ignore[misc]
             return int(super().read(path, buf, size, offset, fip))
         return int(self._read_into(ctypes.cast(buf, _c_void_p).value, size, offset,
                                    fip.contents.fh))
+
+    def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+        if not self._fast:
+            return int(super().write(path, buf, size, offset, fip))
+        addr = ctypes.cast(buf, _c_void_p).value or 0  # NULL only with size 0
+        view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+        return int(self.operations.write(self._path(path), view, offset, fip.contents.fh))
 
     def _fh(self, fip: Any) -> int | None:
         return fip.contents.fh if fip else None

@@ -21,6 +21,7 @@ import ctypes
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +34,35 @@ _NONCE_LEN, _TAG_LEN = 12, 16
 # What ctypes passes as a `void *`: bytes (their buffer, not a copy), a ctypes array, or an
 # address.
 Pointer = bytes | ctypes.Array[ctypes.c_char] | int
+
+
+_BLOCK_SIZE = 4096
+_RECORD_SIZE = _BLOCK_SIZE + _NONCE_LEN + _TAG_LEN
+
+# A run of this many blocks or more is sealed in two halves on two threads at once (the GIL is
+# released in the C loop): a write(2) waits for its FUSE request, so while the daemon
+# encrypts, the writer's core has little to do. Measured (1 MiB writes, `dd conv=fsync` of
+# 1 GiB): the cipher 0.52 -> 0.32 ms per MiB, the writes 461 -> 479 MB/s (mean of 6 each).
+# Not for reads: the kernel's read-ahead already keeps several requests in flight, and
+# splitting them made sequential reads slower (900-1000 -> 770-830 MB/s).
+_SPLIT_BLOCKS = 64
+
+
+@lru_cache(maxsize=1)
+def _helpers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ssegw-gcm")
+
+
+def _address(p: Pointer) -> int:
+    """The address a Pointer stands for (bytes: their buffer, which the caller keeps alive)."""
+    if isinstance(p, int):
+        return p
+    if isinstance(p, bytes):
+        addr = ctypes.cast(ctypes.c_char_p(p), ctypes.c_void_p).value
+    else:
+        addr = ctypes.addressof(p)
+    assert addr is not None
+    return addr
 
 
 class AuthFailed(Exception):
@@ -121,14 +151,38 @@ class NativeGcm:
             raise MemoryError("OpenSSL failed in the AES-GCM block loop")
         return n
 
+    def encrypt_into(self, first_block: int, tails: tuple[bytes, bytes], final: bool,
+                     src: Pointer, src_len: int, blocks: int, nonces: bytes,
+                     dst: Pointer) -> int:
+        """`blocks` records for the plaintext at `src` (the last may be short, or empty when
+        `final`) written to `dst` (room for `src_len` + 28 per block); their length."""
+        if blocks < _SPLIT_BLOCKS:
+            return self._encrypt(first_block, tails, final, src, src_len, blocks, nonces, dst)
+        half = blocks // 2
+        head_len = half * _BLOCK_SIZE
+        s, d = _address(src), _address(dst)
+        head = _helpers().submit(self._encrypt, first_block, tails, False, s, head_len, half,
+                                 nonces[: half * _NONCE_LEN], d)
+        try:
+            n = self._encrypt(first_block + half, tails, final, s + head_len, src_len - head_len,
+                              blocks - half, nonces[half * _NONCE_LEN :], d + half * _RECORD_SIZE)
+        finally:
+            first_n = head.result()
+        return first_n + n
+
+    def _encrypt(self, first_block: int, tails: tuple[bytes, bytes], final: bool,
+                 src: Pointer, src_len: int, blocks: int, nonces: bytes, dst: Pointer) -> int:
+        tail, final_tail = tails
+        n = self._lib.encrypt(self._ctx, first_block, tail, final_tail, len(tail), int(final),
+                              src, src_len, blocks, nonces, dst)
+        if n != src_len + blocks * (_NONCE_LEN + _TAG_LEN):
+            raise MemoryError("OpenSSL failed in the AES-GCM block loop")
+        return n
+
     def encrypt(self, first_block: int, tails: tuple[bytes, bytes], final: bool,
                 plaintext: bytes, blocks: int, nonces: bytes) -> bytes:
         """`blocks` records for `plaintext` (the last may be short, or empty when `final`)."""
-        out_len = len(plaintext) + blocks * (_NONCE_LEN + _TAG_LEN)
-        out = ctypes.create_string_buffer(max(1, out_len))
-        tail, final_tail = tails
-        n = self._lib.encrypt(self._ctx, first_block, tail, final_tail, len(tail), int(final),
-                              plaintext, len(plaintext), blocks, nonces, out)
-        if n != out_len:
-            raise MemoryError("OpenSSL failed in the AES-GCM block loop")
+        out = ctypes.create_string_buffer(max(1, len(plaintext) + blocks * (_NONCE_LEN + _TAG_LEN)))
+        n = self.encrypt_into(first_block, tails, final, plaintext, len(plaintext), blocks,
+                              nonces, out)
         return ctypes.string_at(out, n)

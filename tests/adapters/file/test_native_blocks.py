@@ -89,6 +89,28 @@ def test_native_and_pure_give_the_same_records(size: int, first: int, seed: byte
                 c.decrypt_blocks(first, rec, not final)
 
 
+@pytest.mark.parametrize("version", ce.READABLE_VERSIONS)
+@pytest.mark.parametrize("final", [False, True])
+@pytest.mark.parametrize("size", [nb._SPLIT_BLOCKS * B - 1, nb._SPLIT_BLOCKS * B,
+                                  nb._SPLIT_BLOCKS * B + 1, (1 << 20) + 2 * B + 5])
+def test_runs_sealed_in_two_halves_are_the_pure_records(native: nb._Lib, size: int,
+                                                        final: bool, version: int) -> None:
+    """Long runs are sealed on two threads; the records are the pure path's, byte for byte:
+    each half keeps its blocks' numbers and nonces, and only the run's last block is final."""
+    n, p = both(os.urandom(16), version)
+    plain = os.urandom(size)
+    blocks = -(-size // B)
+    nonces = os.urandom(ce.NONCE_LEN * blocks)
+    rec = p.encrypt_blocks(5, plain, nonces, final=final)
+    dst = ctypes.create_string_buffer(len(rec) + 100)
+    view = memoryview(bytearray(plain))  # writable: read where it lies, like FUSE's buffer
+    assert n.encrypt_blocks_into(5, view, dst, final=final, nonces=nonces) == len(rec)
+    assert dst.raw[: len(rec)] == rec
+    assert n.decrypt_blocks(5, rec, final) == plain
+    with pytest.raises(ValueError):  # no room: refused before any byte is written
+        n.encrypt_blocks_into(5, plain, ctypes.create_string_buffer(len(rec) - 1))
+
+
 def test_holes_tampering_and_short_records(native: nb._Lib) -> None:
     n, p = both()
     plain = os.urandom(3 * B + 10)
