@@ -2,9 +2,11 @@
 
 This is the I/O side of `names.py`, shared by the FUSE filesystem and `fs check`. A plaintext
 path "/a/b/c" maps to a backing path component by component, each name encrypted under its
-parent's directory IV. Directories are cached by plaintext path (IV and backing path) because
-every operation starts with this translation; a rename or rmdir of a directory drops the
-cached subtree. Encrypted names are a pure function of (IV, name) and need no invalidation.
+parent's directory IV. Directories (IV and backing path) and entries are cached by plaintext
+path because every operation starts with this translation, most FUSE requests twice (libfuse
+answers each create and setattr with a getattr by path); a rename or rmdir of a directory
+drops the cached subtree. Encrypted names are a pure function of (IV, name), so an entry stays
+right as long as its directory's IV does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import secrets
 import stat
 import threading
 from dataclasses import dataclass
+from typing import TypeVar
 
 from adapters.file.errors import DamagedDirectory, NameTooLong
 from adapters.file.names import (
@@ -26,6 +29,9 @@ from adapters.file.names import (
     is_reserved,
     sidecar_for,
 )
+
+_T = TypeVar("_T")
+_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,10 @@ class Backing:
         self.root = os.path.abspath(root)
         self.names = names
         self._dirs: dict[str, tuple[str, bytes]] = {}
+        self._entries: dict[str, Entry] = {}
+        # Bumped by every `forget`: a translation computed across one is not cached, as it
+        # may hold the IV of a directory that was just removed or moved.
+        self._generation = 0
         self._lock = threading.Lock()
 
     # translation ------------------------------------------------------------------------
@@ -81,23 +91,37 @@ class Backing:
         hit = self._dirs.get(path)
         if hit is not None:
             return hit
+        generation = self._generation
         if path == "/":
             cdir = self.root
         else:
             cdir = self.entry(path).path
         found = (cdir, read_diriv(cdir))
-        with self._lock:
-            self._dirs[path] = found
+        self._remember(self._dirs, path, found, generation)
         return found
 
     def entry(self, path: str) -> Entry:
+        hit = self._entries.get(path)
+        if hit is not None:
+            return hit
+        generation = self._generation
         parent, _, name = path.rpartition("/")
         raw = os.fsencode(name)
         if len(raw) > NAME_MAX:  # FUSE lets names up to 1024 bytes through; POSIX says 255
             raise NameTooLong("file name too long")
         cparent, iv = self.dir(parent or "/")
         bname, long = self.names.backing_name(raw, iv)  # InvalidName (EINVAL) for "", "..", ...
-        return Entry(os.path.join(cparent, bname), cparent, bname, long)
+        found = Entry(os.path.join(cparent, bname), cparent, bname, long)
+        self._remember(self._entries, path, found, generation)
+        return found
+
+    def _remember(self, cache: dict[str, _T], path: str, found: _T, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()  # bounded the simple way: everything is cheap to find again
+            cache[path] = found
 
     def cpath(self, path: str) -> str:
         return self.root if path == "/" else self.entry(path).path
@@ -106,8 +130,10 @@ class Backing:
         """Drop cached directories at and under `path` (after rename or rmdir)."""
         prefix = path.rstrip("/") + "/"
         with self._lock:
-            for p in [p for p in self._dirs if p == path or p.startswith(prefix)]:
-                del self._dirs[p]
+            self._generation += 1
+            for cache in (self._dirs, self._entries):
+                for p in [p for p in cache if p == path or p.startswith(prefix)]:
+                    del cache[p]
 
     # long names -------------------------------------------------------------------------
 

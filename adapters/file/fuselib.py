@@ -53,6 +53,11 @@ _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 _c_void_p = ctypes.c_void_p
 _STAT_SIZE = ctypes.sizeof(mfusepy.c_stat)
+# A writable memoryview of memory Python does not own (valid while its owner keeps it).
+_memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory_view.restype = ctypes.py_object
+_memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+_PYBUF_WRITE = 0x200
 
 
 # libfuse's worker threads are not Python's: a ctypes callback on such a thread makes a Python
@@ -115,12 +120,16 @@ class FuseEdge(mfusepy.FUSE):  # type: ignore[misc]
     def _wrapper(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if _get_ident() not in _kept_states:
             _keep_thread_state()
-        return super()._wrapper(_answering_errno(func), *args, **kwargs)
+        answering = self._answering.get(func)
+        if answering is None:  # one per operation (mfusepy binds each once), made on first use
+            answering = self._answering[func] = _answering_errno(func)
+        return super()._wrapper(answering, *args, **kwargs)
 
     def __init__(self, operations: Any, mountpoint: str, **kwargs: Any) -> None:
         # Set before mfusepy's __init__, which runs the whole request loop.
         self._fast = not kwargs.get("raw_fi") and getattr(operations, "use_ns", False)
         self._read_into = getattr(operations, "read_into", None) if self._fast else None
+        self._answering: dict[Callable[..., Any], Callable[..., Any]] = {}
         super().__init__(operations, mountpoint, **kwargs)
 
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
@@ -162,8 +171,11 @@ class FuseEdge(mfusepy.FUSE):  # type: ignore[misc]
     def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         if not self._fast:
             return int(super().write(path, buf, size, offset, fip))
-        addr = ctypes.cast(buf, _c_void_p).value or 0  # NULL only with size 0
-        view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+        if not size:
+            return 0
+        # Not (c_char * size).from_address: ctypes keeps every array type it makes, one per
+        # distinct request size. (ctypes.cast costs 1 us more than addressof.)
+        view = _memory_view(ctypes.addressof(buf.contents), size, _PYBUF_WRITE)
         return int(self.operations.write(self._path(path), view, offset, fip.contents.fh))
 
     def _fh(self, fip: Any) -> int | None:
