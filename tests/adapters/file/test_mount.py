@@ -145,7 +145,10 @@ def test_long_names(mounted: Mount) -> None:
     os.rmdir(d / ("D" * 250))
     assert os.listdir(d) == []
     # Nothing left behind in the backing directory but its IV (no orphaned sidecars).
-    leftovers = [p.name for p in mounted.backing.rglob("sfs.longname.*")]
+    # (os.walk, not rglob: Python 3.11.2's glob raises on the other tests' symlinks, whose
+    # encrypted targets are too long to follow.)
+    leftovers = [n for _, _, files in os.walk(mounted.backing) for n in files
+                 if n.startswith("sfs.longname.")]
     assert leftovers == []
     with pytest.raises(OSError) as e:
         (d / ("x" * 256)).write_text("too long")
