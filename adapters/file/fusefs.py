@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from adapters.file.backing import Backing
 from adapters.file.content import Content
 from adapters.file.dirops import DirOps
 from adapters.file.fileops import FileOps
-from adapters.file.fuselib import FuseEdge, Operations
+from adapters.file.fuselib import FuseEdge, Operations, widen_read_ahead
 from adapters.file.names import NameCipher
 from adapters.file.nodes import LinkNames, OpenFiles
 
@@ -37,7 +38,8 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     flag_nullpath_ok = True
 
     def __init__(self, backing_root: str, master_key: bytes,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, mountpoint: str | None = None
+                 ) -> None:
         self.backing = Backing(backing_root, NameCipher(master_key))
         self.open_files = OpenFiles()
         links = LinkNames()
@@ -47,6 +49,7 @@ class EncryptedFS(Operations):  # type: ignore[misc]
         self.files = FileOps(self.backing, self.open_files, links, Content(master_key),
                              root_owner)
         self._on_ready = on_ready
+        self._mountpoint = mountpoint
 
     def __repr__(self) -> str:
         return f"EncryptedFS({self.backing.root!r})"
@@ -66,6 +69,12 @@ class EncryptedFS(Operations):  # type: ignore[misc]
             # one file have separate attribute caches; `flush` invalidates the other names of
             # a file written through one of them (see `nodes.LinkNames`).
             config.attr_timeout = 1.0
+        # The rest needs the mount to answer, which it does only once init has returned.
+        threading.Thread(target=self._settle, name="ssegw-fs-settle", daemon=True).start()
+
+    def _settle(self) -> None:
+        if self._mountpoint is not None:
+            widen_read_ahead(self._mountpoint)
         if self._on_ready is not None:
             self._on_ready()
 
@@ -167,7 +176,7 @@ def serve(backing_root: str, mountpoint: str, master_key: bytes, *, fsname: str,
     # it out of the collector, or each request's garbage collection walks all of it.
     gc.collect()
     gc.freeze()
-    fs = EncryptedFS(backing_root, master_key, on_ready)
+    fs = EncryptedFS(backing_root, master_key, on_ready, mountpoint)
     opts: dict[str, Any] = {
         "foreground": True, "fsname": fsname, "subtype": "ssegw-sfs",
         "default_permissions": True,  # the kernel checks modes; we run as the mount owner

@@ -86,6 +86,26 @@ def invalidate_path(path: str) -> int:
     return int(lib.fuse_invalidate_path(fuse_ptr, os.fsencode(path)))
 
 
+# The kernel reads ahead of a FUSE file 128 KiB at a time (the default of the mount's bdi), so a
+# 1 MiB read(2) costs eight requests, each a round trip through libfuse and a ctypes callback.
+# Measured on 1 GiB sequential reads (`dd bs=1M`): 796-860 MB/s at 128 KiB, 970-1,100 at 1 MiB.
+READ_AHEAD_KIB = 1024
+
+
+def widen_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> bool:
+    """Set the mount's read-ahead (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb, root only); call
+    once the mount answers requests (it stats the mount point). Whether it was set."""
+    try:
+        dev = os.stat(mountpoint).st_dev
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w",
+                  encoding="ascii") as f:
+            f.write(str(kib))
+    except OSError as e:  # not root, or /sys read-only (containers): the kernel's default
+        log.info("read-ahead of %s left at the kernel's default: %s", mountpoint, e)
+        return False
+    return True
+
+
 def give_to_caller(path: str) -> None:
     """Make a new backing entry belong to the user of the current request (call as root, so
     that new entries belong to the calling user, as on a local filesystem)."""

@@ -211,6 +211,25 @@ def test_big_writes_reach_the_filesystem(sfs_cli: SfsCli, tmp_path: Path) -> Non
     assert "write[" in log and " 1048576 bytes to 0 " in log, log[-3000:]
 
 
+def test_sequential_reads_come_in_1_mib_requests(sfs_cli: SfsCli, tmp_path: Path) -> None:
+    """The mount's read-ahead is widened to 1 MiB (root may: the suite runs as root), so a
+    1 MiB read(2) is one request rather than eight of 128 KiB."""
+    m = make_mount(sfs_cli, tmp_path, "--debug")
+    data = os.urandom(4 << 20)
+    try:
+        dev = os.stat(m.mnt).st_dev
+        bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        assert bdi.read_text().strip() == "1024"
+        (m.mnt / "big").write_bytes(data)
+        with open(m.mnt / "big", "rb", buffering=0) as f:  # a new open: no cached pages
+            got = b"".join(iter(lambda: f.read(1 << 20), b""))
+        assert got == data
+    finally:
+        m.unmount()
+    log = m.log.read_text()
+    assert " 1048576 bytes from " in log, log[-3000:]
+
+
 def test_several_processes_on_one_file(mounted: Mount) -> None:
     """Writers in different processes, each on its own blocks of one file, and readers."""
     p = mounted.mnt / "shared.bin"
