@@ -166,6 +166,24 @@ def test_unsigned_and_unknown_targets(kms_server: KmsServer) -> None:
     assert status_code == 400 and body["__type"] == "UnknownOperationException"
 
 
+def test_the_routes_beside_the_aws_endpoint_answer_as_before(kms_server: KmsServer) -> None:
+    """POST / skips Starlette's router (kms_core.http.app._AwsFront); every other request
+    still goes through it."""
+    for method, path, want in (("GET", "/", 405), ("GET", "/health", 200), ("POST", "/nope", 404),
+                               ("PUT", "/", 405)):
+        req = urllib.request.Request(kms_server.url + path, method=method,
+                                     data=b"" if method != "GET" else None)
+        try:
+            with urllib.request.urlopen(req) as r:
+                got = r.status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == want, (method, path)
+    too_big = b"{" + b" " * (64 * 1024) + b"}"  # the front's route keeps its own body limit
+    status_code, body = _raw(kms_server.url + "/", too_big, {"X-Amz-Target": "TrentService.ListKeys"})
+    assert status_code == 400 and body["__type"] == "SerializationException"
+
+
 def test_frozen_account_is_refused_everything(kms_server: KmsServer) -> None:
     t = kms_server.tenant("arrears")
     kms: Any = kms_server.boto(t)
