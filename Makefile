@@ -2,7 +2,7 @@
 # Debian's CPython, not whichever python3 is first on PATH: built with profile-guided and
 # link-time optimisation and without a shared libpython, it ran a pure-Python loop in 1.32-1.40 s
 # against 1.82-2.20 s for pyenv's plain source build of 3.11.7, and a FUSE create in 162-182 us
-# against 186-211 us. `make PY=...` picks another; an existing .venv is kept (`make clean`).
+# against 186-211 us. `make PY=...` picks another; an existing .venv is kept (rm -rf .venv).
 PY      ?= /usr/bin/python3
 VENV    := .venv
 BIN     := $(VENV)/bin
