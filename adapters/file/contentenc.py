@@ -270,10 +270,8 @@ class FileCipher:
         if len(dst) < len(plaintext) + n * BLOCK_OVERHEAD:
             raise ValueError("the output buffer is too small for the records")
         src: native_blocks.Pointer
-        if isinstance(plaintext, bytes) or not plaintext:
-            src = bytes(plaintext)
-        elif plaintext.readonly:
-            src = bytes(plaintext)
+        if isinstance(plaintext, bytes) or not plaintext or plaintext.readonly:
+            src = bytes(plaintext)  # bytes stay themselves; a read-only view is copied
         else:
             src = ctypes.addressof(ctypes.c_char.from_buffer(plaintext))
         return self.native.encrypt_into(first_block, self.tails, final and self.marks_final,

@@ -92,9 +92,9 @@ def invalidate_path(path: str) -> int:
 READ_AHEAD_KIB = 1024
 
 
-def widen_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> bool:
+def widen_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> None:
     """Set the mount's read-ahead (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb, root only); call
-    once the mount answers requests (it stats the mount point). Whether it was set."""
+    once the mount answers requests (it stats the mount point)."""
     try:
         dev = os.stat(mountpoint).st_dev
         with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w",
@@ -102,8 +102,6 @@ def widen_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> bool:
             f.write(str(kib))
     except OSError as e:  # not root, or /sys read-only (containers): the kernel's default
         log.info("read-ahead of %s left at the kernel's default: %s", mountpoint, e)
-        return False
-    return True
 
 
 def give_to_caller(path: str) -> None:

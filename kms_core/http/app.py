@@ -208,9 +208,10 @@ def _internal(exc: Exception, request_id: str) -> KmsError:
 
 class _AwsFront:
     """POST / (the AWS dialect: every SDK call, the hot path) straight to its endpoint; the rest
-    through Starlette. Starlette's error and exception middlewares and its router cost a tenth
-    of a loaded node's time per request, and the endpoint already answers every failure in the
-    protocol's format (its last resort is a logged 500), so they add nothing to that route."""
+    through Starlette. Starlette's error and exception middlewares and its router cost ~10 us
+    per request (measured in-process: 13-17 us of framework against 3-5 us without them), and
+    the endpoint already answers every failure in the protocol's format (its last resort is a
+    logged 500), so they add nothing to that route."""
 
     def __init__(self, app: Starlette, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
         self.app = app
