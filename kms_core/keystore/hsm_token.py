@@ -141,7 +141,9 @@ def _find_token(config: HsmConfig) -> Any:
     lib = pkcs11.lib(config.module)
     for attempt in range(_TOKEN_LOOKS):
         try:
-            token = lib.get_token(token_label=config.token_label)
+            # Listing the tokens reads their files: the busy error a neighbour's rewrite causes
+            # (seen in CI as ten nodes started) is made again like any other lookup.
+            token = _again_if_busy(lambda: lib.get_token(token_label=config.token_label))
         except p11e.NoSuchToken:
             if config.module in _IN_USE or attempt == _TOKEN_LOOKS - 1:
                 raise KeyUnavailable(
