@@ -21,6 +21,8 @@ XTS_SO  := adapters/block/libssegw_xts.so
 NBD_SO  := adapters/block/libssegw_nbd.so
 # The file adapter's block-record loop (AES-256-GCM through OpenSSL), loaded with ctypes.
 GCM_SO  := adapters/file/libssegw_gcm.so
+# The KMS's AES-GCM call inside the HSM (C_EncryptInit + C_Encrypt in one call), loaded with ctypes.
+P11_SO  := kms_core/keystore/libssegw_p11.so
 
 .PHONY: run test deps debs lint clean
 
@@ -51,19 +53,24 @@ $(GCM_SO): adapters/file/gcm_blocks.c | debs
 	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $< -lcrypto
 	mv $@.tmp $@
 
-deps: debs $(STAMP) $(XTS_SO) $(NBD_SO) $(GCM_SO)
+$(P11_SO): kms_core/keystore/p11_gcm.c | debs
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $< -ldl
+	mv $@.tmp $@
+
+deps: debs $(STAMP) $(XTS_SO) $(NBD_SO) $(GCM_SO) $(P11_SO)
 
 run: deps
 	$(BIN)/ssegw serve --data-dir $(DATA_DIR)
 
-# SSEGW_NATIVE_XTS/GCM=required: a missing or broken native sector loop (or NBD loop, or the
-# file adapter's block loop) fails the tests instead of falling back to the slow path unnoticed.
+# SSEGW_NATIVE_XTS/GCM/P11=required: a missing or broken native sector loop (or NBD loop, the
+# file adapter's block loop, the HSM's AES-GCM call) fails the tests instead of falling back to
+# the slow path unnoticed.
 test: deps
-	SSEGW_NATIVE_XTS=required SSEGW_NATIVE_GCM=required $(BIN)/python -m pytest -q $(TEST_JOBS)
+	SSEGW_NATIVE_XTS=required SSEGW_NATIVE_GCM=required SSEGW_NATIVE_P11=required $(BIN)/python -m pytest -q $(TEST_JOBS)
 
 lint: deps
 	$(BIN)/ruff check kms_core gateway adapters tests bench examples fuzz
 	$(BIN)/mypy kms_core gateway adapters tests fuzz bench examples
 
 clean:
-	rm -rf $(VENV) var .pytest_cache $(XTS_SO) $(NBD_SO) $(GCM_SO)
+	rm -rf $(VENV) var .pytest_cache $(XTS_SO) $(NBD_SO) $(GCM_SO) $(P11_SO)

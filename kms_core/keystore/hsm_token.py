@@ -38,6 +38,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.mechanisms import GCMParams
 
 from kms_core.errors import InvalidCiphertext, KeyUnavailable, KmsError
+from kms_core.keystore.p11_native import NativeGcm, native_gcm
 from kms_core.metrics import HSM_DECRYPT, HSM_ENCRYPT, HSM_ERRORS
 
 NONCE_LEN = 12
@@ -167,6 +168,8 @@ class Hsm:
         self._logged_in = False
         with _pkcs11_errors():
             self._token = _find_token(config)
+            # AES-GCM in one foreign call on python-pkcs11's own handles (p11_native), or None.
+            self.native: NativeGcm | None = native_gcm(config.module)
 
     def session(self) -> Any:
         s = getattr(self._local, "session", None)
@@ -286,33 +289,51 @@ class HsmAesGcm:
         self._label = label
 
     def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
-        params = GCMParams(nonce, associated_data, 128)
         HSM_ENCRYPT.inc()
+        native = self._hsm.native
+        use: Callable[[Any], bytes]
+        if native is not None:
+            def use(key: Any) -> bytes:
+                try:
+                    return native.encrypt(key.session.handle, key.handle, nonce, data, associated_data)
+                except p11e.GeneralError:  # busy (see _again_if_busy): made again from here
+                    return _again_if_busy(lambda: native.encrypt(key.session.handle, key.handle, nonce,
+                                                                 data, associated_data))
+        else:
+            params = GCMParams(nonce, associated_data, 128)
+
+            def use(key: Any) -> bytes:
+                out: bytes = _again_if_busy(lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM,
+                                                                mechanism_param=params))
+                return out
         try:
-            out: bytes = self._hsm.with_key(
-                ObjectClass.SECRET_KEY, self._label,
-                lambda key: _again_if_busy(
-                    lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)))
+            return self._hsm.with_key(ObjectClass.SECRET_KEY, self._label, use)
         except p11e.PKCS11Error as exc:
             HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
-        return out
 
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         if len(data) < 16:
             raise InvalidCiphertext()
-        params = GCMParams(nonce, associated_data, 128)
         HSM_DECRYPT.inc()
+        native = self._hsm.native
+        use: Callable[[Any], bytes]
+        if native is not None:
+            def use(key: Any) -> bytes:
+                return native.decrypt(key.session.handle, key.handle, nonce, data, associated_data)
+        else:
+            params = GCMParams(nonce, associated_data, 128)
+
+            def use(key: Any) -> bytes:
+                out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+                return out
         try:
-            out: bytes = self._hsm.with_key(
-                ObjectClass.SECRET_KEY, self._label,
-                lambda key: key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+            return self._hsm.with_key(ObjectClass.SECRET_KEY, self._label, use)
         except _DECRYPT_FAILURES as exc:
             raise InvalidCiphertext() from exc
         except p11e.PKCS11Error as exc:
             HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
-        return out
 
 
 class HsmRootSealer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pkcs11
 import pkcs11.exceptions as p11e
 import pytest
 
@@ -59,7 +60,7 @@ def test_finding_the_token_is_made_again_while_the_token_is_busy(
             return get_token()
 
     module = "/nonexistent/busy-token-test.so"
-    monkeypatch.setattr(hsm_token.pkcs11, "lib", Lib)
+    monkeypatch.setattr(pkcs11, "lib", Lib)  # the module hsm_token calls
     try:
         assert hsm_token._find_token(HsmConfig(module, "t", "pin")) == "done"
     finally:
