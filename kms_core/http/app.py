@@ -117,7 +117,8 @@ def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
     try:
         signed = verify_header(
             method=request.method,
-            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+            # Not .get(key, request.url...): that default is built (~6 us) even when unused.
+            raw_path=(request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1"),
             raw_query=request.scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             payload_hash=payload_hash,
