@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import Results, add_json_argument
 
-
 # Ours and the peer run in alternating slices of this many calls (A B B A within the round):
 # on this shared machine the rate of either swings by a third between seconds, so measuring
 # them seconds apart put that swing into the ratio. Interleaved, both see the same machine.
