@@ -300,6 +300,12 @@ defaults
     timeout server 60s
     retries 3
     option redispatch
+    # A killed node refuses the check's connection at once, so one failed check (fall 1) finds
+    # it within 200 ms. Without `timeout check` the check's reply must come within `inter`:
+    # a live node slower than 200 ms under CI's load (seen once: three test processes on two
+    # cores) was marked down too, and with both down HAProxy answered 503 to requests that no
+    # kill was in flight for.
+    timeout check 2s
     default-server inter 200ms fall 1 rise 2
 frontend s3
     bind 127.0.0.1:{s3}
