@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -85,24 +85,36 @@ def _request_id() -> str:
     return f"{_ID_PREFIX}-{next(_ID_SEQUENCE):08x}"
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by (lowercase) name, repeated ones joined with commas as SigV4
+    canonicalises them; read once from the ASGI scope (names arrive lowercased)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+async def _read_body(request: Request, headers: dict[str, str]) -> bytes:
+    length = headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise MalformedRequest(f"the request body must be at most {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    # The ASGI messages themselves, not request.stream(): one async generator less per request.
+    receive, chunks, size = request.receive, [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise MalformedRequest(f"the request body must be at most {MAX_BODY} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _authenticate(kms: Kms, request: Request, body: bytes) -> Caller:
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        name = name.lower()
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
+def _authenticate(kms: Kms, request: Request, headers: dict[str, str], body: bytes) -> Caller:
     payload_hash = hashlib.sha256(body).hexdigest()
     claimed = headers.get("x-amz-content-sha256")
     if claimed is not None and not hmac.compare_digest(claimed.lower(), payload_hash):
@@ -180,9 +192,11 @@ def _parse_json(body: bytes) -> Params:
 
 
 async def _dispatch(kms: Kms, request: Request, op: str, table: dict[str, Handler],
-                    request_id: str) -> dict[str, Any]:
-    body = await _read_body(request)
-    caller = _authenticate(kms, request, body)
+                    request_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    if headers is None:
+        headers = _headers(request.scope)
+    body = await _read_body(request, headers)
+    caller = _authenticate(kms, request, headers, body)
     handler = table.get(op)
     if handler is None:
         raise UnknownOperation(f"unknown operation {op!r}")
@@ -243,13 +257,14 @@ def create_app(kms: Kms, console: ASGIApp | None = None) -> ASGIApp:
 
     async def aws_endpoint(request: Request) -> Response:
         request_id = _request_id()
-        target = request.headers.get("x-amz-target", "")
+        headers = _headers(request.scope)
+        target = headers.get("x-amz-target", "")
         service, _, op = target.partition(".")
         try:
             if service != "TrentService":
-                await _read_body(request)
+                await _read_body(request, headers)
                 raise UnknownOperation(f"X-Amz-Target {target!r} is not a KMS operation")
-            result = await _dispatch(kms, request, op, aws.OPERATIONS, request_id)
+            result = await _dispatch(kms, request, op, aws.OPERATIONS, request_id, headers)
             content, status = json.dumps(result), 200
         except KmsError as e:
             content, status = json.dumps(aws.error_body(e)), aws.error_status(e)

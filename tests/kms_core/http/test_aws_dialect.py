@@ -184,6 +184,28 @@ def test_the_routes_beside_the_aws_endpoint_answer_as_before(kms_server: KmsServ
     assert status_code == 400 and body["__type"] == "SerializationException"
 
 
+def test_a_body_streamed_without_a_length_keeps_the_limit_and_the_format(kms_server: KmsServer) -> None:
+    """The AWS route reads the body from the ASGI messages itself: a chunked body past 64 KiB
+    is refused in the protocol's format, and one under it is read whole (here: unsigned)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(kms_server.url)
+    for pieces, want_status, want_type in (
+        ([b"{", b" " * (40 * 1024), b" " * (40 * 1024), b"}"], 400, "SerializationException"),
+        ([b"{", b" " * 1024, b"}"], 403, "MissingAuthenticationTokenException"),
+    ):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request("POST", "/", body=iter(pieces), encode_chunked=True,
+                         headers={"X-Amz-Target": "TrentService.ListKeys",
+                                  "Content-Type": "application/x-amz-json-1.1"})
+            r = conn.getresponse()
+            assert (r.status, json.loads(r.read())["__type"]) == (want_status, want_type)
+        finally:
+            conn.close()
+
+
 def test_frozen_account_is_refused_everything(kms_server: KmsServer) -> None:
     t = kms_server.tenant("arrears")
     kms: Any = kms_server.boto(t)
