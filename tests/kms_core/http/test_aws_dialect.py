@@ -195,7 +195,7 @@ def test_a_body_streamed_without_a_length_keeps_the_limit_and_the_format(kms_ser
         ([b"{", b" " * (40 * 1024), b" " * (40 * 1024), b"}"], 400, "SerializationException"),
         ([b"{", b" " * 1024, b"}"], 403, "MissingAuthenticationTokenException"),
     ):
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
         try:
             conn.request("POST", "/", body=iter(pieces), encode_chunked=True,
                          headers={"X-Amz-Target": "TrentService.ListKeys",
