@@ -1,7 +1,8 @@
 """Block volume throughput: our NBD server against nbdkit's luks filter and its file plugin.
 
-One run measures, on the same machine and in rotating order (the machine is shared and
-noisy, so every figure is the median of --rounds):
+One run measures, on the same machine, with the three servers up at once and each measurement
+taken of all three back to back in rotating order (the machine is shared and noisy, so every
+figure is the median of --rounds):
 
 * nbdcopy sequential write of --size random bytes, and read back (to `null:`), through
   1. `ssegw volume serve` on a volume made by `ssegw volume create`,
@@ -31,6 +32,7 @@ thread and split over every core, and `openssl speed` for reference
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -238,25 +240,34 @@ def bench(work: Path, size: int, args: argparse.Namespace) -> None:
     if args.ceiling:
         ceiling(env, work, vol, raw, passphrase, data_dir, size, args)
         return
-    targets: dict[str, Callable[[], object]] = {
+    targets: dict[str, Callable[[], contextlib.AbstractContextManager[str]]] = {
         "ssegw": lambda: ours(env, vol, work / "ours.sock", args.workers, data_dir),
         "nbdkit-luks": lambda: nbdkit(work / "luks.sock", "--filter=luks", "file", str(vol),
                                       f"passphrase={passphrase}"),
         "nbdkit-file": lambda: nbdkit(work / "raw.sock", "file", str(raw)),
     }
     results: dict[str, dict[str, list[float]]] = {
-        t: {"write": [], "read": [], "randread": [], "randwrite": []} for t in targets}
+        t: {"write": [], "read": [], "randwrite": [], "randread": []} for t in targets}
     names = list(targets)
-    for r in range(args.rounds):
-        order = names[r % 3:] + names[:r % 3]  # rotate, so no target always goes first
-        for name in order:
-            with targets[name]() as uri:  # type: ignore[attr-defined]
-                mb = size / 1e6
-                results[name]["write"].append(mb / timed(["nbdcopy", str(src), uri]))
-                results[name]["read"].append(mb / timed(["nbdcopy", uri, "null:"]))
-                results[name]["randwrite"].append(qemu_bench(uri, True, args.iops_count))
-                results[name]["randread"].append(qemu_bench(uri, False, args.iops_count))
-            print(f"round {r + 1}: {name} done", file=sys.stderr)
+    mb = size / 1e6
+    measures: dict[str, Callable[[str], float]] = {
+        "write": lambda uri: mb / timed(["nbdcopy", str(src), uri]),
+        "read": lambda uri: mb / timed(["nbdcopy", uri, "null:"]),
+        "randwrite": lambda uri: qemu_bench(uri, True, args.iops_count),
+        "randread": lambda uri: qemu_bench(uri, False, args.iops_count),
+    }
+    # Every server up at once (the idle ones cost nothing), and each measurement taken of all
+    # three back to back: served one after another, each target's four measurements were a
+    # minute apart from its peer's, and on this shared machine that drift (seen: 4 KiB random
+    # reads of one server at 36k and 83k IOPS in consecutive rounds) went into the ratios.
+    with contextlib.ExitStack() as servers:
+        uris = {name: servers.enter_context(targets[name]()) for name in names}
+        for r in range(args.rounds):
+            order = names[r % 3:] + names[:r % 3]  # rotate, so no target always goes first
+            for metric, measure in measures.items():
+                for name in order:
+                    results[name][metric].append(measure(uris[name]))
+            print(f"round {r + 1} done", file=sys.stderr)
 
     med = {t: {k: statistics.median(v) for k, v in m.items()} for t, m in results.items()}
     print(f"\nblock volume benchmark: {size / (1 << 30):.2f} GiB, {args.rounds} rounds "
@@ -292,7 +303,7 @@ def ceiling(env: dict[str, str], work: Path, vol: Path, raw: Path, passphrase: s
             data_dir: Path, size: int, args: argparse.Namespace) -> None:
     """Where 4 KiB random reads over one connection (qemu-img bench) top out, and why."""
     sock = work / "c.sock"
-    targets: dict[str, Callable[[], object]] = {
+    targets: dict[str, Callable[[], contextlib.AbstractContextManager[str]]] = {
         "ssegw": lambda: ours(env, vol, sock, args.workers, data_dir),
         "ssegw, pread without AES": lambda: ours(env, vol, sock, args.workers, data_dir, "pread"),
         "ssegw, no I/O and no AES": lambda: ours(env, vol, sock, args.workers, data_dir, "none"),
@@ -304,7 +315,7 @@ def ceiling(env: dict[str, str], work: Path, vol: Path, raw: Path, passphrase: s
     iops: dict[str, list[float]] = {t: [] for t in targets}
     for _ in range(args.rounds):
         for name, target in targets.items():
-            with target() as uri:  # type: ignore[attr-defined]
+            with target() as uri:
                 iops[name].append(qemu_bench(uri, False, args.iops_count))
     med = {t: statistics.median(v) for t, v in iops.items()}
     print(f"\n4 KiB random reads, 32 in flight, one connection (qemu-img bench), median of "
