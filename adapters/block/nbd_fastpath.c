@@ -42,9 +42,14 @@
 #define SIMPLE_REPLY_SIZE 16
 #define READ_HEADER_SIZE 28 /* a structured chunk header and the data's offset */
 
-/* Requests larger than this are left to Python (which handles large ones efficiently);
- * also the size of the per-connection scratch buffer a write is encrypted into. */
+/* WRITEs larger than this are left to Python (whose transport receives large payloads
+ * straight into a buffer of their own); also the size of the per-connection scratch buffer a
+ * write is encrypted into. */
 #define MAX_FAST 65536
+/* READs up to this size are served here: decrypted in place in the caller's reply buffer.
+ * nbdcopy reads 256 KiB at a time; served in Python each one paid for two fresh buffers and
+ * the interpreter around them. */
+#define MAX_FAST_READ (1 << 20)
 
 typedef int (*xts_sectors_fn)(void *ctx, uint64_t first, size_t count, const unsigned char *src,
                               unsigned char *dst);
@@ -59,10 +64,10 @@ struct ssegw_nbd {
     unsigned char *scratch;
 };
 
-/* Bumped whenever a signature changes (see nbd_fastpath.py). */
+/* Bumped whenever a signature or a limit Python relies on changes (see nbd_fastpath.py). */
 int ssegw_nbd_abi(void)
 {
-    return 1;
+    return 2;
 }
 
 struct ssegw_nbd *ssegw_nbd_new(int fd, uint64_t base, uint64_t size, int structured,
@@ -137,10 +142,10 @@ static int sector_lock(int fd, short type, uint64_t start, uint64_t len)
     return r == 0;
 }
 
-/* An aligned, in-range, non-empty request of at most MAX_FAST bytes. */
-static int fits(const struct ssegw_nbd *c, uint64_t offset, uint32_t length)
+/* An aligned, in-range, non-empty request of at most `max` bytes. */
+static int fits(const struct ssegw_nbd *c, uint64_t offset, uint32_t length, uint32_t max)
 {
-    return length != 0 && length <= MAX_FAST && offset % SECTOR_SIZE == 0
+    return length != 0 && length <= max && offset % SECTOR_SIZE == 0
         && length % SECTOR_SIZE == 0 && offset <= c->size && length <= c->size - offset;
 }
 
@@ -153,7 +158,7 @@ static size_t serve_read(struct ssegw_nbd *c, const unsigned char *req, uint32_t
     ssize_t n;
 
     if ((flags & ~FLAG_DF) != 0 || ((flags & FLAG_DF) && !c->structured)
-            || !fits(c, offset, length) || room < header + length)
+            || !fits(c, offset, length, MAX_FAST_READ) || room < header + length)
         return 0;
     n = pread(c->fd, data, length, (off_t)(c->base + offset));
     if (n != (ssize_t)length)
@@ -186,7 +191,7 @@ static size_t serve_write(struct ssegw_nbd *c, const unsigned char *req, uint32_
     struct iovec iov;
     ssize_t n;
 
-    if ((flags & ~FLAG_FUA) != 0 || read_only || !fits(c, offset, length)
+    if ((flags & ~FLAG_FUA) != 0 || read_only || !fits(c, offset, length, MAX_FAST)
             || room < SIMPLE_REPLY_SIZE)
         return 0;
     if (c->sectors(c->enc, offset / SECTOR_SIZE, length / SECTOR_SIZE, req + REQUEST_SIZE,

@@ -5,8 +5,8 @@ a few microseconds of system calls and AES (perf: ~60% in libpython for 4 KiB ra
 The C loop serves a batch of the requests already buffered in one call: header parsing,
 pread + XTS decrypt (or XTS encrypt + pwrite under the same sector lock as `Volume`), and
 the replies. It stops, untouched, at every request it is not sure of (another command or
-flag, unaligned, out of range, over 64 KiB, a payload not yet received, a failed system
-call), and the Python session serves that one as before; so the bytes on the wire are the
+flag, unaligned, out of range, a READ over 1 MiB or a WRITE over 64 KiB, a payload not yet
+received, a failed system call), and the Python session serves that one as before; so the bytes on the wire are the
 same either way, and the pure path stays what serves everything else.
 
 Like the XTS loop it is loaded with ctypes (sector_crypto says why) from libssegw_nbd.so,
@@ -30,9 +30,11 @@ log = logging.getLogger("ssegw.nbd")
 
 LIBRARY = Path(__file__).with_name("libssegw_nbd.so")
 ENV = "SSEGW_NATIVE_NBD"
-_ABI = 1
-# Largest request the C loop serves (MAX_FAST there), and so the room for a batch's replies.
+_ABI = 2
+# Largest WRITE the C loop serves (MAX_FAST there), and largest READ (MAX_FAST_READ there):
+# the reply buffer holds a batch of small replies or at least one of the largest.
 MAX_FAST = 64 << 10
+MAX_FAST_READ = 1 << 20
 _REPLY_HEADER = 28
 
 
@@ -85,7 +87,7 @@ class FastPath:
             cipher.release(*self._contexts)
             raise MemoryError("could not set up the native NBD loop")
         self._handle: int | None = handle
-        self._cap = batch * (_REPLY_HEADER + MAX_FAST)
+        self._cap = max(batch * (_REPLY_HEADER + MAX_FAST), _REPLY_HEADER + MAX_FAST_READ)
         self._out = bytearray(self._cap)
         self._out_mv = memoryview(self._out)
         self._out_at = ctypes.addressof((ctypes.c_char * self._cap).from_buffer(self._out))

@@ -1,5 +1,6 @@
-"""The native loop for small aligned requests (nbd_fastpath) against the Python session: the
-same pipelined requests, byte for byte the same replies and the same volume afterwards."""
+"""The native loop for small aligned requests and reads up to 1 MiB (nbd_fastpath) against the
+Python session: the same pipelined requests, byte for byte the same replies and the same volume
+afterwards."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def _mix(rng: random.Random, size: int, count: int) -> list[tuple[int, int, int,
         if kind < 0.45:
             if rng.random() < 0.1:
                 flags = int(rng.choice((p.CmdFlag.DF, p.CmdFlag.FUA)))
+            if rng.random() < 0.15:  # large reads: up to 1 MiB in C, beyond it in Python
+                length = rng.choice((256 << 10, MiB, MiB + 512))
             out.append((flags, p.Cmd.READ, offset, length, b""))
         elif kind < 0.9:
             if rng.random() < 0.1:
@@ -137,6 +140,24 @@ def test_native_writes_are_the_volumes_sectors(volume: Volume, tmp_path: Path) -
         c.close()
     finally:
         volume.read_only = False
+        t.close()
+
+
+def test_reads_up_to_1_mib_are_the_loops_and_larger_ones_pythons(volume: Volume, tmp_path: Path) -> None:
+    """nbdcopy reads 256 KiB at a time: the loop serves reads up to 1 MiB (decrypted in place in
+    its reply buffer), and leaves larger ones to the Python session; both read the volume."""
+    data = os.urandom(2 * MiB + 4096)
+    volume.write(0, data)
+    t = ServerThread(NbdServer(volume), tmp_path / "s.sock")
+    try:
+        c = RawClient(t.sock)
+        for offset, length, native in ((0, 256 << 10, 1), (4096, MiB, 1), (512, MiB + 512, 0),
+                                       (MiB, MiB + 4096, 0)):
+            before = t.server.stats.native
+            assert c.request(p.Cmd.READ, offset, length) == (0, data[offset:offset + length])
+            assert t.server.stats.native - before == native, (offset, length)
+        c.close()
+    finally:
         t.close()
 
 
