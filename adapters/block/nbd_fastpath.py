@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from adapters.block.sector_crypto import NativeXts
+from kms_core.native import load_native
 
 log = logging.getLogger("ssegw.nbd")
 
@@ -59,17 +59,9 @@ class _Lib:
 @lru_cache(maxsize=1)
 def native_library() -> _Lib | None:
     """The built loop, or None (with a warning) where it is missing or unusable."""
-    mode = os.environ.get(ENV, "")
-    if mode == "off":
-        return None
-    try:
-        return _Lib(ctypes.CDLL(str(LIBRARY)))
-    except (OSError, AttributeError) as e:
-        if mode == "required" or os.environ.get("SSEGW_NATIVE_XTS") == "required":
-            raise RuntimeError(f"native NBD loop required but unusable: {e}") from None
-        log.warning("native NBD loop unusable (%s); small requests are served in Python, "
-                    "~2x slower. `make deps` builds it.", e)
-        return None
+    return load_native(LIBRARY, ENV, _Lib, what="native NBD loop", log=log,
+                       fallback="small requests are served in Python, ~2x slower",
+                       required_by=("SSEGW_NATIVE_XTS",))
 
 
 class FastPath:

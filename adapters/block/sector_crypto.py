@@ -47,6 +47,8 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
+from kms_core.native import load_native
+
 log = logging.getLogger("ssegw.block")
 
 SECTOR_SIZE = 512
@@ -211,17 +213,8 @@ class _NativeLib:
 @lru_cache(maxsize=1)
 def native_library() -> _NativeLib | None:
     """The built sector loop, or None (with a warning) where it is missing or unusable."""
-    mode = os.environ.get("SSEGW_NATIVE_XTS", "")
-    if mode == "off":
-        return None
-    try:
-        return _NativeLib(ctypes.CDLL(str(NATIVE_LIBRARY)))
-    except (OSError, AttributeError) as e:
-        if mode == "required":
-            raise RuntimeError(f"native AES-XTS library required but unusable: {e}") from None
-        log.warning("native AES-XTS library unusable (%s); falling back to the per-sector "
-                    "ctypes loop, ~10x slower. `make deps` builds it.", e)
-        return None
+    return load_native(NATIVE_LIBRARY, "SSEGW_NATIVE_XTS", _NativeLib, what="native AES-XTS library",
+                       log=log, fallback="falling back to the per-sector ctypes loop, ~10x slower")
 
 
 # Below this many sectors (1 MiB) a batch stays on the calling thread. Handing part of a

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
+from kms_core.native import load_native
+
 log = logging.getLogger("ssegw.fs")
 
 NATIVE_LIBRARY = Path(__file__).with_name("libssegw_gcm.so")
@@ -100,17 +102,8 @@ class _Lib:
 @lru_cache(maxsize=1)
 def native_library() -> _Lib | None:
     """The built block loop, or None (with a warning) where it is missing or unusable."""
-    mode = os.environ.get("SSEGW_NATIVE_GCM", "")
-    if mode == "off":
-        return None
-    try:
-        return _Lib(ctypes.CDLL(str(NATIVE_LIBRARY)))
-    except (OSError, AttributeError) as e:
-        if mode == "required":
-            raise RuntimeError(f"native AES-GCM block library required but unusable: {e}") from None
-        log.warning("native AES-GCM block library unusable (%s); falling back to the pure "
-                    "per-block loop, ~3x slower. `make deps` builds it.", e)
-        return None
+    return load_native(NATIVE_LIBRARY, "SSEGW_NATIVE_GCM", _Lib, what="native AES-GCM block library",
+                       log=log, fallback="falling back to the pure per-block loop, ~3x slower")
 
 
 class NativeGcm:

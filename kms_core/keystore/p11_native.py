@@ -29,6 +29,8 @@ from pathlib import Path
 
 from pkcs11 import exceptions as p11e
 
+from kms_core.native import load_native
+
 log = logging.getLogger("ssegw.kms")
 
 LIBRARY = Path(__file__).with_name("libssegw_p11.so")
@@ -91,17 +93,8 @@ class _Lib:
 @lru_cache(maxsize=1)
 def native_library() -> _Lib | None:
     """The built library, or None (with a warning) where it is missing or unusable."""
-    mode = os.environ.get(ENV, "")
-    if mode == "off":
-        return None
-    try:
-        return _Lib(ctypes.CDLL(str(LIBRARY)))
-    except (OSError, AttributeError) as e:
-        if mode == "required":
-            raise RuntimeError(f"native PKCS#11 AES-GCM library required but unusable: {e}") from None
-        log.warning("native PKCS#11 AES-GCM library unusable (%s); HSM AES-GCM calls go through "
-                    "python-pkcs11, ~25%% slower. `make deps` builds it.", e)
-        return None
+    return load_native(LIBRARY, ENV, _Lib, what="native PKCS#11 AES-GCM library", log=log,
+                       fallback="HSM AES-GCM calls go through python-pkcs11, ~25% slower")
 
 
 class NativeGcm:
