@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from adapters.block.sector_crypto import NativeXts
-from kms_core.native import load_native
+from adapters.native import load_native
 
 log = logging.getLogger("ssegw.nbd")
 

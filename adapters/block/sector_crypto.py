@@ -47,7 +47,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
-from kms_core.native import load_native
+from adapters.native import load_native
 
 log = logging.getLogger("ssegw.block")
 

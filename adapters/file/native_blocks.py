@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from kms_core.native import load_native
+from adapters.native import load_native
 
 log = logging.getLogger("ssegw.fs")
 

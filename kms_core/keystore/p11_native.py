@@ -29,8 +29,6 @@ from pathlib import Path
 
 from pkcs11 import exceptions as p11e
 
-from kms_core.native import load_native
-
 log = logging.getLogger("ssegw.kms")
 
 LIBRARY = Path(__file__).with_name("libssegw_p11.so")
@@ -93,8 +91,18 @@ class _Lib:
 @lru_cache(maxsize=1)
 def native_library() -> _Lib | None:
     """The built library, or None (with a warning) where it is missing or unusable."""
-    return load_native(LIBRARY, ENV, _Lib, what="native PKCS#11 AES-GCM library", log=log,
-                       fallback="HSM AES-GCM calls go through python-pkcs11, ~25% slower")
+    # The adapters share adapters.native.load_native for this; the KMS may not import them.
+    mode = os.environ.get(ENV, "")
+    if mode == "off":
+        return None
+    try:
+        return _Lib(ctypes.CDLL(str(LIBRARY)))
+    except (OSError, AttributeError) as e:
+        if mode == "required":
+            raise RuntimeError(f"native PKCS#11 AES-GCM library required but unusable: {e}") from None
+        log.warning("native PKCS#11 AES-GCM library unusable (%s); HSM AES-GCM calls go through "
+                    "python-pkcs11, ~25%% slower. `make deps` builds it.", e)
+        return None
 
 
 class NativeGcm:

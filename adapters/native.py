@@ -1,4 +1,6 @@
-"""Loading the small C libraries `make deps` builds next to the modules that use them (ctypes).
+"""Loading the small C libraries `make deps` builds next to the adapter modules that use them
+(ctypes). The KMS's own (kms_core/keystore/p11_native.py) keeps its copy: the KMS never imports
+the products.
 
 Each library has an environment switch: "off" keeps the pure path (to measure or test it),
 "required" (`make test` sets it) makes a missing or stale build an error, anything else uses the

@@ -1,4 +1,4 @@
-"""kms_core.native: the environment switch every native library shares (pure logic)."""
+"""adapters.native: the environment switch every native library shares (pure logic)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kms_core.native import load_native
+from adapters.native import load_native
 
 LOG = logging.getLogger("test.native")
 LIBC = Path(ctypes.util.find_library("c") or "libc.so.6")  # a library that loads
