@@ -168,8 +168,9 @@ class Hsm:
         self._logged_in = False
         with _pkcs11_errors():
             self._token = _find_token(config)
-            # AES-GCM in one foreign call on python-pkcs11's own handles (p11_native), or None.
-            self.native: NativeGcm | None = native_gcm(config.module)
+        # AES-GCM in one foreign call on python-pkcs11's own handles (p11_native), or None; a
+        # required library that is unusable says so here, not as an HSM failure.
+        self.native: NativeGcm | None = native_gcm(config.module)
 
     def session(self) -> Any:
         s = getattr(self._local, "session", None)

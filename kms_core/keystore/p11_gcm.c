@@ -83,11 +83,10 @@ const struct function_list *ssegw_p11_functions(const char *module)
     void *handle = dlopen(module, RTLD_NOW | RTLD_NOLOAD);
     get_function_list_fn get;
     struct function_list *list = NULL;
+    void *exported_init;
 
     if (handle == NULL)
         return NULL;
-    void *exported_init;
-
     get = (get_function_list_fn)dlsym(handle, "C_GetFunctionList");
     /* Modules usually export every function as well: where this one does, it must be the
      * list's entry, another check of the layout. */
