@@ -141,6 +141,8 @@ class NativeGcm:
         rv = self._gcm(self._functions, encrypt, session, key, nonce, len(nonce), aad, len(aad),
                        data, len(data), buf, ctypes.byref(length))
         if rv:
+            if not encrypt:  # a module may have written plaintext before the tag failed
+                view[:room] = bytes(room)
             raise error_for(rv)
         n = length.value
         out = bytes(view[:n])
