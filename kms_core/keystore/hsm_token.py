@@ -19,6 +19,15 @@ because a find costs SoftHSM2 ~100 times the AES-GCM call (it checks every objec
 token), but the HSM checks it on every use: once another process destroyed the object, the call
 fails with ObjectHandleInvalid (seen with SoftHSM2), and the key is then found again, or reported
 missing, and the call tried once more. So a destroyed key is never used from a kept handle.
+
+That check is SoftHSM2 re-reading the token's generation file and the key's object file on every
+use of a token object (17 system calls per AES-GCM call, strace), a third of the call's time. So
+an AES key is used through a copy of it made inside the token as a session object (C_CopyObject,
+CKA_TOKEN false: still sensitive and not extractable, still only in the HSM), one per thread's
+session, which SoftHSM2 uses without touching the files. The token object itself is used again,
+and so checked, at least every `Hsm.recheck` seconds (1 s; the KMS's own caches of key records
+are as old as 2 s); a destruction seen then, or made through this Hsm, destroys the copies. A
+thread's session (and with it its copies) is closed when the thread ends.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import functools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -158,33 +168,82 @@ def _find_token(config: HsmConfig) -> Any:
     raise AssertionError("unreachable")
 
 
+# How long a session copy of an AES key is used before the token object is used (and so checked)
+# again; see the module docstring.
+RECHECK_SECONDS = 1.0
+# A copy's label: never the token object's, so that finding an object by label finds only that.
+COPY_SUFFIX = "/session-copy"
+
+
+@dataclass
+class _Copy:
+    """A thread's session-object copy of a token AES key, and until when it may be used."""
+
+    token: Any  # the token object's handle it was copied from
+    copy: Any | None  # None: the token would not copy it, so the token object is used
+    until: float = 0.0
+
+
+class _Seat:
+    """One thread's session and what was found or copied in it. When the thread ends and this is
+    collected, the session is closed (see _close_session), which destroys its copies."""
+
+    __slots__ = ("__weakref__", "copies", "handles", "session")
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.handles: dict[tuple[ObjectClass, str], Any] = {}
+        self.copies: dict[str, _Copy] = {}
+
+
+def _close_session(session: Any) -> None:
+    # Never the session that logged in (python-pkcs11 would log the whole token out): Hsm keeps it.
+    with _CALL_LOCK:
+        try:
+            session.close()
+        except p11e.PKCS11Error:
+            pass  # already gone with the library; nothing left to free
+
+
 class Hsm:
-    """A logged-in token with per-thread sessions and per-thread, use-checked object handles."""
+    """A logged-in token with per-thread sessions, per-thread use-checked object handles and
+    per-thread session copies of AES keys."""
 
     def __init__(self, config: HsmConfig) -> None:
         self.config = config
+        self.recheck = RECHECK_SECONDS
         self._local = threading.local()
         self._login_lock = threading.Lock()
         self._logged_in = False
+        self._login_session: Any = None
+        # Every live thread's seat, so that destroying a key reaches the copies of all threads.
+        self._seats: weakref.WeakSet[_Seat] = weakref.WeakSet()
         with _pkcs11_errors():
             self._token = _find_token(config)
         # AES-GCM in one foreign call on python-pkcs11's own handles (p11_native), or None; a
         # required library that is unusable says so here, not as an HSM failure.
         self.native: NativeGcm | None = native_gcm(config.module)
 
-    def session(self) -> Any:
-        s = getattr(self._local, "session", None)
-        if s is None:
+    def _seat(self) -> _Seat:
+        seat: _Seat | None = getattr(self._local, "seat", None)
+        if seat is None:
             with _pkcs11_errors(), self._login_lock:
-                s = _again_if_busy(self._open)
-            self._local.session = s
-        return s
+                session = _again_if_busy(self._open)
+            seat = self._local.seat = _Seat(session)
+            self._seats.add(seat)
+            if session is not self._login_session:
+                weakref.finalize(seat, _close_session, session).atexit = False
+        return seat
+
+    def session(self) -> Any:
+        return self._seat().session
 
     def _open(self) -> Any:
         if self._logged_in:
             return self._token.open(rw=True)
         try:
             s = self._token.open(rw=True, user_pin=self.config.pin)
+            self._login_session = s
         except p11e.UserAlreadyLoggedIn:
             s = self._token.open(rw=True)
         self._logged_in = True
@@ -210,9 +269,7 @@ class Hsm:
 
     def key_handle(self, object_class: ObjectClass, label: str) -> Any:
         """This thread's handle of the object, found on first use (see the module docstring)."""
-        handles: dict[tuple[ObjectClass, str], Any] | None = getattr(self._local, "handles", None)
-        if handles is None:
-            handles = self._local.handles = {}
+        handles = self._seat().handles
         key = handles.get((object_class, label))
         if key is None:
             key = handles[(object_class, label)] = self.find_key(object_class, label)
@@ -230,10 +287,51 @@ class Hsm:
             with _CALL_LOCK:
                 return use(key)
 
+    def with_secret_key(self, label: str, use: Callable[[Any], _T]) -> _T:
+        """`with_key` for an AES key, on this thread's session copy of it while the token object
+        was used within `recheck` seconds (see the module docstring)."""
+        seat = self._seat()
+        held = seat.copies.get(label)
+        if held is not None and held.copy is not None and time.monotonic() < held.until:
+            try:
+                with _CALL_LOCK:
+                    return use(held.copy)
+            except _STALE_HANDLE:  # destroyed through this Hsm by another thread just now
+                self._drop_copy(seat, label)
+        result = self.with_key(ObjectClass.SECRET_KEY, label, use)  # the token object: still there
+        self._renew_copy(seat, label)
+        return result
+
+    def _renew_copy(self, seat: _Seat, label: str) -> None:
+        token = seat.handles.get((ObjectClass.SECRET_KEY, label))
+        if token is None:  # forgotten meanwhile (destroyed): no copy of it
+            return
+        held = seat.copies.get(label)
+        if held is None or held.token is not token:
+            self._drop_copy(seat, label)
+            try:
+                with _CALL_LOCK:
+                    copy = token.copy({Attribute.TOKEN: False, Attribute.LABEL: label + COPY_SUFFIX})
+            except p11e.PKCS11Error:  # a token that refuses copies (CKA_COPYABLE false): no copy
+                copy = None
+            held = seat.copies[label] = _Copy(token, copy)
+        held.until = time.monotonic() + self.recheck
+
+    @staticmethod
+    def _drop_copy(seat: _Seat, label: str) -> None:
+        held = seat.copies.pop(label, None)
+        if held is not None and held.copy is not None:
+            with _CALL_LOCK:
+                try:
+                    held.copy.destroy()
+                except p11e.PKCS11Error:
+                    pass  # already destroyed (its session closed): nothing to free
+
     def forget_handle(self, label: str) -> None:
-        handles: dict[tuple[ObjectClass, str], Any] = getattr(self._local, "handles", {})
-        for ck in [ck for ck in handles if ck[1] == label]:
-            handles.pop(ck, None)
+        seat = self._seat()
+        for ck in [ck for ck in seat.handles if ck[1] == label]:
+            seat.handles.pop(ck, None)
+        self._drop_copy(seat, label)
 
     def generate_aes(self, label: str) -> None:
         with _pkcs11_errors():
@@ -269,9 +367,11 @@ class Hsm:
                 self.generate_aes(label)
 
     def destroy(self, label: str) -> None:
+        for seat in list(self._seats):  # every thread's copy first: none outlives the key
+            self._drop_copy(seat, label)
         with _pkcs11_errors():
-            # Every object with the label: an AES key, or both halves of an RSA key pair.
-            for obj in list(self.session().get_objects({Attribute.LABEL: label})):
+            # Every token object with the label: an AES key, or both halves of an RSA key pair.
+            for obj in list(self.session().get_objects({Attribute.LABEL: label, Attribute.TOKEN: True})):
                 obj.destroy()
         self.forget_handle(label)
 
@@ -308,7 +408,7 @@ class HsmAesGcm:
                                                                 mechanism_param=params))
                 return out
         try:
-            return self._hsm.with_key(ObjectClass.SECRET_KEY, self._label, use)
+            return self._hsm.with_secret_key(self._label, use)
         except p11e.PKCS11Error as exc:
             HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
@@ -329,7 +429,7 @@ class HsmAesGcm:
                 out: bytes = key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params)
                 return out
         try:
-            return self._hsm.with_key(ObjectClass.SECRET_KEY, self._label, use)
+            return self._hsm.with_secret_key(self._label, use)
         except _DECRYPT_FAILURES as exc:
             raise InvalidCiphertext() from exc
         except p11e.PKCS11Error as exc:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
+import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 import pytest
@@ -14,6 +18,7 @@ from pkcs11 import Attribute, ObjectClass
 from kms_core.embedded import Kms
 from kms_core.errors import AlreadyExists, InvalidCiphertext, KmsError
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
+from kms_core.keystore.hsm_token import COPY_SUFFIX
 from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
 from kms_core.specs import KeySpec, Protection
 from kms_core.types import Caller
@@ -47,6 +52,17 @@ def _token_objects(cfg: HsmConfig, label: str) -> list[object]:
         return list(s.get_objects({Attribute.LABEL: label}))
 
 
+_COPY_ATTRIBUTES = (Attribute.TOKEN, Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.PRIVATE)
+
+
+def _session_copies(cfg: HsmConfig, label: str) -> list[dict[Attribute, Any]]:
+    """The session-object copies of `label` that any session of this process can see."""
+    token = pkcs11.lib(cfg.module).get_token(token_label=cfg.token_label)
+    with token.open(rw=False) as s:
+        return [{a: o[a] for a in _COPY_ATTRIBUTES}
+                for o in s.get_objects({Attribute.LABEL: label + COPY_SUFFIX})]
+
+
 def test_hsm_aes_key_lives_in_the_token_and_is_not_extractable(hsm_config: HsmConfig) -> None:
     store = HsmKeyStore(hsm_config)
     vid = str(uuid.uuid4())
@@ -65,6 +81,48 @@ def test_hsm_aes_key_lives_in_the_token_and_is_not_extractable(hsm_config: HsmCo
         aead.decrypt(b"\x01" * 12, ct, b"other aad")
     store.destroy(KeySpec.AES_256, vid, stored)
     assert _token_objects(hsm_config, label) == []
+
+
+def test_hsm_aes_keys_are_used_through_a_session_copy_per_thread(hsm_config: HsmConfig) -> None:
+    store = HsmKeyStore(hsm_config)
+    vid = str(uuid.uuid4())
+    stored = store.generate_symmetric(KeySpec.AES_256, vid)
+    label = f"ssegw-key-{vid}"
+    aead = store.open_symmetric(KeySpec.AES_256, vid, stored)
+    nonce = os.urandom(12)
+    sealed = aead.encrypt(nonce, b"first", b"ad")  # on the token object, which is then copied
+    assert aead.decrypt(nonce, sealed, b"ad") == b"first"  # on the copy
+    (copy,) = _session_copies(hsm_config, label)
+    # Still a key only the HSM holds: sensitive, not extractable, gone with the session.
+    assert copy == {Attribute.TOKEN: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                    Attribute.PRIVATE: True}
+    assert len(_token_objects(hsm_config, label)) == 1  # a find by label sees the token object only
+
+    def in_a_thread(done: threading.Event, go_on: threading.Event) -> None:
+        assert aead.decrypt(nonce, aead.encrypt(nonce, b"x", b"ad"), b"ad") == b"x"
+        done.set()
+        go_on.wait(10)
+
+    done, go_on = threading.Event(), threading.Event()
+    other = threading.Thread(target=in_a_thread, args=(done, go_on))
+    other.start()
+    assert done.wait(10)
+    assert len(_session_copies(hsm_config, label)) == 2  # one per thread's session
+    go_on.set()
+    other.join()
+    gc.collect()  # the ended thread's session is closed, and its copy with it
+    assert len(_session_copies(hsm_config, label)) == 1
+
+    done, go_on = threading.Event(), threading.Event()
+    other = threading.Thread(target=in_a_thread, args=(done, go_on))
+    other.start()
+    assert done.wait(10)
+    store.destroy(KeySpec.AES_256, vid, stored)  # every live thread's copy goes with the key
+    assert _session_copies(hsm_config, label) == [] and _token_objects(hsm_config, label) == []
+    go_on.set()
+    other.join()
+    with pytest.raises(KmsError, match="not in the HSM"):
+        aead.decrypt(nonce, sealed, b"ad")
 
 
 def test_hsm_sm4_material_is_wrapped_by_the_hsm_root(hsm_config: HsmConfig) -> None:
@@ -94,7 +152,7 @@ def test_failed_hsm_key_creation_leaves_no_token_object(kms: Kms, caller: Caller
 def _count_keys(cfg: HsmConfig) -> int:
     token = pkcs11.lib(cfg.module).get_token(token_label=cfg.token_label)
     with token.open(rw=False) as s:
-        return len(list(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})))
+        return len(list(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: True})))
 
 
 _OTHER_PROCESS = """
@@ -121,6 +179,7 @@ def _other_process(hsm_config: HsmConfig, action: str, label: str) -> None:
 def test_hsm_objects_of_other_processes_are_found_and_their_destruction_seen(
         hsm_config: HsmConfig) -> None:
     store = HsmKeyStore(hsm_config)
+    store.hsm.recheck = 0.5
     version = str(uuid.uuid4())
     label = f"ssegw-key-{version}"
     _other_process(hsm_config, "make", label)  # another node makes the key...
@@ -129,5 +188,11 @@ def test_hsm_objects_of_other_processes_are_found_and_their_destruction_seen(
     sealed = aead.encrypt(nonce, b"cross-process", b"ad")  # ...found on first use here
     assert aead.decrypt(nonce, sealed, b"ad") == b"cross-process"
     _other_process(hsm_config, "destroy", label)  # ...and destroyed by another node:
-    with pytest.raises(KmsError, match="not in the HSM"):  # the kept handle is not used
+    # this thread's session copy answers until `recheck` has passed since the token object was
+    # last used; then the token object is used, found gone, and the copy destroyed with it.
+    time.sleep(0.6)
+    with pytest.raises(KmsError, match="not in the HSM"):
         aead.decrypt(nonce, sealed, b"ad")
+    with pytest.raises(KmsError, match="not in the HSM"):
+        aead.encrypt(nonce, b"cross-process", b"ad")
+    assert not _session_copies(hsm_config, label)
