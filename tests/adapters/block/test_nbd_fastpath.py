@@ -169,3 +169,26 @@ def test_the_loop_is_built_and_used_where_required(volume: Volume) -> None:
     fast = fast_path_for(volume, False, 8)
     assert fast is not None
     fast.close()
+
+
+def test_replies_the_socket_cannot_take_yet_are_not_overwritten(volume: Volume, tmp_path: Path) -> None:
+    """The loop hands its replies to the transport as views of its reply buffer. A client that
+    sends many large reads before reading any reply backs the socket up, so the transport holds
+    views of replies not yet sent while the loop serves more: each must arrive as it was made."""
+    data = os.urandom(8 * MiB)
+    volume.write(0, data)
+    t = ServerThread(NbdServer(volume), tmp_path / "s.sock")
+    try:
+        c = RawClient(t.sock)
+        rng = random.Random(5)
+        reads = [(rng.randrange(0, 7 * MiB // 512) * 512, rng.choice((256 << 10, MiB, 4096)))
+                 for _ in range(64)]
+        before = t.server.stats.native
+        for i, (offset, length) in enumerate(reads, start=1):
+            c.s.sendall(p.encode_request(p.Request(0, p.Cmd.READ, i, offset, length)))
+        for i, (offset, length) in enumerate(reads, start=1):
+            assert c.reply(i, p.Cmd.READ, length) == (0, data[offset:offset + length]), i
+        assert t.server.stats.native - before == len(reads)
+        c.close()
+    finally:
+        t.close()
