@@ -1,11 +1,11 @@
-"""The NBD session's native loop for small aligned READs and WRITEs (nbd_fastpath.c).
+"""The NBD session's native loop for aligned READs and WRITEs up to 1 MiB (nbd_fastpath.c).
 
 Served in Python, a 4 KiB request spent most of the server's CPU in the interpreter around
 a few microseconds of system calls and AES (perf: ~60% in libpython for 4 KiB random reads).
 The C loop serves a batch of the requests already buffered in one call: header parsing,
 pread + XTS decrypt (or XTS encrypt + pwrite under the same sector lock as `Volume`), and
 the replies. It stops, untouched, at every request it is not sure of (another command or
-flag, unaligned, out of range, a READ over 1 MiB or a WRITE over 64 KiB, a payload not yet
+flag, unaligned, out of range, a READ or WRITE over 1 MiB, a payload not yet
 received, a failed system call), and the Python session serves that one as before; so the bytes on the wire are the
 same either way, and the pure path stays what serves everything else.
 
@@ -30,11 +30,14 @@ log = logging.getLogger("ssegw.nbd")
 
 LIBRARY = Path(__file__).with_name("libssegw_nbd.so")
 ENV = "SSEGW_NATIVE_NBD"
-_ABI = 2
-# Largest WRITE the C loop serves (MAX_FAST there), and largest READ (MAX_FAST_READ there):
-# the reply buffer holds a batch of small replies or at least one of the largest.
-MAX_FAST = 64 << 10
+_ABI = 3
+# Largest WRITE and READ the C loop serves (MAX_FAST_WRITE, MAX_FAST_READ there). A WRITE's
+# payload must be whole in the receive buffer (the transport waits for it: ConnectionIO.
+# await_native_write).
+MAX_FAST_WRITE = 1 << 20
 MAX_FAST_READ = 1 << 20
+# The reply buffer holds a batch of small replies (up to this) or at least one of the largest.
+_SMALL_REPLY = 64 << 10
 _REPLY_HEADER = 28
 
 
@@ -79,7 +82,7 @@ class FastPath:
             cipher.release(*self._contexts)
             raise MemoryError("could not set up the native NBD loop")
         self._handle: int | None = handle
-        self._cap = max(batch * (_REPLY_HEADER + MAX_FAST), _REPLY_HEADER + MAX_FAST_READ)
+        self._cap = max(batch * (_REPLY_HEADER + _SMALL_REPLY), _REPLY_HEADER + MAX_FAST_READ)
         # Replies are handed out as views of the reply buffer, not copies (copying 1 MiB
         # replies was ~9% of the server's CPU under nbdcopy reads, perf): a buffer is filled
         # from its start again only once the transport has let go of every view of it

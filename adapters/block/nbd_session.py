@@ -103,7 +103,14 @@ class Session:
         io.inline = self.serve_inline
         while True:
             if self._fast is not None:
-                self.serve_inline()  # what is buffered, before the task takes the next one
+                # What is buffered goes to the loop first; the task takes a request only once
+                # the loop has left it (so a large WRITE is waited for whole, then served in C).
+                self.serve_inline()
+                if await io.await_native_write():
+                    continue
+                if not io.request_buffered():
+                    await io.await_request()
+                    continue
             req = await io.read_request()
             stats.requests += 1
             payload: bytes | bytearray | None = None

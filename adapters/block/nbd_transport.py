@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import cast
 
 from adapters.block import nbd_protocol as p
-from adapters.block.nbd_fastpath import FastPath
+from adapters.block.nbd_fastpath import MAX_FAST_WRITE, FastPath
 
-# Requests and small payloads are read through a buffer this big; larger payloads bypass it.
-RECV_BUFFER = 1 << 20
+# Requests, and payloads the native loop serves (up to MAX_FAST_WRITE), are read through a
+# buffer this big; larger payloads bypass it. Room for two of the largest, so one can arrive
+# while the one before is served.
+RECV_BUFFER = 2 * (MAX_FAST_WRITE + p.REQUEST_SIZE)
 # Corked replies are sent once they add up to this much, even if more requests are waiting.
 OUT_HIGH_WATER = 1 << 20
 # ...and once this many replies are queued. Corking a whole burst of small requests keeps
@@ -167,8 +169,18 @@ class ConnectionIO(asyncio.BufferedProtocol):
                 self._start, self._end = 0, avail
             await self._more()
 
+    def request_buffered(self) -> bool:
+        return self._end - self._start >= _REQUEST_SIZE
+
     async def read_request(self) -> p.Request:
         """The next request header, decoded where it lies in the receive buffer."""
+        await self.await_request()
+        req = _decode_request_from(self._buf, self._start)
+        self._start += _REQUEST_SIZE
+        return req
+
+    async def await_request(self) -> None:
+        """Until a whole request header is buffered (IncompleteReadError once the peer is gone)."""
         while self._end - self._start < _REQUEST_SIZE:
             if self._start + _REQUEST_SIZE > len(self._buf):  # make room for the whole header
                 avail = self._end - self._start
@@ -179,9 +191,6 @@ class ConnectionIO(asyncio.BufferedProtocol):
                 await self._more()
             finally:
                 self._between_requests = False
-        req = _decode_request_from(self._buf, self._start)
-        self._start += _REQUEST_SIZE
-        return req
 
     def next_simple(self) -> tuple[p.Request, bytes | None] | None:
         """The next request and its payload, taken from the buffer, if it is a READ, or a WRITE
@@ -226,6 +235,30 @@ class ConnectionIO(asyncio.BufferedProtocol):
                 or self._end - self._start < _REQUEST_SIZE):
             self.send_out()
         return served, wrote
+
+    async def await_native_write(self) -> bool:
+        """If the next request is a WRITE the native loop may serve (up to MAX_FAST_WRITE)
+        whose payload has not all arrived, waits for more of it and returns True (the caller
+        offers the buffer to the loop again); else False. Without this the task would take
+        the header and receive the payload into a buffer of its own, in Python."""
+        start = self._start
+        if self._end - start < _REQUEST_SIZE or self._writing_paused or self._closed:
+            return False
+        magic, _, typ, _, _, length = _unpack_request(self._buf, start)
+        if magic != _REQUEST_MAGIC or typ != _WRITE or length > MAX_FAST_WRITE:
+            return False
+        if self._end - start >= _REQUEST_SIZE + length:
+            return False  # whole, and the loop left it: Python serves it
+        if start + _REQUEST_SIZE + length > len(self._buf):  # make room for all of it
+            avail = self._end - start
+            self._buf[:avail] = self._mv[start:self._end]
+            self._start, self._end = 0, avail
+        self._between_requests = True  # bytes that complete it are served as they arrive
+        try:
+            await self._more()
+        finally:
+            self._between_requests = False
+        return True
 
     async def read_payload(self, n: int) -> bytes | bytearray:
         """A write payload; a large one is received straight into the buffer returned."""

@@ -1,4 +1,4 @@
-"""The native loop for small aligned requests and reads up to 1 MiB (nbd_fastpath) against the
+"""The native loop for aligned reads and writes up to 1 MiB (nbd_fastpath) against the
 Python session: the same pipelined requests, byte for byte the same replies and the same volume
 afterwards."""
 
@@ -8,6 +8,7 @@ import os
 import random
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def _mix(rng: random.Random, size: int, count: int) -> list[tuple[int, int, int,
         elif kind < 0.9:
             if rng.random() < 0.1:
                 flags = int(rng.choice((p.CmdFlag.FUA, p.CmdFlag.DF)))
+            if rng.random() < 0.15:  # large writes: up to 1 MiB in C, beyond it in Python
+                length = rng.choice((256 << 10, MiB, MiB + 512))
             out.append((flags, p.Cmd.WRITE, offset, length, rng.randbytes(length)))
         elif kind < 0.95:
             out.append((0, p.Cmd.FLUSH, 0, 0, b""))
@@ -156,6 +159,30 @@ def test_reads_up_to_1_mib_are_the_loops_and_larger_ones_pythons(volume: Volume,
             before = t.server.stats.native
             assert c.request(p.Cmd.READ, offset, length) == (0, data[offset:offset + length])
             assert t.server.stats.native - before == native, (offset, length)
+        c.close()
+    finally:
+        t.close()
+
+
+def test_writes_up_to_1_mib_are_the_loops_and_larger_ones_pythons(volume: Volume, tmp_path: Path) -> None:
+    """nbdcopy writes 256 KiB at a time: the transport waits until such a payload is whole in
+    its receive buffer and the loop serves it; larger ones are Python's. Sent in pieces, so the
+    loop meets each payload before all of it has arrived."""
+    t = ServerThread(NbdServer(volume), tmp_path / "s.sock")
+    try:
+        c = RawClient(t.sock)
+        for offset, length, native in ((0, 256 << 10, 1), (4096, MiB, 1), (512, MiB + 512, 0),
+                                       (3 * MiB, MiB, 1)):
+            data = os.urandom(length)
+            before = t.server.stats.native
+            c.cookie += 1
+            wire = p.encode_request(p.Request(0, p.Cmd.WRITE, c.cookie, offset, length)) + data
+            for at in range(0, len(wire), 100_000):
+                c.s.sendall(wire[at:at + 100_000])
+                time.sleep(0.002)
+            assert c.reply(c.cookie, p.Cmd.WRITE, length) == (0, b"")
+            assert t.server.stats.native - before == native, (offset, length)
+            assert bytes(volume.read(offset, length)) == data
         c.close()
     finally:
         t.close()
