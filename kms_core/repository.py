@@ -146,7 +146,12 @@ class VersionCaches:
     def forget(self, key_id: str) -> None:
         for cache in (self.aeads, self.versions, self.private):
             for ck in [ck for ck in cache if ck[0] == key_id]:
-                cache.pop(ck, None)
+                dropped = cache.pop(ck, None)
+                # An HSM key's AEAD holds copies of the key inside the HSM (hsm_token): they
+                # go with it, here and (through the change feed) on every other node.
+                release = getattr(dropped, "release", None)
+                if release is not None:
+                    release()
 
 
 class KeyRepository:

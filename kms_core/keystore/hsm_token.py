@@ -26,8 +26,10 @@ an AES key is used through a copy of it made inside the token as a session objec
 CKA_TOKEN false: still sensitive and not extractable, still only in the HSM), one per thread's
 session, which SoftHSM2 uses without touching the files. The token object itself is used again,
 and so checked, at least every `Hsm.recheck` seconds (1 s; the KMS's own caches of key records
-are as old as 2 s); a destruction seen then, or made through this Hsm, destroys the copies. A
-thread's session (and with it its copies) is closed when the thread ends.
+are as old as 2 s); a destruction seen then, or made through this Hsm, destroys the copies, and
+so does the KMS letting go of the key version (`HsmAesGcm.release`: its material went away or
+the key changed, on this node or, told by the change feed, on another). A thread's session (and
+with it its copies) is closed when the thread ends.
 """
 
 from __future__ import annotations
@@ -366,9 +368,13 @@ class Hsm:
             if not self.has_object(ObjectClass.SECRET_KEY, label):
                 self.generate_aes(label)
 
-    def destroy(self, label: str) -> None:
-        for seat in list(self._seats):  # every thread's copy first: none outlives the key
+    def drop_copies(self, label: str) -> None:
+        """Destroys every thread's session copy of `label` (made again on its next use)."""
+        for seat in list(self._seats):
             self._drop_copy(seat, label)
+
+    def destroy(self, label: str) -> None:
+        self.drop_copies(label)  # first: no copy outlives the key
         with _pkcs11_errors():
             # Every token object with the label: an AES key, or both halves of an RSA key pair.
             for obj in list(self.session().get_objects({Attribute.LABEL: label, Attribute.TOKEN: True})):
@@ -412,6 +418,11 @@ class HsmAesGcm:
         except p11e.PKCS11Error as exc:
             HSM_ERRORS.labels(type(exc).__name__).inc()
             raise KeyUnavailable(f"HSM operation failed: {type(exc).__name__}") from exc
+
+    def release(self) -> None:
+        """The KMS no longer holds this key version's AEAD (its material went away, or the key
+        changed): the copies of the key inside the HSM go too."""
+        self._hsm.drop_copies(self._label)
 
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
         if len(data) < 16:
