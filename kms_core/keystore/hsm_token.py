@@ -175,6 +175,8 @@ def _find_token(config: HsmConfig) -> Any:
 RECHECK_SECONDS = 1.0
 # A copy's label: never the token object's, so that finding an object by label finds only that.
 COPY_SUFFIX = "/session-copy"
+# How long after a token refused to copy a key (CKA_COPYABLE false, or busy) it is asked again.
+COPY_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -183,6 +185,7 @@ class _Copy:
 
     token: Any  # the token object's handle it was copied from
     copy: Any | None  # None: the token would not copy it, so the token object is used
+    made: float  # when it was copied (or refused)
     until: float = 0.0
 
 
@@ -295,11 +298,11 @@ class Hsm:
         seat = self._seat()
         held = seat.copies.get(label)
         if held is not None and held.copy is not None and time.monotonic() < held.until:
-            try:
-                with _CALL_LOCK:
+            with _CALL_LOCK:
+                # Still this thread's copy under the lock: another thread's drop_copies pops
+                # and destroys it under the same lock, so a destroyed handle is never used.
+                if seat.copies.get(label) is held:
                     return use(held.copy)
-            except _STALE_HANDLE:  # destroyed through this Hsm by another thread just now
-                self._drop_copy(seat, label)
         result = self.with_key(ObjectClass.SECRET_KEY, label, use)  # the token object: still there
         self._renew_copy(seat, label)
         return result
@@ -308,22 +311,24 @@ class Hsm:
         token = seat.handles.get((ObjectClass.SECRET_KEY, label))
         if token is None:  # forgotten meanwhile (destroyed): no copy of it
             return
+        now = time.monotonic()
         held = seat.copies.get(label)
-        if held is None or held.token is not token:
+        if (held is None or held.token is not token
+                or (held.copy is None and now - held.made > COPY_RETRY_SECONDS)):
             self._drop_copy(seat, label)
             try:
                 with _CALL_LOCK:
                     copy = token.copy({Attribute.TOKEN: False, Attribute.LABEL: label + COPY_SUFFIX})
-            except p11e.PKCS11Error:  # a token that refuses copies (CKA_COPYABLE false): no copy
+            except p11e.PKCS11Error:  # refused (CKA_COPYABLE false, or busy): the token object
                 copy = None
-            held = seat.copies[label] = _Copy(token, copy)
-        held.until = time.monotonic() + self.recheck
+            held = seat.copies[label] = _Copy(token, copy, now)
+        held.until = now + self.recheck
 
     @staticmethod
     def _drop_copy(seat: _Seat, label: str) -> None:
-        held = seat.copies.pop(label, None)
-        if held is not None and held.copy is not None:
-            with _CALL_LOCK:
+        with _CALL_LOCK:
+            held = seat.copies.pop(label, None)
+            if held is not None and held.copy is not None:
                 try:
                     held.copy.destroy()
                 except p11e.PKCS11Error:

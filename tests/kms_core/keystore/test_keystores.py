@@ -18,7 +18,7 @@ from pkcs11 import Attribute, ObjectClass
 from kms_core.embedded import Kms
 from kms_core.errors import AlreadyExists, InvalidCiphertext, KmsError
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
-from kms_core.keystore.hsm_token import COPY_SUFFIX
+from kms_core.keystore.hsm_token import COPY_SUFFIX, HsmAesGcm
 from kms_core.keystore.software import RootSealer, SoftwareKeyStore, load_or_create_root_key
 from kms_core.specs import KeySpec, Protection
 from kms_core.types import Caller
@@ -196,3 +196,19 @@ def test_hsm_objects_of_other_processes_are_found_and_their_destruction_seen(
     with pytest.raises(KmsError, match="not in the HSM"):
         aead.encrypt(nonce, b"cross-process", b"ad")
     assert not _session_copies(hsm_config, label)
+
+
+def test_a_key_the_token_will_not_copy_is_used_as_it_is(hsm_config: HsmConfig) -> None:
+    """Copies are how the KMS saves SoftHSM2 its file checks, not a requirement: a key made
+    with CKA_COPYABLE false (another tool's, or an HSM that refuses C_CopyObject) still works."""
+    store = HsmKeyStore(hsm_config)
+    label = f"ssegw-key-{uuid.uuid4()}"
+    store.hsm.session().generate_key(pkcs11.KeyType.AES, 256, label=label, store=True, template={
+        Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False, Attribute.COPYABLE: False})
+    aead = HsmAesGcm(store.hsm, label)
+    nonce = os.urandom(12)
+    for _ in range(3):
+        assert aead.decrypt(nonce, aead.encrypt(nonce, b"uncopied", b"ad"), b"ad") == b"uncopied"
+    assert _session_copies(hsm_config, label) == []
+    store.hsm.destroy(label)
