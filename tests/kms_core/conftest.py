@@ -7,10 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kms_core.embedded import Kms
+from kms_core.keystore.hsm import HsmConfig
+from tests.kms_core.lifecycle_support import FakeClock, close_kms, open_clocked_kms
 
 ROOT = Path(__file__).parents[2]
 
@@ -21,6 +26,20 @@ def kms_db_url(request: pytest.FixtureRequest) -> str | None:
         return None
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
+         kms_db_url: str | None) -> Iterator[Kms]:
+    """A KMS on `clock` (the lifecycle tests move time), on each metadata database."""
+    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
+    yield k
+    close_kms(k)
 
 
 class Cli:

@@ -3,37 +3,18 @@ HSM key pairs and frees the account's version quota."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from kms_core.embedded import Kms
 from kms_core.errors import NotFound
-from kms_core.keystore.hsm import HsmConfig
 from kms_core.scheduler import Scheduler
 from tests.kms_core.lifecycle_support import (
     FakeClock,
-    close_kms,
     hsm_labels,
     new_caller,
-    open_clocked_kms,
     version_labels,
     versions,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
-         kms_db_url: str | None) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
-    yield k
-    close_kms(k)
 
 
 def test_destroyed_asymmetric_keys_leave_nothing_behind(ckms: Kms, clock: FakeClock) -> None:

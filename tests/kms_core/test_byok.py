@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,35 +30,19 @@ from kms_core.errors import (
     InvalidState,
     UnsupportedOperation,
 )
-from kms_core.keystore.hsm import HsmConfig
 from kms_core.models import ImportToken
 from kms_core.scheduler import Scheduler
 from kms_core.types import Caller
 from tests.kms_core.lifecycle_support import (
     FakeClock,
-    close_kms,
     guide_wrap,
     key_row,
     new_caller,
-    open_clocked_kms,
     versions,
     wrap_material,
 )
 
 ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSAES_PKCS1_V1_5")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
-         kms_db_url: str | None) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
-    yield k
-    close_kms(k)
 
 
 @pytest.fixture

@@ -4,37 +4,18 @@ another node told by the change feed, and when the key is destroyed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from kms_core.embedded import Kms
 from kms_core.errors import NotFound
-from kms_core.keystore.hsm import HsmConfig
 from kms_core.keystore.hsm_token import COPY_SUFFIX
 from kms_core.scheduler import Scheduler
 from tests.kms_core.lifecycle_support import (
     FakeClock,
-    close_kms,
     hsm_labels,
     new_caller,
-    open_clocked_kms,
     version_labels,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
-         kms_db_url: str | None) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
-    yield k
-    close_kms(k)
 
 
 def _copies(k: Kms, key_id: str) -> set[str]:

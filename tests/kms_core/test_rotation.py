@@ -4,7 +4,6 @@ rotation, and the keys that refuse rotation."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,32 +19,16 @@ from kms_core.errors import (
     NotFound,
     UnsupportedOperation,
 )
-from kms_core.keystore.hsm import HsmConfig
 from kms_core.models import Key
 from kms_core.ops.rotation import next_rotation_after
 from kms_core.scheduler import Scheduler
 from kms_core.types import Caller
 from tests.kms_core.lifecycle_support import (
     FakeClock,
-    close_kms,
     hsm_labels,
     new_caller,
-    open_clocked_kms,
     versions,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
-         kms_db_url: str | None) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
-    yield k
-    close_kms(k)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,19 +36,6 @@ from tests.kms_core.lifecycle_support import (
 )
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ckms(tmp_path: Path, hsm_config: HsmConfig, clock: FakeClock,
-         kms_db_url: str | None) -> Iterator[Kms]:
-    k = open_clocked_kms(tmp_path / "kms", hsm_config, clock, kms_db_url)
-    yield k
-    close_kms(k)
 
 
 @pytest.fixture
