@@ -29,11 +29,13 @@ and so checked, at least every `Hsm.recheck` seconds (1 s; the KMS's own caches 
 are as old as 2 s); a destruction seen then, or made through this Hsm, destroys the copies, and
 so does the KMS letting go of the key version (`HsmAesGcm.release`: its material went away or
 the key changed, on this node or, told by the change feed, on another). A thread's session (and
-with it its copies) is closed when the thread ends.
+with it its copies) is closed after the thread ends, by the next thread that opens a session or
+uses a key's token object.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import threading
@@ -191,7 +193,7 @@ class _Copy:
 
 class _Seat:
     """One thread's session and what was found or copied in it. When the thread ends and this is
-    collected, the session is closed (see _close_session), which destroys its copies."""
+    collected, the session is closed (see _ENDED), which destroys its copies."""
 
     __slots__ = ("__weakref__", "copies", "handles", "session")
 
@@ -201,11 +203,25 @@ class _Seat:
         self.copies: dict[str, _Copy] = {}
 
 
-def _close_session(session: Any) -> None:
-    # Never the session that logged in (python-pkcs11 would log the whole token out): Hsm keeps it.
-    with _CALL_LOCK:
+# Sessions of ended threads, waiting to be closed. The finalizer that finds them only queues
+# them: it runs wherever the collector happens to run, perhaps in a thread holding a lock that
+# the holder of _CALL_LOCK waits for, so it must not wait for _CALL_LOCK itself.
+_ENDED: collections.deque[Any] = collections.deque()
+
+
+def _session_ended(session: Any) -> None:
+    _ENDED.append(session)
+
+
+def _close_ended() -> None:
+    """Closes the queued sessions of ended threads (and so their copies); caller holds
+    _CALL_LOCK. Never the session that logged in (python-pkcs11 would log the whole token
+    out): Hsm keeps that one."""
+    while _ENDED:
         try:
-            session.close()
+            _ENDED.popleft().close()
+        except IndexError:
+            return  # another thread took the last one
         except p11e.PKCS11Error:
             pass  # already gone with the library; nothing left to free
 
@@ -233,11 +249,12 @@ class Hsm:
         seat: _Seat | None = getattr(self._local, "seat", None)
         if seat is None:
             with _pkcs11_errors(), self._login_lock:
+                _close_ended()
                 session = _again_if_busy(self._open)
             seat = self._local.seat = _Seat(session)
             self._seats.add(seat)
             if session is not self._login_session:
-                weakref.finalize(seat, _close_session, session).atexit = False
+                weakref.finalize(seat, _session_ended, session).atexit = False
         return seat
 
     def session(self) -> Any:
@@ -312,6 +329,9 @@ class Hsm:
         if token is None:  # forgotten meanwhile (destroyed): no copy of it
             return
         now = time.monotonic()
+        if _ENDED:  # at least once a second while a key is in use (see _ENDED)
+            with _CALL_LOCK:
+                _close_ended()
         held = seat.copies.get(label)
         if (held is None or held.token is not token
                 or (held.copy is None and now - held.made > COPY_RETRY_SECONDS)):

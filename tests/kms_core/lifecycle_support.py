@@ -16,6 +16,7 @@ from pkcs11 import Attribute, ObjectClass
 
 from kms_core.embedded import Kms, KmsConfig, open_kms
 from kms_core.keystore.hsm import HsmConfig, HsmKeyStore
+from kms_core.keystore.hsm_token import _CALL_LOCK
 from kms_core.models import Key, KeyVersion
 from kms_core.specs import Protection
 from kms_core.types import Caller, ImportParameters
@@ -104,7 +105,10 @@ def hsm_labels(k: Kms, *, secret_keys_only: bool = True) -> set[str]:
     assert isinstance(store, HsmKeyStore)
     session: Any = store.hsm.session()
     query = {Attribute.CLASS: ObjectClass.SECRET_KEY} if secret_keys_only else {}
-    return {o[Attribute.LABEL] for o in session.get_objects(query)}
+    # One PKCS#11 call at a time, as the Hsm makes them: the search also meets the session
+    # copies other threads (a change-feed listener) may destroy meanwhile.
+    with _CALL_LOCK:
+        return {o[Attribute.LABEL] for o in session.get_objects(query)}
 
 
 def version_labels(k: Kms, key_id: str) -> set[str]:
