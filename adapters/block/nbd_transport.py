@@ -91,9 +91,7 @@ class ConnectionIO(asyncio.BufferedProtocol):
         if self._target is not None:
             return self._target[self._target_got:]
         if self._end == len(self._buf):  # compact; the caller made sure something was consumed
-            n = self._end - self._start
-            self._buf[:n] = self._mv[self._start:self._end]
-            self._start, self._end = 0, n
+            self._compact()
         return self._mv[self._end:]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -139,6 +137,20 @@ class ConnectionIO(asyncio.BufferedProtocol):
             self._reading_paused = True
             self.transport.pause_reading()
 
+    def _compact(self) -> None:
+        """Moves the unread bytes to the front of the receive buffer."""
+        n = self._end - self._start
+        self._buf[:n] = self._mv[self._start:self._end]
+        self._start, self._end = 0, n
+
+    async def _more_between_requests(self) -> None:
+        """`_more`, letting buffer_updated serve what arrives meanwhile (see inline)."""
+        self._between_requests = True
+        try:
+            await self._more()
+        finally:
+            self._between_requests = False
+
     async def _more(self) -> None:
         """Wait until more bytes arrive; IncompleteReadError once the peer is gone."""
         self.send_out()  # about to wait for the client: it must have every reply first
@@ -165,8 +177,7 @@ class ConnectionIO(asyncio.BufferedProtocol):
                 self._start += n
                 return out
             if self._start + n > len(self._buf):  # make room for the whole message
-                self._buf[:avail] = self._mv[self._start:self._end]
-                self._start, self._end = 0, avail
+                self._compact()
             await self._more()
 
     def request_buffered(self) -> bool:
@@ -183,14 +194,8 @@ class ConnectionIO(asyncio.BufferedProtocol):
         """Until a whole request header is buffered (IncompleteReadError once the peer is gone)."""
         while self._end - self._start < _REQUEST_SIZE:
             if self._start + _REQUEST_SIZE > len(self._buf):  # make room for the whole header
-                avail = self._end - self._start
-                self._buf[:avail] = self._mv[self._start:self._end]
-                self._start, self._end = 0, avail
-            self._between_requests = True
-            try:
-                await self._more()
-            finally:
-                self._between_requests = False
+                self._compact()
+            await self._more_between_requests()
 
     def next_simple(self) -> tuple[p.Request, bytes | None] | None:
         """The next request and its payload, taken from the buffer, if it is a READ, or a WRITE
@@ -250,14 +255,8 @@ class ConnectionIO(asyncio.BufferedProtocol):
         if self._end - start >= _REQUEST_SIZE + length:
             return False  # whole, and the loop left it: Python serves it
         if start + _REQUEST_SIZE + length > len(self._buf):  # make room for all of it
-            avail = self._end - start
-            self._buf[:avail] = self._mv[start:self._end]
-            self._start, self._end = 0, avail
-        self._between_requests = True  # bytes that complete it are served as they arrive
-        try:
-            await self._more()
-        finally:
-            self._between_requests = False
+            self._compact()
+        await self._more_between_requests()  # bytes that complete it are served as they arrive
         return True
 
     async def read_payload(self, n: int) -> bytes | bytearray:
