@@ -46,7 +46,7 @@ $(XTS_SO): adapters/block/xts_sectors.c | debs
 	mv $@.tmp $@
 
 $(NBD_SO): adapters/block/nbd_fastpath.c | debs
-	$(CC) -O2 -Wall -Wextra -fPIC -shared -o $@.tmp $<
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -pthread -o $@.tmp $<
 	mv $@.tmp $@
 
 $(GCM_SO): adapters/file/gcm_blocks.c | debs

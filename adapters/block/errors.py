@@ -49,6 +49,13 @@ class VolumeError(BlockError):
     code = "VolumeError"
 
 
+class TruncatedImageError(VolumeError):
+    """The image file ends before what is read from it: shortened under us. For a client
+    that is an I/O error, not an invalid request."""
+
+    nbd_errno = EIO
+
+
 class ReadOnlyError(VolumeError):
     """A write to a volume served read-only."""
 

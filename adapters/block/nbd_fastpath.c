@@ -1,13 +1,14 @@
 /*
  * The NBD server's native loop for aligned READs and WRITEs up to 1 MiB: parse the request headers
- * already buffered, pread + decrypt (or encrypt + pwrite under the sector lock), and write the
- * replies, for a batch of requests in one call from Python.
+ * already buffered, decrypt from a mapping of the image (or encrypt + pwrite under the sector
+ * lock), and write the replies, for a batch of requests in one call from Python.
  *
  * Why: a 4 KiB request costs a few microseconds of system calls and AES but, served in
  * Python, ~60% of the server's CPU went to the interpreter around them (perf, 4 KiB random
  * reads, 32 in flight). Nothing here decides anything Python does not: every request this loop
  * is not sure of (another command, a flag, an unaligned or out-of-range or zero-length
- * request, a payload not yet whole, a failed or short system call) stops the batch *before*
+ * request, a payload not yet whole, a failed or short system call, a read of an image truncated
+ * under it) stops the batch *before*
  * it, untouched, and the Python session serves it exactly as before, errors included. So the
  * replies on the wire are the same bytes either way, and the tests run both paths.
  *
@@ -22,9 +23,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -52,6 +58,9 @@
  * nbdcopy reads 256 KiB at a time; served in Python each one paid for two fresh buffers and
  * the interpreter around them. */
 #define MAX_FAST_READ (1 << 20)
+/* WRITEs at least this big take in what the client has sent since, before they are encrypted
+ * (see take_more); for smaller ones the extra recv would cost more than it saves. */
+#define EARLY_RECV_WRITE (64 << 10)
 
 typedef int (*xts_sectors_fn)(void *ctx, uint64_t first, size_t count, const unsigned char *src,
                               unsigned char *dst);
@@ -64,12 +73,113 @@ struct ssegw_nbd {
     xts_sectors_fn sectors;
     void *dec, *enc; /* contexts of the XTS library, this connection's own */
     unsigned char *scratch;
+    unsigned char *map; /* the image, read-only, or NULL: READs then pread (see map_image) */
+    size_t map_len;
 };
+
+/*
+ * READs decrypt straight from a shared read-only mapping of the image (the page cache itself)
+ * into the reply buffer. Through pread the data was first copied out of the page cache into
+ * the reply buffer and then decrypted in place: that copy was ~15% of the server's CPU under
+ * nbdcopy reads (A/B, 8 rounds: 0.54 vs 0.63 s of CPU per GiB read, throughput +14%).
+ * Writes still go through pwrite, and the mapping shares the page cache with it and with the
+ * other worker processes, so a read sees every acknowledged write, as with pread.
+ *
+ * The price of a mapping: touching a page beyond the end of a file that has been truncated
+ * under it raises SIGBUS, which would kill the server where pread just returns short. So a
+ * mapped read runs under a per-thread guard: the SIGBUS handler (installed once, chaining to
+ * whatever handler was there before for every other SIGBUS) jumps back out of the read, which
+ * is then left to Python: its pread sees the truncation and answers EIO as before. The
+ * connection drops its mapping then and preads from there on.
+ */
+/* initial-exec: read from the signal handler, where the lazy allocation a dlopen'ed library's
+ * thread-local variable may otherwise need on first use is not safe. */
+static __thread sigjmp_buf *mapped_read_guard __attribute__((tls_model("initial-exec")));
+static struct sigaction previous_sigbus;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+static int sigbus_installed;
+
+static void on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    sigjmp_buf *guard = mapped_read_guard;
+
+    if (guard != NULL) {
+        mapped_read_guard = NULL;
+        siglongjmp(*guard, 1);
+    }
+    /* Not ours: what would have happened without us. */
+    if (previous_sigbus.sa_flags & SA_SIGINFO) {
+        previous_sigbus.sa_sigaction(sig, info, uctx);
+    } else if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
+        previous_sigbus.sa_handler(sig);
+    } else {
+        /* The default action (ignoring a fault would only repeat it): the process ends with
+         * SIGBUS, as it would have without us. Not blocked here (SA_NODEFER), so it is now. */
+        signal(SIGBUS, SIG_DFL);
+        raise(SIGBUS);
+    }
+}
+
+static void install_sigbus(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_sigbus;
+    /* SA_NODEFER: SIGBUS stays unblocked after the jump out of the handler, so sigsetjmp
+     * need not save and restore the signal mask (a system call per READ). */
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigbus_installed = sigaction(SIGBUS, &sa, &previous_sigbus) == 0;
+}
+
+static void map_image(struct ssegw_nbd *c)
+{
+    void *m;
+
+    c->map = NULL;
+    if (c->base + c->size == 0 || c->base + c->size > SIZE_MAX)
+        return;
+    pthread_once(&sigbus_once, install_sigbus);
+    if (!sigbus_installed)
+        return;
+    m = mmap(NULL, (size_t)(c->base + c->size), PROT_READ, MAP_SHARED, c->fd, 0);
+    if (m == MAP_FAILED)
+        return;
+    c->map = m;
+    c->map_len = (size_t)(c->base + c->size);
+}
+
+static void unmap_image(struct ssegw_nbd *c)
+{
+    if (c->map != NULL)
+        munmap(c->map, c->map_len);
+    c->map = NULL;
+}
+
+/* Sectors [offset, offset + length) of the mapped image, decrypted into `data`; 0 if the
+ * image ended under them (the mapping is dropped then) or the cipher failed. */
+static int decrypt_mapped(struct ssegw_nbd *c, uint64_t offset, uint32_t length,
+                          unsigned char *data)
+{
+    sigjmp_buf guard;
+    int ok;
+
+    if (sigsetjmp(guard, 0) != 0) { /* SIGBUS: the image is shorter than it was */
+        unmap_image(c);
+        return 0;
+    }
+    mapped_read_guard = &guard;
+    ok = c->sectors(c->dec, offset / SECTOR_SIZE, length / SECTOR_SIZE,
+                    c->map + c->base + offset, data);
+    mapped_read_guard = NULL;
+    return ok == 1;
+}
 
 /* Bumped whenever a signature or a limit Python relies on changes (see nbd_fastpath.py). */
 int ssegw_nbd_abi(void)
 {
-    return 3;
+    return 4;
 }
 
 struct ssegw_nbd *ssegw_nbd_new(int fd, uint64_t base, uint64_t size, int structured,
@@ -91,6 +201,7 @@ struct ssegw_nbd *ssegw_nbd_new(int fd, uint64_t base, uint64_t size, int struct
     c->sectors = (xts_sectors_fn)sectors;
     c->dec = dec;
     c->enc = enc;
+    map_image(c);
     return c;
 }
 
@@ -98,6 +209,7 @@ void ssegw_nbd_free(struct ssegw_nbd *c)
 {
     if (c == NULL)
         return;
+    unmap_image(c);
     /* The scratch buffer held what was written (encrypted, but no need to leave it). */
     explicit_bzero(c->scratch, MAX_FAST_WRITE);
     free(c->scratch);
@@ -162,11 +274,16 @@ static size_t serve_read(struct ssegw_nbd *c, const unsigned char *req, uint32_t
     if ((flags & ~FLAG_DF) != 0 || ((flags & FLAG_DF) && !c->structured)
             || !fits(c, offset, length, MAX_FAST_READ) || room < header + length)
         return 0;
-    n = pread(c->fd, data, length, (off_t)(c->base + offset));
-    if (n != (ssize_t)length)
-        return 0;
-    if (c->sectors(c->dec, offset / SECTOR_SIZE, length / SECTOR_SIZE, data, data) != 1)
-        return 0;
+    if (c->map != NULL) {
+        if (!decrypt_mapped(c, offset, length, data))
+            return 0;
+    } else {
+        n = pread(c->fd, data, length, (off_t)(c->base + offset));
+        if (n != (ssize_t)length)
+            return 0;
+        if (c->sectors(c->dec, offset / SECTOR_SIZE, length / SECTOR_SIZE, data, data) != 1)
+            return 0;
+    }
     if (c->structured) {
         put32(out, STRUCTURED_REPLY_MAGIC);
         out[4] = 0;
@@ -221,15 +338,44 @@ static size_t serve_write(struct ssegw_nbd *c, const unsigned char *req, uint32_
 }
 
 /*
+ * One non-blocking recv of what the client has sent meanwhile, appended to in[*in_len,
+ * in_cap). Why: over a Unix socket the client can queue no more than its send buffer (208 KiB
+ * by default, less than one 256 KiB nbdcopy write), so while a write is encrypted and written
+ * the client sat blocked with a full buffer, and then the server waited for it: the two took
+ * turns (perf: the machine ~40% idle). Taking its bytes before the work lets it send the next
+ * request meanwhile. On EOF or an error (0, -1) it stops trying; the transport's own read
+ * finds the same condition and reports it.
+ */
+static void take_more(int sock, unsigned char *in, size_t *in_len, size_t in_cap, size_t *got,
+                      int *dry)
+{
+    ssize_t n;
+
+    if (sock < 0 || *dry || *in_len >= in_cap)
+        return;
+    do
+        n = recv(sock, in + *in_len, in_cap - *in_len, MSG_DONTWAIT);
+    while (n == -1 && errno == EINTR);
+    if (n <= 0) {
+        *dry = 1;
+        return;
+    }
+    *in_len += (size_t)n;
+    *got += (size_t)n;
+}
+
+/*
  * Serves at most `max_requests` of the requests in in[0, in_len), in order, stopping at the
  * first it must leave to Python. res[0]: bytes of `in` consumed, res[1]: bytes of replies
- * written to `out`, res[2]: requests served, res[3]: 1 if any of them was a write.
+ * written to `out`, res[2]: requests served, res[3]: 1 if any of them was a write, res[4]:
+ * bytes received from `sock` (-1: none) into in[in_len, in_cap) before large writes.
  */
-void ssegw_nbd_serve(struct ssegw_nbd *c, const unsigned char *in, size_t in_len,
-                     unsigned char *out, size_t out_cap, int max_requests, int read_only,
-                     size_t *res)
+void ssegw_nbd_serve(struct ssegw_nbd *c, unsigned char *in, size_t in_len, size_t in_cap,
+                     int sock, unsigned char *out, size_t out_cap, int max_requests,
+                     int read_only, size_t *res)
 {
-    size_t used = 0, made = 0, served = 0, wrote = 0;
+    size_t used = 0, made = 0, served = 0, wrote = 0, got = 0;
+    int dry = 0;
 
     while ((int)served < max_requests && in_len - used >= REQUEST_SIZE) {
         const unsigned char *req = in + used;
@@ -247,6 +393,8 @@ void ssegw_nbd_serve(struct ssegw_nbd *c, const unsigned char *in, size_t in_len
                 break;
             used += REQUEST_SIZE;
         } else if (type == CMD_WRITE) {
+            if (length >= EARLY_RECV_WRITE)
+                take_more(sock, in, &in_len, in_cap, &got, &dry);
             if (in_len - used - REQUEST_SIZE < length)
                 break; /* the payload is not all here yet */
             n = serve_write(c, req, flags, offset, length, out + made, out_cap - made,
@@ -265,4 +413,5 @@ void ssegw_nbd_serve(struct ssegw_nbd *c, const unsigned char *in, size_t in_len
     res[1] = made;
     res[2] = served;
     res[3] = wrote;
+    res[4] = got;
 }

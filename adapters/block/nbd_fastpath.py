@@ -3,8 +3,9 @@
 Served in Python, a 4 KiB request spent most of the server's CPU in the interpreter around
 a few microseconds of system calls and AES (perf: ~60% in libpython for 4 KiB random reads).
 The C loop serves a batch of the requests already buffered in one call: header parsing,
-pread + XTS decrypt (or XTS encrypt + pwrite under the same sector lock as `Volume`), and
-the replies. It stops, untouched, at every request it is not sure of (another command or
+XTS decrypt from a read-only mapping of the image (or XTS encrypt + pwrite under the same
+sector lock as `Volume`), and the replies. Before a large write it also receives what the
+client has sent since (nbd_fastpath.c says why both). It stops, untouched, at every request it is not sure of (another command or
 flag, unaligned, out of range, a READ or WRITE over 1 MiB, a payload not yet
 received, a failed system call), and the Python session serves that one as before; so the bytes on the wire are the
 same either way, and the pure path stays what serves everything else.
@@ -30,7 +31,7 @@ log = logging.getLogger("ssegw.nbd")
 
 LIBRARY = Path(__file__).with_name("libssegw_nbd.so")
 ENV = "SSEGW_NATIVE_NBD"
-_ABI = 3
+_ABI = 4
 # Largest WRITE and READ the C loop serves (MAX_FAST_WRITE, MAX_FAST_READ there). A WRITE's
 # payload must be whole in the receive buffer (the transport waits for it: ConnectionIO.
 # await_native_write).
@@ -53,7 +54,7 @@ class _Lib:
         lib.ssegw_nbd_free.restype = None
         lib.ssegw_nbd_free.argtypes = [vp]
         lib.ssegw_nbd_serve.restype = None
-        lib.ssegw_nbd_serve.argtypes = [vp, vp, sz, vp, sz, ci, ci, vp]
+        lib.ssegw_nbd_serve.argtypes = [vp, vp, sz, sz, ci, vp, sz, ci, ci, vp]
         self.new: Callable[[int, int, int, int, int, int, int], int | None] = lib.ssegw_nbd_new
         self.free: Callable[[int], None] = lib.ssegw_nbd_free
         self.serve: Callable[..., None] = lib.ssegw_nbd_serve
@@ -91,7 +92,7 @@ class FastPath:
         self._used = 0  # bytes of the current buffer handed out since the last recycle
         self._retired: list[tuple[bytearray, memoryview, int]] = []  # maybe still referenced
         self._spare: list[tuple[bytearray, memoryview, int]] = []  # free
-        self._res = (ctypes.c_size_t * 4)()
+        self._res = (ctypes.c_size_t * 5)()
         self._res_at = ctypes.addressof(self._res)
         self._serve = lib.serve
 
@@ -107,23 +108,25 @@ class FastPath:
         self._spare.extend(self._retired)
         self._retired.clear()
 
-    def serve(self, at: int, length: int, max_requests: int,
-              read_only: bool) -> tuple[int, memoryview | bytes, int, bool]:
-        """Serves what it can of the requests in memory [at, at + length): (bytes consumed,
-        the replies, requests served, whether any was a write). The replies are a view that
-        stays valid until `recycle` is called."""
+    def serve(self, at: int, length: int, capacity: int, sock: int, max_requests: int,
+              read_only: bool) -> tuple[int, int, memoryview | bytes, int, bool]:
+        """Serves what it can of the requests in memory [at, at + length): (bytes received,
+        bytes consumed, the replies, requests served, whether any was a write). Before a large
+        write it receives from `sock` (-1: never) what the client sent since, appending to
+        [at + length, at + capacity). The replies are a view that stays valid until `recycle`
+        is called."""
         if self._cap - self._used < _REPLY_HEADER + MAX_FAST_READ:  # room for the largest reply
             self._retired.append((self._out, self._out_mv, self._out_at))
             self._out, self._out_mv, self._out_at = self._spare.pop() if self._spare else self._new_buffer()
             self._used = 0
         start, res = self._used, self._res
-        self._serve(self._handle, at, length, self._out_at + start, self._cap - start, max_requests,
-                    read_only, self._res_at)
+        self._serve(self._handle, at, length, capacity, sock, self._out_at + start,
+                    self._cap - start, max_requests, read_only, self._res_at)
         served = res[2]
         if not served:
-            return 0, b"", 0, False
+            return res[4], 0, b"", 0, False
         self._used = start + res[1]
-        return res[0], self._out_mv[start:self._used], served, bool(res[3])
+        return res[4], res[0], self._out_mv[start:self._used], served, bool(res[3])
 
     def close(self) -> None:
         if self._handle is not None:

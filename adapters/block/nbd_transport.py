@@ -77,6 +77,7 @@ class ConnectionIO(asyncio.BufferedProtocol):
         # parked between requests (see Session.serve_inline); None until transmission.
         self.inline: Callable[[], None] | None = None
         self._between_requests = False
+        self._fd = -1  # the socket's, for the native loop's early receive (serve_native)
 
     # -- protocol callbacks
 
@@ -86,6 +87,8 @@ class ConnectionIO(asyncio.BufferedProtocol):
         # which then neither started reading nor failed the connection: replies were dropped
         # for want of a transport, and client and server waited on each other for ever.)
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._target is not None:
@@ -228,8 +231,12 @@ class ConnectionIO(asyncio.BufferedProtocol):
             self._buf_at = ctypes.addressof((ctypes.c_char * RECV_BUFFER).from_buffer(self._buf))
         if not self._out and self.transport is not None and not self.transport.get_write_buffer_size():
             fast.recycle()  # every reply it made has gone to the kernel: none is referenced
-        consumed, replies, served, wrote = fast.serve(self._buf_at + start, self._end - start,
-                                                      CORK_REPLIES - self._corked, read_only)
+        got, consumed, replies, served, wrote = fast.serve(
+            self._buf_at + start, self._end - start, len(self._buf) - start, self._fd,
+            CORK_REPLIES - self._corked, read_only)
+        self._end += got
+        if self._start == 0 and self._end == len(self._buf):
+            self._pause_reading()  # as buffer_updated does: get_buffer must never be empty
         if not served:
             return 0, False
         self._start = start + consumed

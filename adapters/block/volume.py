@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from adapters.block import luks
-from adapters.block.errors import LuksError, ReadOnlyError, SealRecordError, VolumeError
+from adapters.block.errors import LuksError, ReadOnlyError, SealRecordError, TruncatedImageError, VolumeError
 from adapters.block.sector_crypto import SECTOR_SIZE, Buffer, NativeXts, SectorCipher, sector_cipher
 from adapters.block.volume_header import (
     COPIES,
@@ -109,7 +109,7 @@ def _seal_area(h: luks.LuksHeader) -> int:
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:
     data = os.pread(fd, length, offset)
     if len(data) != length:
-        raise VolumeError("the image is truncated")
+        raise TruncatedImageError("the image is truncated")
     return data
 
 

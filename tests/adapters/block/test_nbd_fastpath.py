@@ -4,9 +4,14 @@ afterwards."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from adapters.block import nbd_protocol as p
-from adapters.block.nbd_fastpath import fast_path_for, native_library
+from adapters.block.nbd_fastpath import FastPath, fast_path_for, native_library
 from adapters.block.nbd_server import NbdServer
+from adapters.block.nbd_transport import RECV_BUFFER
 from adapters.block.volume import Volume, create_volume, open_volume
 from kms_core.client.inprocess import InProcessKmsClient
 from tests.adapters.block.helpers import MiB, RawClient, ServerThread
@@ -219,3 +225,122 @@ def test_replies_the_socket_cannot_take_yet_are_not_overwritten(volume: Volume, 
         c.close()
     finally:
         t.close()
+
+
+def _fast(volume: Volume) -> FastPath:
+    fast = fast_path_for(volume, False, 8)
+    if fast is None:
+        pytest.skip("the native NBD loop is not built (`make deps`); make test requires it")
+    return fast
+
+
+def _write_request(cookie: int, offset: int, data: bytes) -> bytes:
+    return p.encode_request(p.Request(0, p.Cmd.WRITE, cookie, offset, len(data))) + data
+
+
+def test_a_large_write_first_takes_in_what_the_client_sent_since(volume: Volume) -> None:
+    """Before it encrypts a large WRITE the loop receives (without waiting) what the client
+    has sent meanwhile, so the client can go on sending while the write is served; the bytes
+    land after the buffered ones and are reported, and a payload they complete is served in
+    the same call. Small writes take nothing; neither does a loop given no socket."""
+    fast = _fast(volume)
+    a, b = socket.socketpair()
+    buf = bytearray(RECV_BUFFER)
+    at = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+    def serve(offset: int, length: int, capacity: int, sock: int) -> tuple[int, int, bytes, int, bool]:
+        got, consumed, replies, served, wrote = fast.serve(at + offset, length, capacity, sock, 8, False)
+        return got, consumed, bytes(replies), served, wrote
+
+    first, second = os.urandom(256 << 10), os.urandom(256 << 10)
+    try:
+        head = _write_request(1, 0, first)
+        buf[:len(head)] = head
+        nxt = _write_request(2, 256 << 10, second)
+        b.sendall(nxt[:100_000])
+        got, consumed, replies, served, wrote = serve(0, len(head), len(buf), a.fileno())
+        assert (got, consumed, served, wrote) == (100_000, len(head), 1, True)
+        assert replies == p.simple_reply(1)
+        assert buf[len(head):len(head) + got] == nxt[:100_000]
+        # The rest of the second arrives: taken in by the loop and served at once.
+        b.sendall(nxt[100_000:])
+        rest = len(nxt) - 100_000
+        got, consumed, replies, served, _ = serve(len(head), 100_000, len(buf) - len(head), a.fileno())
+        assert (got, consumed, replies, served) == (rest, len(nxt), p.simple_reply(2), 1)
+        assert bytes(volume.read(0, 512 << 10)) == first + second
+        # No more than the room given; nothing for a small write, or without a socket.
+        b.sendall(b"x" * 64)
+        buf[:len(head)] = head
+        assert serve(0, len(head), len(head) + 10, a.fileno())[0] == 10
+        small = _write_request(3, 0, bytes(4096))
+        buf[:len(small)] = small
+        assert serve(0, len(small), len(buf), a.fileno())[0] == 0
+        buf[:len(head)] = head
+        assert serve(0, len(head), len(buf), -1)[0] == 0
+        # A client that has gone: nothing taken, the write still served.
+        a.recv(1 << 20)
+        b.close()
+        got, _, _, served, _ = serve(0, len(head), len(buf), a.fileno())
+        assert (got, served) == (0, 1)
+    finally:
+        a.close()
+        b.close()
+        fast.close()
+
+
+def test_reads_past_an_image_truncated_under_the_server_are_eio_not_a_crash(
+        volume: Volume, tmp_path: Path) -> None:
+    """The loop decrypts READs from a mapping of the image. If the image file is truncated
+    under it, touching the lost pages raises SIGBUS: the loop must catch it (this test
+    process would die otherwise), leave the request to Python (whose pread answers EIO), and
+    go on serving what is still there."""
+    data = os.urandom(4 * MiB)
+    volume.write(0, data)
+    t = ServerThread(NbdServer(volume), tmp_path / "s.sock")
+    try:
+        c = RawClient(t.sock)
+        assert c.request(p.Cmd.READ, 3 * MiB, 256 << 10) == (0, data[3 * MiB:3 * MiB + (256 << 10)])
+        assert t.server.stats.native == 1
+        io = volume.native_io()
+        assert io is not None
+        os.truncate(volume.image, io[1] + MiB)  # the payload now ends at 1 MiB
+        assert c.request(p.Cmd.READ, 2 * MiB, 256 << 10)[0] == p.Err.EIO
+        assert t.server.stats.native == 1  # left to Python, which said EIO
+        before = t.server.stats.native
+        assert c.request(p.Cmd.READ, 4096, 8192) == (0, data[4096:4096 + 8192])
+        assert t.server.stats.native == before + 1  # the loop again (pread, the mapping dropped)
+        c.close()
+    finally:
+        t.close()
+
+
+_SIGBUS_PROBE = """
+import os, signal, sys, tempfile
+from adapters.block.nbd_fastpath import native_library
+seen = []
+if sys.argv[1] == "python-handler":
+    signal.signal(signal.SIGBUS, lambda sig, frame: seen.append(sig))
+f = tempfile.TemporaryFile()
+f.truncate(1 << 20)
+lib = native_library()
+assert lib is not None
+handle = lib.new(f.fileno(), 0, 1 << 20, 0, 0, 0, 0)  # maps the file: installs the handler
+assert handle
+os.kill(os.getpid(), signal.SIGBUS)
+print("handled" if seen else "survived")
+"""
+
+
+@pytest.mark.parametrize("before", ["python-handler", "default"])
+def test_a_sigbus_not_from_a_mapped_read_goes_where_it_went_before(before: str) -> None:
+    """The loop's SIGBUS handler only takes faults of its own guarded reads: any other SIGBUS
+    reaches the handler that was there before it (here Python's), or, with none, ends the
+    process as SIGBUS always did."""
+    if native_library() is None:
+        pytest.skip("the native NBD loop is not built (`make deps`); make test requires it")
+    r = subprocess.run([sys.executable, "-c", _SIGBUS_PROBE, before], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+    if before == "python-handler":
+        assert (r.returncode, r.stdout.strip()) == (0, "handled"), r.stderr
+    else:
+        assert r.returncode == -signal.SIGBUS, (r.returncode, r.stdout, r.stderr)
