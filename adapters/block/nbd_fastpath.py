@@ -2,13 +2,14 @@
 
 Served in Python, a 4 KiB request spent most of the server's CPU in the interpreter around
 a few microseconds of system calls and AES (perf: ~60% in libpython for 4 KiB random reads).
-The C loop serves a batch of the requests already buffered in one call: header parsing,
-XTS decrypt from a read-only mapping of the image (or XTS encrypt + pwrite under the same
-sector lock as `Volume`), and the replies. Before a large write it also receives what the
-client has sent since (nbd_fastpath.c says why both). It stops, untouched, at every request it is not sure of (another command or
-flag, unaligned, out of range, a READ or WRITE over 1 MiB, a payload not yet
-received, a failed system call), and the Python session serves that one as before; so the bytes on the wire are the
-same either way, and the pure path stays what serves everything else.
+The C loop serves a batch of the requests already buffered in one call: header parsing, XTS
+decrypt (straight from a read-only mapping of the image for large reads, else after pread) or
+XTS encrypt + pwrite under the same sector lock as `Volume`, and the replies; before a large
+write it also receives what the client has sent since (nbd_fastpath.c says why both). It
+stops, untouched, at every request it is not sure of (another command or flag, unaligned, out
+of range, a READ or WRITE over 1 MiB, a payload not yet received, a failed system call, an
+image truncated under it), and the Python session serves that one as before; so the bytes on
+the wire are the same either way, and the pure path stays what serves everything else.
 
 Like the XTS loop it is loaded with ctypes (sector_crypto says why) from libssegw_nbd.so,
 built by `make deps`. SSEGW_NATIVE_NBD=off serves everything in Python (to measure or test

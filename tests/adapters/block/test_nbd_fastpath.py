@@ -314,6 +314,25 @@ def test_reads_past_an_image_truncated_under_the_server_are_eio_not_a_crash(
         t.close()
 
 
+def test_reads_through_the_mapping_stay_right_as_it_is_made_again(volume: Volume, tmp_path: Path) -> None:
+    """Large READs decrypt from a mapping that is made again every 256 MiB read through it (its
+    page tables are given back so); small ones pread. Reading the 64 MiB volume five times over
+    in 1 MiB and 4 KiB requests crosses that point, and every byte must still be the volume's."""
+    data = os.urandom(volume.size)
+    volume.write(0, data)
+    t = ServerThread(NbdServer(volume), tmp_path / "s.sock")
+    try:
+        c = RawClient(t.sock)
+        for _ in range(5):
+            for offset in range(0, volume.size, MiB):
+                assert c.request(p.Cmd.READ, offset, MiB) == (0, data[offset:offset + MiB]), offset
+            assert c.request(p.Cmd.READ, 12288, 4096) == (0, data[12288:16384])
+        assert t.server.stats.native == 5 * (volume.size // MiB + 1)
+        c.close()
+    finally:
+        t.close()
+
+
 _SIGBUS_PROBE = """
 import os, signal, sys, tempfile
 from adapters.block.nbd_fastpath import native_library
