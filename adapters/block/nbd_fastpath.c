@@ -1,16 +1,17 @@
 /*
  * The NBD server's native loop for aligned READs and WRITEs up to 1 MiB: parse the request headers
- * already buffered, decrypt from a mapping of the image (or encrypt + pwrite under the sector
- * lock), and write the replies, for a batch of requests in one call from Python.
+ * already buffered, decrypt (large reads straight from a mapping of the image) or encrypt +
+ * pwrite under the sector lock, and write the replies, for a batch of requests in one call
+ * from Python.
  *
  * Why: a 4 KiB request costs a few microseconds of system calls and AES but, served in
  * Python, ~60% of the server's CPU went to the interpreter around them (perf, 4 KiB random
  * reads, 32 in flight). Nothing here decides anything Python does not: every request this loop
  * is not sure of (another command, a flag, an unaligned or out-of-range or zero-length
- * request, a payload not yet whole, a failed or short system call, a read of an image truncated
- * under it) stops the batch *before*
- * it, untouched, and the Python session serves it exactly as before, errors included. So the
- * replies on the wire are the same bytes either way, and the tests run both paths.
+ * request, a payload not yet whole, a failed or short system call, a read of an image
+ * truncated under it) stops the batch *before* it, untouched, and the Python session serves
+ * it exactly as before, errors included. So the replies on the wire are the same bytes either
+ * way, and the tests run both paths.
  *
  * The sector cipher is the XTS loop of libssegw_xts.so (xts_sectors.c), reached through the
  * function pointer Python hands over with that library's contexts, so this library needs no
@@ -388,7 +389,8 @@ static void take_more(int sock, unsigned char *in, size_t *in_len, size_t in_cap
  * Serves at most `max_requests` of the requests in in[0, in_len), in order, stopping at the
  * first it must leave to Python. res[0]: bytes of `in` consumed, res[1]: bytes of replies
  * written to `out`, res[2]: requests served, res[3]: 1 if any of them was a write, res[4]:
- * bytes received from `sock` (-1: none) into in[in_len, in_cap) before large writes.
+ * bytes received from `sock` (-1: never) into in[in_len, in_cap) before large writes (see
+ * take_more); they follow the ones given, and the caller counts them as buffered.
  */
 void ssegw_nbd_serve(struct ssegw_nbd *c, unsigned char *in, size_t in_len, size_t in_cap,
                      int sock, unsigned char *out, size_t out_cap, int max_requests,
