@@ -81,7 +81,9 @@ class DirOps:
         os.mkdir(e.path, 0o700)
         try:
             write_diriv(e.path)
-            os.chmod(e.path, mode)
+            # In a setgid directory the kernel made the new one setgid too (so its entries
+            # keep the group, as on a local filesystem); the mode asked for does not say so.
+            os.chmod(e.path, mode | (os.lstat(e.path).st_mode & stat.S_ISGID))
             self._own(e.path)
         except BaseException:
             _rmtree_new(e.path)

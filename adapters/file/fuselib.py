@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -105,9 +106,13 @@ def widen_read_ahead(mountpoint: str, kib: int = READ_AHEAD_KIB) -> None:
 
 
 def give_to_caller(path: str) -> None:
-    """Make a new backing entry belong to the user of the current request (call as root, so
-    that new entries belong to the calling user, as on a local filesystem)."""
+    """Make a new backing entry belong to the user of the current request, as on a local
+    filesystem (call as root): the caller's user, and the caller's group unless the directory
+    is setgid, where the entry keeps the directory's group. The backing directory mirrors the
+    mounted one's mode and group, so the kernel has already given the entry that group."""
     uid, gid, _ = fuse_get_context()
+    if os.stat(os.path.dirname(path)).st_mode & stat.S_ISGID:
+        gid = -1
     os.lchown(path, uid, gid)
 
 

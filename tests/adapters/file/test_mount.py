@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -194,6 +196,48 @@ def test_open_unlinked_file_keeps_working(mounted: Mount) -> None:
         f.seek(0)
         assert f.read() == b"still here"
     assert not d.exists()
+
+
+def _ownership_after_creating(base: Path) -> dict[str, tuple[int, int, int]]:
+    """Creates, as root and as user 4321 (group 4321), a file, a directory and a symlink in a
+    setgid directory of group 1234 and in a plain one under `base`: (uid, gid, mode) of each."""
+    user = ["setpriv", "--reuid", "4321", "--regid", "4321", "--clear-groups", "--"]
+    out = {}
+    for kind, dir_mode in (("setgid", 0o2777), ("plain", 0o777)):
+        d = base / kind
+        d.mkdir()
+        os.chown(d, -1, 1234)
+        os.chmod(d, dir_mode)
+        for who, prefix in (("root", []), ("user", user)):
+            subprocess.run([*prefix, "sh", "-ec", f'cd "{d}"; umask 022; echo x > f-{who}; '
+                            f'mkdir d-{who}; ln -s f-{who} l-{who}'], check=True)
+            for name in (f"f-{who}", f"d-{who}", f"l-{who}"):
+                st = os.lstat(d / name)
+                out[f"{kind}/{name}"] = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return out
+
+
+def test_new_entries_belong_to_their_creator_and_a_setgid_directory_keeps_its_group(
+        sfs_cli: SfsCli, tmp_path: Path) -> None:
+    """As on a local filesystem: a new entry belongs to the user who made it, with that user's
+    group, except in a setgid directory, whose group it takes (and a new directory there is
+    setgid too) -- the usual shared group directory of a file share."""
+    # pytest's own temporary directories are root's alone: user 4321 must reach these.
+    base = Path(tempfile.mkdtemp(prefix="sfs-owners-"))
+    try:
+        base.chmod(0o755)
+        m = make_mount(sfs_cli, base / "sfs", "--allow-other")
+        try:
+            ours = _ownership_after_creating(m.mnt)
+        finally:
+            m.unmount()
+        (base / "local").mkdir()
+        local = _ownership_after_creating(base / "local")
+    finally:
+        shutil.rmtree(base)
+    assert ours == local
+    assert ours["setgid/f-user"][:2] == (4321, 1234) and ours["setgid/d-user"][2] & stat.S_ISGID
+    assert ours["plain/f-user"][:2] == (4321, 4321)
 
 
 def test_big_writes_reach_the_filesystem(sfs_cli: SfsCli, tmp_path: Path) -> None:
