@@ -7,7 +7,8 @@ moto's S3 server or SeaweedFS (`--backend`) runs in its own process as the backe
 runs in another with it as `--backend-url`. The aws CLI (`aws s3 cp`, its default 8 MiB parts, 10 in flight) uploads
 and downloads a 1 GiB file through the proxy (A) and directly to the same backend (B),
 alternating A B B A after one untimed upload each; the median ratio is printed (goal: >= 0.8x
-direct). The proxy also uploads with `--sse aws:kms`, compared with the same direct upload.
+direct). The proxy also uploads with `--sse aws:kms`, compared with the same direct upload. Each
+upload also prints the CPU seconds per GiB the store and the proxy spent on it.
 The download is timed twice: as the CLI does it (8 MiB ranges, which moto serves by reading the whole object each
 time, so moto sets the pace) and as one GET stream (multipart_threshold raised). Then:
 - rewrap: `ssegw s3 rewrap --to-key` over --rewrap small objects, objects per second;
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
-from bench.s3_proxy import client  # noqa: E402
+from bench.s3_proxy import client, process_cpu  # noqa: E402
 from bench.stack import BACKENDS  # noqa: E402
 from bench.stack import start as start_stack  # noqa: E402
 from kms_core.client.http import HttpKmsClient  # noqa: E402
@@ -101,6 +102,11 @@ def main() -> None:
         single_stream = tmp / "aws-config-single-stream"
         single_stream.write_text("[default]\ns3 =\n  multipart_threshold = 64GB\n")
         results: dict[str, dict[str, list[float]]] = {}
+        # CPU seconds per GiB of the store and the proxy in each upload: on a 2-core machine the
+        # store (moto: one process, one GIL) and the proxy share the cores with the CLI, so what
+        # the proxy makes the store do shows up here before it shows up in the ratio.
+        cpu: dict[str, list[tuple[float, float]]] = {}
+        store_pid, proxy_pid = stack.procs[0].pid, stack.procs[-1].pid
         mb = size / 1e6
 
         def cp(who: str, src: str, dst: str, *extra: str, op_env: dict[str, str] | None = None) -> float:
@@ -133,7 +139,12 @@ def main() -> None:
                         # The aws CLI fetches big objects in 8 MiB ranges, and moto reads the
                         # whole object for every range: that measures moto. One GET measures us.
                         op_env = {**op_env, "AWS_CONFIG_FILE": str(single_stream)}
+                    before = process_cpu(store_pid), process_cpu(proxy_pid)
                     seconds = cp(who, src, dst, *extra, op_env=op_env)
+                    if op.startswith("upload"):
+                        cpu.setdefault(f"{op} {who}", []).append(
+                            ((process_cpu(store_pid) - before[0]) / args.gib,
+                             (process_cpu(proxy_pid) - before[1]) / args.gib))
                     results.setdefault(f"aws s3 cp {op} (MB/s)", {}).setdefault(who, []).append(mb / seconds)
                     if op.startswith("download"):
                         assert md5_of(tmp / "back.bin") == want, f"{who}: downloaded bytes differ"
@@ -154,6 +165,9 @@ def main() -> None:
         print("every round, MB/s (proxy / direct):")
         for op, by in results.items():
             print(f"  {op:36} " + "  ".join(f"{p:.0f}/{d:.0f}" for p, d in zip(by["proxy"], by["direct"], strict=True)))
+        print("CPU seconds per GiB in each upload (store / proxy):")
+        for op, rounds in cpu.items():
+            print(f"  {op:36} " + "  ".join(f"{st:.1f}/{px:.1f}" for st, px in rounds))
         parts = proxy.head_object(Bucket="mp-proxy", Key="big.bin", PartNumber=1)["PartsCount"]
         print(f"  (the proxy's copy has {parts} parts, each sealed on its own)")
 
