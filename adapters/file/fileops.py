@@ -11,7 +11,7 @@ import os
 
 from adapters.file.backing import Backing
 from adapters.file.content import Content
-from adapters.file.fuselib import FuseOSError, give_to_caller
+from adapters.file.fuselib import FuseOSError, give_to_caller, truncated_by_caller
 from adapters.file.nodes import LinkNames, OpenFiles
 
 
@@ -55,6 +55,7 @@ class FileOps:
             with h.node.lock:
                 if flags & os.O_TRUNC:
                     self.content.truncate(h, 0)
+                    truncated_by_caller(h.fd)
                 else:
                     self.content.check_end(h)
         except BaseException:

@@ -116,6 +116,17 @@ def give_to_caller(path: str) -> None:
     os.lchown(path, uid, gid)
 
 
+def truncated_by_caller(fd: int) -> None:
+    """What truncating a setuid or setgid file does on a local filesystem when the caller is not
+    root (call after an open with O_TRUNC): S_ISUID goes, and S_ISGID where group execute is
+    set. The kernel does this itself for truncate(2), ftruncate(2) and writes through FUSE, but
+    not for the truncation an open carries; the daemon truncates as root, which keeps both."""
+    mode = os.fstat(fd).st_mode
+    kill = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+    if mode & kill and fuse_get_context()[0] != 0:
+        os.fchmod(fd, stat.S_IMODE(mode) & ~kill)
+
+
 def _answering_errno(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func`, with the file adapter's errors turned into the errno they carry (one log line
     each, no traceback: EIO means damage an operator should see; the rest is a caller's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,17 +200,19 @@ def test_open_unlinked_file_keeps_working(mounted: Mount) -> None:
     assert not d.exists()
 
 
+_AS_USER = ["setpriv", "--reuid", "4321", "--regid", "4321", "--clear-groups", "--"]
+
+
 def _ownership_after_creating(base: Path) -> dict[str, tuple[int, int, int]]:
     """Creates, as root and as user 4321 (group 4321), a file, a directory and a symlink in a
     setgid directory of group 1234 and in a plain one under `base`: (uid, gid, mode) of each."""
-    user = ["setpriv", "--reuid", "4321", "--regid", "4321", "--clear-groups", "--"]
     out = {}
     for kind, dir_mode in (("setgid", 0o2777), ("plain", 0o777)):
         d = base / kind
         d.mkdir()
         os.chown(d, -1, 1234)
         os.chmod(d, dir_mode)
-        for who, prefix in (("root", []), ("user", user)):
+        for who, prefix in (("root", []), ("user", _AS_USER)):
             subprocess.run([*prefix, "sh", "-ec", f'cd "{d}"; umask 022; echo x > f-{who}; '
                             f'mkdir d-{who}; ln -s f-{who} l-{who}'], check=True)
             for name in (f"f-{who}", f"d-{who}", f"l-{who}"):
@@ -217,27 +221,60 @@ def _ownership_after_creating(base: Path) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+@contextlib.contextmanager
+def _mount_others_reach(sfs_cli: SfsCli) -> Iterator[tuple[Mount, Path]]:
+    """A mount with --allow-other and a plain local directory beside it, both where user 4321
+    can reach them (pytest's own temporary directories are root's alone)."""
+    base = Path(tempfile.mkdtemp(prefix="sfs-others-"))
+    try:
+        base.chmod(0o755)
+        (base / "local").mkdir()
+        m = make_mount(sfs_cli, base / "sfs", "--allow-other")
+        try:
+            yield m, base / "local"
+        finally:
+            m.unmount()
+    finally:
+        shutil.rmtree(base)
+
+
 def test_new_entries_belong_to_their_creator_and_a_setgid_directory_keeps_its_group(
-        sfs_cli: SfsCli, tmp_path: Path) -> None:
+        sfs_cli: SfsCli) -> None:
     """As on a local filesystem: a new entry belongs to the user who made it, with that user's
     group, except in a setgid directory, whose group it takes (and a new directory there is
     setgid too) -- the usual shared group directory of a file share."""
-    # pytest's own temporary directories are root's alone: user 4321 must reach these.
-    base = Path(tempfile.mkdtemp(prefix="sfs-owners-"))
-    try:
-        base.chmod(0o755)
-        m = make_mount(sfs_cli, base / "sfs", "--allow-other")
-        try:
-            ours = _ownership_after_creating(m.mnt)
-        finally:
-            m.unmount()
-        (base / "local").mkdir()
-        local = _ownership_after_creating(base / "local")
-    finally:
-        shutil.rmtree(base)
-    assert ours == local
+    with _mount_others_reach(sfs_cli) as (m, local):
+        ours, theirs = _ownership_after_creating(m.mnt), _ownership_after_creating(local)
+    assert ours == theirs
     assert ours["setgid/f-user"][:2] == (4321, 1234) and ours["setgid/d-user"][2] & stat.S_ISGID
     assert ours["plain/f-user"][:2] == (4321, 4321)
+
+
+def _modes_after_truncating_opens(base: Path) -> dict[str, int]:
+    """Setuid/setgid files of user 4321, opened with O_TRUNC by that user and by root: modes."""
+    out = {}
+    for who, prefix in (("user", _AS_USER), ("root", [])):
+        for mode in (0o6775, 0o6765):  # setgid without group execute is not dropped
+            f = base / f"{who}-{mode:o}"
+            f.write_text("contents")
+            os.chown(f, 4321, 4321)
+            os.chmod(f, mode)
+            subprocess.run([*prefix, sys.executable, "-c",
+                            f"import os; os.close(os.open({str(f)!r}, os.O_WRONLY | os.O_TRUNC))"],
+                           check=True)
+            out[f.name] = stat.S_IMODE(os.stat(f).st_mode)
+    return out
+
+
+def test_a_truncating_open_drops_setuid_as_on_a_local_filesystem(sfs_cli: SfsCli) -> None:
+    """A user who truncates a setuid file (open with O_TRUNC) leaves it without S_ISUID (and
+    S_ISGID where group execute is set), so a changed program does not keep its privilege;
+    root keeps both. The daemon truncates as root, which on its own would keep them."""
+    with _mount_others_reach(sfs_cli) as (m, local):
+        ours, theirs = _modes_after_truncating_opens(m.mnt), _modes_after_truncating_opens(local)
+    assert ours == theirs
+    assert ours["user-6775"] == 0o775 and ours["user-6765"] == 0o2765
+    assert ours["root-6775"] == 0o6775
 
 
 def test_big_writes_reach_the_filesystem(sfs_cli: SfsCli, tmp_path: Path) -> None:
