@@ -21,6 +21,17 @@ from adapters.file.nodes import Handle, Node
 
 _ZERO_BLOCK = bytes(ce.BLOCK_SIZE)
 B = ce.BLOCK_SIZE
+FALLOC_FL_KEEP_SIZE = 0x01
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """fallocate(2) of the backing file with FALLOC_FL_KEEP_SIZE: space for the range, never a
+    new size (os.posix_fallocate cannot keep the size)."""
+    if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 # Buffers for the records a read_into reads from the backing file or a write writes to it,
 # taken and given back: a fresh 1 MiB buffer per request costs an allocation, its zeroing
@@ -231,6 +242,18 @@ class Content:
         finally:
             _give_scratch(scratch)
 
+    def allocate(self, h: Handle, offset: int, length: int, keep_size: bool) -> None:
+        """fallocate(2) of plaintext bytes offset..offset+length: the backing space of their
+        blocks is reserved (a hole stays all-zero records, which read as zeros), and unless
+        `keep_size` the file grows to the range's end as a truncate up would. Reserved first,
+        so a backing filesystem without room (ENOSPC) or without fallocate (EOPNOTSUPP)
+        leaves the file as it was."""
+        first, last = offset // B, (offset + length - 1) // B
+        start = ce.cipher_offset(first)
+        _reserve(h.fd, start, ce.cipher_offset(last + 1) - start)
+        if not keep_size and offset + length > ce.plaintext_size(os.fstat(h.fd).st_size):
+            self.truncate(h, offset + length)
+
     def truncate(self, h: Handle, new: int) -> None:
         fd = h.fd
         st = os.fstat(fd)
@@ -239,6 +262,10 @@ class Content:
         csize = st.st_size
         psize = ce.plaintext_size(csize)
         if new == psize and (new or csize == 0):
+            # Nothing to change but the times: a truncation sets mtime and ctime even to the
+            # size the file has (POSIX; open with O_TRUNC of an empty file too), and so does
+            # the backing file's.
+            os.ftruncate(fd, csize)
             return
         if new == 0:
             os.ftruncate(fd, 0)

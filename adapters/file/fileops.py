@@ -10,7 +10,7 @@ import errno
 import os
 
 from adapters.file.backing import Backing
-from adapters.file.content import Content
+from adapters.file.content import FALLOC_FL_KEEP_SIZE, Content
 from adapters.file.fuselib import FuseOSError, give_to_caller, truncated_by_caller
 from adapters.file.nodes import LinkNames, OpenFiles
 
@@ -98,6 +98,19 @@ class FileOps:
         with h.node.lock:
             self.content.write(h, data, offset)
         return len(data)
+
+    def fallocate(self, path: str | None, mode: int, offset: int, length: int, fh: int) -> int:
+        """fallocate(2) and posix_fallocate(3): plain, or keeping the size. Punching holes,
+        zeroing, collapsing or inserting ranges answer EOPNOTSUPP, as from a filesystem
+        without them (callers fall back)."""
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise FuseOSError(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise FuseOSError(errno.EINVAL)
+        h = self.files.get(fh)
+        with h.node.lock:
+            self.content.allocate(h, offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
+        return 0
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         h = self.files.find(fh)

@@ -157,6 +157,9 @@ class EncryptedFS(Operations):  # type: ignore[misc]
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         return self.files.truncate(path, length, fh)
 
+    def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
+        return self.files.fallocate(path, mode, offset, size, fh)
+
     def flush(self, path: str | None, fh: int) -> int:
         return self.files.flush(path, fh)
 

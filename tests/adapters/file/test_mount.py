@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.file import contentenc as ce
 from tests.adapters.file.conftest import Mount, SfsCli, make_mount, wait_gone
 
 
@@ -124,6 +125,64 @@ def test_links_modes_and_times(mounted: Mount) -> None:
     assert os.stat(d / "target").st_mtime_ns == 3_000_000_000
     os.mkfifo(d / "fifo")
     assert stat.S_ISFIFO(os.lstat(d / "fifo").st_mode)
+
+
+def test_a_truncation_that_changes_no_size_still_sets_the_times(mounted: Mount) -> None:
+    """POSIX: a successful truncate sets mtime and ctime, whatever the size was; an open with
+    O_TRUNC of an empty file too (make(1) and build tools judge by mtime)."""
+    d = mounted.mnt / "times"
+    d.mkdir()
+    (d / "same").write_bytes(b"12345")
+    (d / "empty").write_bytes(b"")
+    for name in ("same", "empty"):
+        os.utime(d / name, ns=(1_000_000_000, 1_000_000_000))
+    before = time.time_ns() - 1_000_000_000  # the clock of the times set below, within a second
+    os.truncate(d / "same", 5)
+    os.close(os.open(d / "empty", os.O_WRONLY | os.O_TRUNC))
+    for name in ("same", "empty"):
+        st = os.stat(d / name)
+        assert st.st_mtime_ns > before and st.st_ctime_ns > before, name
+    assert (d / "same").read_bytes() == b"12345" and (d / "empty").read_bytes() == b""
+
+
+def test_fallocate_reserves_and_grows_as_on_a_local_filesystem(sfs_cli: SfsCli,
+                                                                tmp_path: Path) -> None:
+    """posix_fallocate(3) (also through a write-only descriptor, where glibc's fallback for a
+    filesystem without fallocate fails with EBADF) and fallocate(1): the file grows with zeros,
+    -n keeps its size and reserves backing space, -p (punch hole) is not offered; every file
+    still reads back and passes `fs check`."""
+    m = make_mount(sfs_cli, tmp_path)
+    old = os.urandom(5000)
+    try:
+        for base in (m.mnt, tmp_path / "local"):
+            base.mkdir(exist_ok=True)
+            for name in ("grown", "kept", "inside"):
+                (base / name).write_bytes(old)
+            fd = os.open(base / "grown", os.O_WRONLY)
+            try:
+                os.posix_fallocate(fd, 3000, 70_000)  # from inside the file to past its end
+            finally:
+                os.close(fd)
+            subprocess.run(["fallocate", "-n", "-o", "4096", "-l", "1M", str(base / "kept")],
+                           check=True)
+            subprocess.run(["fallocate", "-o", "100", "-l", "200", str(base / "inside")],
+                           check=True)
+        for name, want in (("grown", old + bytes(73_000 - 5000)), ("kept", old), ("inside", old)):
+            assert (m.mnt / name).read_bytes() == want == (tmp_path / "local" / name).read_bytes()
+            assert os.stat(m.mnt / name).st_size == len(want)
+        p = subprocess.run(["fallocate", "-p", "-o", "0", "-l", "4096", str(m.mnt / "grown")],
+                           capture_output=True, text=True)
+        assert p.returncode != 0 and "unsupported" in p.stderr, p.stderr
+        # The reservation is the backing file's: of the two backing files of 5,000 bytes of
+        # plaintext ("kept" and "inside"), one holds blocks for the whole MiB asked for.
+        same_size = [f for f in m.backing.rglob("*")
+                     if f.is_file() and f.stat().st_size == ce.cipher_size(len(old))]
+        assert len(same_size) == 2
+        assert max(f.stat().st_blocks for f in same_size) * 512 >= 1 << 20
+    finally:
+        m.unmount()
+    p = sfs_cli.run("fs", "check", str(m.backing), ok=False)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_long_names(mounted: Mount) -> None:
