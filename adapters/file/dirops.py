@@ -153,17 +153,22 @@ class DirOps:
         if stat.S_ISREG(st.st_mode):
             self.links.note(st, existing)
             self.links.note(st, path)
+            self.links.relinked(st)
         return 0
 
     def unlink(self, path: str) -> int:
         e = self.backing.entry(path)
         try:
+            st: os.stat_result | None = os.lstat(e.path)
             os.unlink(e.path)
         except FileNotFoundError:
             # libfuse unlinks a hidden file on its last close; rmdir may have removed it.
             if not path.rpartition("/")[2].startswith(_HIDDEN.decode()):
                 raise
+            st = None
         self.backing.drop_longname(e)
+        if st is not None and st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            self.links.relinked(st, gone=path)
         return 0
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:

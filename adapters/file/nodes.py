@@ -119,3 +119,11 @@ class LinkNames:
             node.links_stale = False
             for name in list(self._names.get(node.key, ())):
                 invalidate_path(name)
+
+    def relinked(self, st: os.stat_result, gone: str | None = None) -> None:
+        """A name of the file `st` describes was added or (`gone`) removed: its link count
+        and ctime changed under every other name the kernel may have cached."""
+        names = self._names.get((st.st_dev, st.st_ino), set())
+        names.discard(gone)
+        for name in list(names):
+            invalidate_path(name)

@@ -185,6 +185,26 @@ def test_fallocate_reserves_and_grows_as_on_a_local_filesystem(sfs_cli: SfsCli,
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_every_name_of_a_file_shows_its_links_at_once(mounted: Mount) -> None:
+    """Each path has its own kernel inode (and attribute cache) under the high-level FUSE API:
+    adding or removing a hard link must still show the new link count and ctime under every
+    other name right away, as on a local filesystem (tar, rsync -H and cp -a judge by nlink)."""
+    d = mounted.mnt / "nlink"
+    d.mkdir()
+    (d / "one").write_text("x")
+    before = os.stat(d / "one")  # cached under "one" from here on
+    time.sleep(0.01)
+    os.link(d / "one", d / "two")
+    os.link(d / "one", d / "three")
+    st = os.stat(d / "one")
+    assert st.st_nlink == 3 and st.st_ctime_ns > before.st_ctime_ns
+    assert os.stat(d / "three").st_nlink == 3
+    os.unlink(d / "two")
+    assert os.stat(d / "one").st_nlink == os.stat(d / "three").st_nlink == 2
+    os.unlink(d / "one")
+    assert os.stat(d / "three").st_nlink == 1
+
+
 def test_long_names(mounted: Mount) -> None:
     d = mounted.mnt / "long"
     d.mkdir()
