@@ -173,6 +173,10 @@ class DirOps:
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         src, dst = self.backing.entry(old), self.backing.entry(new)
+        try:
+            replaced: os.stat_result | None = os.lstat(dst.path)
+        except FileNotFoundError:
+            replaced = None
         self.backing.add_longname(dst)
         if flags:
             _renameat2(src.path, dst.path, flags)
@@ -182,4 +186,7 @@ class DirOps:
             self.backing.drop_longname(src)
         self.backing.forget(old)
         self.backing.forget(new)
+        if (replaced is not None and replaced.st_nlink > 1 and stat.S_ISREG(replaced.st_mode)
+                and not flags & _RENAME_EXCHANGE):
+            self.links.relinked(replaced, gone=new)  # one name fewer for the file replaced
         return 0

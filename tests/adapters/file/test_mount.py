@@ -203,6 +203,11 @@ def test_every_name_of_a_file_shows_its_links_at_once(mounted: Mount) -> None:
     assert os.stat(d / "one").st_nlink == os.stat(d / "three").st_nlink == 2
     os.unlink(d / "one")
     assert os.stat(d / "three").st_nlink == 1
+    os.link(d / "three", d / "four")
+    assert os.stat(d / "three").st_nlink == 2
+    (d / "other").write_text("y")
+    os.rename(d / "other", d / "four")  # replaces one name of the file
+    assert os.stat(d / "three").st_nlink == 1
 
 
 def test_long_names(mounted: Mount) -> None:
