@@ -221,7 +221,11 @@ def test_replies_the_socket_cannot_take_yet_are_not_overwritten(volume: Volume, 
             c.s.sendall(p.encode_request(p.Request(0, p.Cmd.READ, i, offset, length)))
         for i, (offset, length) in enumerate(reads, start=1):
             assert c.reply(i, p.Cmd.READ, length) == (0, data[offset:offset + length]), i
-        assert t.server.stats.native - before == len(reads)
+        # Most go through the loop. Not all need to: while the transport has paused writing
+        # (the socket backed up), the task serves the next request in Python and waits for
+        # the drain, so how many it takes depends on how fast this client reads (CI: 3 of 64).
+        native = t.server.stats.native - before
+        assert len(reads) // 2 <= native <= len(reads)
         c.close()
     finally:
         t.close()
