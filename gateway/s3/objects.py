@@ -32,6 +32,28 @@ _GET_HEADERS = ("content-type", "cache-control", "content-disposition", "content
                 "content-language", "expires", "last-modified", "x-amz-storage-class",
                 "x-amz-tagging-count", "x-amz-version-id", "x-amz-website-redirect-location")
 
+# GET and HEAD may ask for other response headers than the stored ones: S3's response-* query
+# parameters, which presigned download links use to name the file or set its type.
+_OVERRIDES = {
+    "response-cache-control": "cache-control", "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding", "response-content-language": "content-language",
+    "response-content-type": "content-type", "response-expires": "expires",
+}
+
+
+def _overridden(req: S3Request, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with the response-* parameters of `req` in place of the stored values.
+    A value a header line cannot carry (a control character such as CR or LF, which would
+    split the response, or text outside ISO-8859-1) is refused as S3 refuses it."""
+    for param, name in _OVERRIDES.items():
+        value = req.query.get(param)
+        if value is None:
+            continue
+        if any((c < " " and c != "\t") or "\x7f" <= c < "\xa0" or c > "\xff" for c in value):
+            raise invalid_argument("Header value cannot be represented using ISO-8859-1.")
+        headers[name] = value
+    return headers
+
 
 class Objects:
     def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption) -> None:
@@ -107,6 +129,7 @@ class Objects:
         not_modified = read_conditions(req, stored)
         if not_modified is not None:
             return not_modified
+        _overridden(req, headers)
         wanted = _wanted(req, stored, part, headers)
         if part is not None and wanted is not None:
             start, end = wanted
@@ -161,6 +184,7 @@ class Objects:
             if r is not None:
                 await r.aclose()
             return not_modified
+        _overridden(req, headers)
         wanted = _wanted(req, stored, part, headers)
         start, end = wanted or (0, stored.size)
         data_key = await self.sse.open_key(req.auth, stored, customer)

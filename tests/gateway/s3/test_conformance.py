@@ -72,6 +72,53 @@ def test_a_failed_if_match_on_get_has_the_xml_body(s3: S3Stack) -> None:
     assert err["Resource"] == f"/{b}/k" and err["RequestId"] == r.headers["x-amz-request-id"]
 
 
+def test_response_header_overrides_on_get_and_head(sides: list[Side]) -> None:
+    """S3's response-* parameters (presigned download links name the file and its type with
+    them) replace the stored headers in a GET or HEAD answer, ranged or not."""
+    overrides = {"ResponseContentType": "application/x-download", "ResponseContentLanguage": "de",
+                 "ResponseContentDisposition": 'attachment; filename="report 2026.pdf"',
+                 "ResponseCacheControl": "no-store", "ResponseContentEncoding": "identity",
+                 "ResponseExpires": datetime(2094, 12, 1, 16, tzinfo=UTC)}
+    shown = ("ContentType", "ContentLanguage", "ContentDisposition", "CacheControl",
+             "ContentEncoding", "Expires", "ContentLength")
+
+    def scenario(c: Any, b: str) -> list[Any]:
+        c.put_object(Bucket=b, Key="k", Body=b"0123456789", ContentType="text/plain",
+                     CacheControl="max-age=60", ContentDisposition="inline")
+        obs = []
+        for extra in ({}, {"Range": "bytes=2-5"}):
+            r = c.get_object(Bucket=b, Key="k", **overrides, **extra)
+            obs += [{k: r.get(k) for k in shown}, r["Body"].read()]
+        r = c.get_object(Bucket=b, Key="k")  # and nothing stored changed
+        obs.append({k: r.get(k) for k in shown})
+        return obs
+
+    seen = _run(sides, scenario)
+    assert seen["proxy"] == seen["moto"]
+    assert seen["proxy"][0]["ContentDisposition"] == 'attachment; filename="report 2026.pdf"'
+    assert seen["proxy"][-1]["ContentType"] == "text/plain"
+    # HeadObject takes the same parameters in S3's API reference (moto ignores them there).
+    proxy = next(side for side in sides if side.name == "proxy")
+    r = proxy.client.head_object(Bucket=proxy.bucket, Key="k", **overrides)
+    assert {k: r.get(k) for k in shown} == seen["proxy"][0]
+
+
+def test_a_response_header_override_cannot_split_the_answer(s3: S3Stack) -> None:
+    """A response-* value with CR/LF (or outside ISO-8859-1) would write a header line of its
+    own, or fail the answer half-sent: refused as S3 refuses it, before any byte is read."""
+    t = s3.tenant()
+    c = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    c.put_object(Bucket=b, Key="k", Body=b"hello")
+    for value in ("a%0D%0ASet-Cookie:%20x=1", "a%0Ab", "%E4%B8%AD"):
+        r = signed_request(s3, t, "GET", f"/{b}/k", query=f"response-content-type={value}")
+        assert r.status == 400 and error_of(r)["Code"] == "InvalidArgument", (value, r.data)
+        assert "set-cookie" not in r.headers
+    r = signed_request(s3, t, "GET", f"/{b}/k", query="response-content-type=caf%C3%A9%2Fx")
+    assert r.status == 200 and r.headers["content-type"] == "café/x" and r.data == b"hello"
+
+
 def _upload(c: Any, b: str, key: str, parts: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
     up = c.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
     done = [{"PartNumber": n, "ETag": c.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=n, Body=p)["ETag"]}
@@ -183,7 +230,7 @@ def test_acls_within_the_tenancy(s3: S3Stack, sides: list[Side]) -> None:
     seen = _run(sides, accepted)
     assert seen["proxy"] == seen["moto"]
 
-    proxy = sides[0]
+    proxy = next(side for side in sides if side.name == "proxy")
     c, b = proxy.client, proxy.bucket
     acl = c.get_bucket_acl(Bucket=b)
     account = acl["Owner"]["ID"]
