@@ -86,7 +86,8 @@ def s3_xml(data: bytes) -> None:
     which, body = (data[:1] or b"\0")[0], data[1:]
     parsers: list[Callable[[bytes], object]] = [
         xml_bodies.delete_objects, xml_bodies.complete_multipart, xml_bodies.bucket_encryption,
-        xml_bodies.create_bucket, xml_bodies.versioning, xml_bodies.access_control_policy]
+        xml_bodies.create_bucket, xml_bodies.versioning, xml_bodies.access_control_policy,
+        xml_bodies.object_tagging]
     parsers[which % len(parsers)](body)
 
 
@@ -250,7 +251,8 @@ def seeds(name: str) -> list[bytes]:
             b"<CreateBucketConfiguration><LocationConstraint>r</LocationConstraint></CreateBucketConfiguration>",
             b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
             b"<AccessControlPolicy><Owner><ID>1</ID></Owner><AccessControlList></AccessControlList>"
-            b"</AccessControlPolicy>"])]
+            b"</AccessControlPolicy>",
+            b"<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>"])]
     if name == "kms_json":
         return [b'{"KeyId": "alias/x", "Plaintext": "aGVsbG8=", "EncryptionContext": {"a": "b"}}']
     if name == "object_metadata":

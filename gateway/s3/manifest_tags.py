@@ -15,14 +15,15 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-from gateway.s3.backend import S3_NS, Backend
+from gateway.s3.backend import S3_NS, Backend, BackendResponse
 from gateway.s3.envelope import MANIFEST_TAG, MAX_USER_TAGS
 from gateway.s3.errors import S3Error
 
 _NS = f"{{{S3_NS}}}"
 
 
-def _query(version_id: str | None) -> dict[str, str]:
+def query(version_id: str | None) -> dict[str, str]:
+    """The query of a tagging request on `version_id` (the null version: the current one)."""
     query = {"tagging": ""}
     if version_id is not None and version_id != "null":
         query["versionId"] = version_id
@@ -31,13 +32,18 @@ def _query(version_id: str | None) -> dict[str, str]:
 
 async def read(backend: Backend, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
     """The object's tags as the backend holds them (empty: none, or no such object)."""
-    r = await backend.send("GET", bucket, key, query=_query(version_id))
+    r = await backend.send("GET", bucket, key, query=query(version_id))
     if r.status_code == 404:
         return {}
     if r.status_code != 200:
         raise S3Error("InternalError", f"the backend answered {r.status_code} reading the object's tags", 500)
+    return parse(r.content)
+
+
+def parse(answer: bytes) -> dict[str, str]:
+    """The tags of the backend's GetObjectTagging answer, in order."""
     try:
-        root = ET.fromstring(r.content)
+        root = ET.fromstring(answer)
     except ET.ParseError:
         raise S3Error("InternalError", "the backend's answer to a tagging read is not XML", 500) from None
     return {t.findtext(_NS + "Key") or "": t.findtext(_NS + "Value") or "" for t in root.iter(_NS + "Tag")}
@@ -49,12 +55,27 @@ async def write(backend: Backend, bucket: str, key: str, version_id: str | None,
     if tags.get(MANIFEST_TAG) == manifest:
         return
     tags[MANIFEST_TAG] = manifest
-    items = "".join(f"<Tag><Key>{escape(k)}</Key><Value>{escape(v)}</Value></Tag>" for k, v in tags.items())
-    body = f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'.encode()
-    r = await backend.send("PUT", bucket, key, query=_query(version_id), body=body, headers={
-        "content-type": "application/xml", "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+    r = await put_all(backend, bucket, key, version_id, tags)
     if r.status_code != 200:
         raise S3Error("InternalError", f"the backend answered {r.status_code} writing the object's manifest", 500)
+
+
+async def put_all(backend: Backend, bucket: str, key: str, version_id: str | None,
+                  tags: dict[str, str]) -> BackendResponse:
+    """Replaces the object's whole tag set with `tags`: the backend's answer."""
+    body = _tagging(tags).encode()
+    return await backend.send("PUT", bucket, key, query=query(version_id), body=body, headers={
+        "content-type": "application/xml", "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+
+
+def tagging_xml(tags: dict[str, str]) -> bytes:
+    """A GetObjectTagging answer's body."""
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{_tagging(tags)}'.encode()
+
+
+def _tagging(tags: dict[str, str]) -> str:
+    items = "".join(f"<Tag><Key>{escape(k)}</Key><Value>{escape(v)}</Value></Tag>" for k, v in tags.items())
+    return f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'
 
 
 def check_user_tags(header: str | None) -> None:

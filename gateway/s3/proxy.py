@@ -23,6 +23,7 @@ from gateway.s3.copy import Copier
 from gateway.s3.encryption import ObjectEncryption
 from gateway.s3.keycache import DEFAULT_TTL
 from gateway.s3.listing import Listing
+from gateway.s3.object_tagging import ObjectTagging
 from gateway.s3.objects import Objects
 from gateway.s3.objkeys import ObjectKeys
 from gateway.s3.reader import Reader
@@ -54,6 +55,7 @@ class S3Proxy:
         self.uploads = Uploads(backend, self.buckets, self.reader, self.sse, self.upload_state, self.copier)
         self.versions = Versions(backend, self.buckets, self.listing)
         self.acl = Acl(self.buckets, self.reader)
+        self.tagging = ObjectTagging(backend, self.buckets)
 
     @property
     def keys(self) -> ObjectKeys:

@@ -14,6 +14,7 @@ S3 does.
 
 from __future__ import annotations
 
+import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.parsers import expat
@@ -289,3 +290,54 @@ def access_control_policy(body: bytes) -> list[Grant]:
         assert permission is not None
         grants.append(Grant(kind, who, permission))
     return grants
+
+
+MAX_TAGS = 10  # S3's limit on an object's tags
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+
+
+def _invalid_tag(message: str) -> S3Error:
+    return S3Error("InvalidTag", message, 400)
+
+
+def _tag_text(text: str) -> bool:
+    """S3's tag alphabet: letters, numbers and spaces in any script, and _ . : / = + - @."""
+    return all(c in "_.:/=+-@" or unicodedata.category(c)[0] in "LNZ" for c in text)
+
+
+def too_many_tags(limit: int, why: str = "") -> S3Error:
+    """S3's answer to more tags than an object may have (BadRequest, not InvalidTag)."""
+    return S3Error("BadRequest", f"Object tags cannot be greater than {limit}{why}", 400)
+
+
+def object_tagging(body: bytes) -> dict[str, str]:
+    """The tags of a PutObjectTagging body, in order, as S3 validates them: at most ten, keys
+    of 1-128 characters and values of up to 256, no key twice, none under `aws:`."""
+    root = parse(body, "Tagging")
+    _only(root, {"TagSet"})
+    tag_set = only_child(root, "TagSet", required=True)
+    assert tag_set is not None
+    _only(tag_set, {"Tag"})
+    tags: dict[str, str] = {}
+    for tag in children(tag_set, "Tag"):
+        _only(tag, {"Key", "Value"})
+        key_el, value_el = only_child(tag, "Key", required=True), only_child(tag, "Value", required=True)
+        assert key_el is not None and value_el is not None
+        if len(key_el) or len(value_el):
+            raise malformed("a tag's Key and Value hold text, not elements")
+        key, value = key_el.text or "", value_el.text or ""  # not stripped: spaces are part of a tag
+        if not key or len(key) > MAX_TAG_KEY:
+            raise _invalid_tag(f"The TagKey you have provided is invalid: 1 to {MAX_TAG_KEY} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise _invalid_tag(f"The TagValue you have provided is too long, max {MAX_TAG_VALUE}")
+        if not (_tag_text(key) and _tag_text(value)):
+            raise _invalid_tag("The TagKey or TagValue you have provided has characters a tag may not hold")
+        if key.startswith("aws:"):
+            raise _invalid_tag("Your TagKey cannot be prefixed with aws:")
+        if key in tags:
+            raise _invalid_tag("Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    if len(tags) > MAX_TAGS:
+        raise too_many_tags(MAX_TAGS)
+    return tags

@@ -10,6 +10,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.gateway.s3.conftest import S3Stack, Side, bucket_name, error_of, outcome, signed_request
 
 MiB = 1024 * 1024
@@ -117,6 +119,64 @@ def test_a_response_header_override_cannot_split_the_answer(s3: S3Stack) -> None
         assert "set-cookie" not in r.headers
     r = signed_request(s3, t, "GET", f"/{b}/k", query="response-content-type=caf%C3%A9%2Fx")
     assert r.status == 200 and r.headers["content-type"] == "café/x" and r.data == b"hello"
+
+
+def _tag_set(tags: dict[str, str]) -> dict[str, Any]:
+    return {"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+
+def test_object_tagging(sides: list[Side]) -> None:
+    """Put/Get/DeleteObjectTagging as S3 does them, and S3's checks of a tag set."""
+    def scenario(c: Any, b: str) -> list[Any]:
+        c.put_object(Bucket=b, Key="k", Body=b"x", Tagging="a=1")
+        obs: list[Any] = [c.get_object_tagging(Bucket=b, Key="k")["TagSet"],
+                          c.head_object(Bucket=b, Key="k").get("TagCount")]
+        tags = {"project": "blue", "owner": "ops team", "empty": "", "é": "ü / +=@-_.:"}
+        obs.append(outcome(c.put_object_tagging, Bucket=b, Key="k", Tagging=_tag_set(tags))[:2])
+        obs.append(c.get_object_tagging(Bucket=b, Key="k")["TagSet"])
+        obs.append(c.get_object(Bucket=b, Key="k").get("TagCount"))
+        for bad in ({f"k{i}": "v" for i in range(11)}, {"aws:x": "v"}, {"k" * 129: "v"}, {"k": "v" * 257},
+                    {"k": "what?"}, {"k<": "v"}):
+            obs.append(outcome(c.put_object_tagging, Bucket=b, Key="k", Tagging=_tag_set(bad))[:2])
+        obs.append(c.get_object_tagging(Bucket=b, Key="k")["TagSet"])  # unchanged by the refusals
+        obs.append(outcome(c.delete_object_tagging, Bucket=b, Key="k")[:2])
+        obs.append(c.get_object_tagging(Bucket=b, Key="k")["TagSet"])
+        obs.append(outcome(c.get_object_tagging, Bucket=b, Key="missing")[:2])
+        obs.append(outcome(c.put_object_tagging, Bucket=b, Key="missing", Tagging=_tag_set({"a": "b"}))[:2])
+        return obs
+
+    seen = _run(sides, scenario)
+    assert seen["proxy"] == seen["moto"]
+    assert seen["proxy"][0] == [{"Key": "a", "Value": "1"}] and seen["proxy"][3][1]["Value"] == "ops team"
+
+
+@pytest.mark.every_store
+def test_object_tagging_keeps_the_gateways_manifest_tag(s3: S3Stack) -> None:
+    """A v4 multipart object's manifest is its `ssegw-manifest` tag: tagging never shows it,
+    replaces it or removes it, and its key is refused; the object still reads after each."""
+    t = s3.tenant()
+    c = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    parts = [os.urandom(5 * MiB), os.urandom(MiB)]
+    up, done = _upload(c, b, "mp", parts)
+    c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up, MultipartUpload={"Parts": done})
+    manifest = {x["Key"]: x["Value"] for x in s3.backend.get_object_tagging(Bucket=b, Key="mp")["TagSet"]}
+    assert list(manifest) == ["ssegw-manifest"]
+    assert c.get_object_tagging(Bucket=b, Key="mp")["TagSet"] == []
+
+    nine = {f"k{i}": str(i) for i in range(9)}
+    c.put_object_tagging(Bucket=b, Key="mp", Tagging=_tag_set(nine))
+    assert c.get_object_tagging(Bucket=b, Key="mp")["TagSet"] == _tag_set(nine)["TagSet"]
+    assert c.head_object(Bucket=b, Key="mp")["TagCount"] == 9
+    for bad, error in (({**nine, "k9": "9"}, "BadRequest"), ({"ssegw-manifest": "forged"}, "InvalidTag")):
+        status, code, _ = outcome(c.put_object_tagging, Bucket=b, Key="mp", Tagging=_tag_set(bad))
+        assert (status, code) == (400, error), bad
+    c.delete_object_tagging(Bucket=b, Key="mp")
+    assert c.get_object_tagging(Bucket=b, Key="mp")["TagSet"] == []
+    backend = {x["Key"]: x["Value"] for x in s3.backend.get_object_tagging(Bucket=b, Key="mp")["TagSet"]}
+    assert backend == manifest
+    assert c.get_object(Bucket=b, Key="mp")["Body"].read() == b"".join(parts)
 
 
 def _upload(c: Any, b: str, key: str, parts: list[bytes]) -> tuple[str, list[dict[str, Any]]]:

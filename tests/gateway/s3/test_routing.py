@@ -36,6 +36,9 @@ SERVED: dict[tuple[str, str, str], str] = {
     ("GET", "object", "uploadId"): "ListParts",
     ("PUT", "object", "acl"): "PutObjectAcl",
     ("GET", "object", "acl"): "GetObjectAcl",
+    ("PUT", "object", "tagging"): "PutObjectTagging",
+    ("GET", "object", "tagging"): "GetObjectTagging",
+    ("DELETE", "object", "tagging"): "DeleteObjectTagging",
 }
 LEVELS: tuple[routing.Level, ...] = ("service", "bucket", "object")
 VALUES = {"versionId": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY", "partNumber": "1", "uploadId": "no-such-upload"}
@@ -101,8 +104,9 @@ def test_headers_and_argument_parameters() -> None:
     assert routing.resolve("GET", "object", ["response-content-type", "versionId"], {}).operation == "GetObject"
     assert routing.resolve("GET", "object", ["acl", "versionId"], {}).operation == "GetObjectAcl"
     # Two selectors where one is not served: 501 naming the one that is not.
+    assert routing.resolve("GET", "object", ["tagging", "versionId"], {}).operation == "GetObjectTagging"
     with pytest.raises(S3Error) as e:
-        routing.resolve("GET", "object", ["tagging", "versionId"], {})
+        routing.resolve("GET", "object", ["tagging", "acl"], {})
     assert e.value.status == 501 and "?tagging" in e.value.message
     with pytest.raises(S3Error) as e:
         routing.resolve("POST", "bucket", [], {})
