@@ -86,5 +86,11 @@ def check_user_tags(header: str | None) -> None:
     if len(tags) > MAX_USER_TAGS:
         raise S3Error("InvalidTag", f"Object tags cannot be greater than {MAX_USER_TAGS} on a multipart upload "
                       "through this gateway (it keeps the object's manifest in the tenth)", 400)
-    if any(k == MANIFEST_TAG for k, _ in tags):
+    refuse_reserved(header)
+
+
+def refuse_reserved(header: str | None) -> None:
+    """InvalidTag when an x-amz-tagging header names the manifest's tag key (on any write: the
+    key means a multipart object's manifest wherever the gateway finds it)."""
+    if header is not None and any(k == MANIFEST_TAG for k, _ in parse_qsl(header, keep_blank_values=True)):
         raise S3Error("InvalidTag", f"The tag key {MANIFEST_TAG} is reserved by this gateway", 400)

@@ -12,7 +12,7 @@ import base64
 import hashlib
 from xml.sax.saxutils import escape
 
-from gateway.s3 import envelope, sse_c, xml_bodies
+from gateway.s3 import envelope, manifest_tags, sse_c, xml_bodies
 from gateway.s3.acl import check_acl_headers
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendResponse, backend_error
@@ -68,6 +68,7 @@ class Objects:
         assert req.bucket is not None and req.key is not None
         info = await self.buckets.owned(req)
         check_acl_headers(req.headers, req.auth.caller.account_id)
+        manifest_tags.refuse_reserved(req.headers.get("x-amz-tagging"))
         guard = await write_conditions(self.reader, req)
         enc = self.sse.encryption(req, info)
         stream, size = body_stream(req)

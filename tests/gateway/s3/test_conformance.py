@@ -172,6 +172,8 @@ def test_object_tagging_keeps_the_gateways_manifest_tag(s3: S3Stack) -> None:
     for bad, error in (({**nine, "k9": "9"}, "BadRequest"), ({"ssegw-manifest": "forged"}, "InvalidTag")):
         status, code, _ = outcome(c.put_object_tagging, Bucket=b, Key="mp", Tagging=_tag_set(bad))
         assert (status, code) == (400, error), bad
+    status, code, _ = outcome(c.put_object, Bucket=b, Key="single", Body=b"x", Tagging="ssegw-manifest=forged")
+    assert (status, code) == (400, "InvalidTag")
     c.delete_object_tagging(Bucket=b, Key="mp")
     assert c.get_object_tagging(Bucket=b, Key="mp")["TagSet"] == []
     backend = {x["Key"]: x["Value"] for x in s3.backend.get_object_tagging(Bucket=b, Key="mp")["TagSet"]}
