@@ -181,6 +181,26 @@ def test_object_tagging_keeps_the_gateways_manifest_tag(s3: S3Stack) -> None:
     assert c.get_object(Bucket=b, Key="mp")["Body"].read() == b"".join(parts)
 
 
+def test_upload_listings_name_the_caller_not_the_backend_account(s3: S3Stack) -> None:
+    """ListParts and ListMultipartUploads show the caller's account as Owner and Initiator;
+    the backend's account (its canonical ID and display name) never reaches a client."""
+    t = s3.tenant()
+    c = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    up = c.create_multipart_upload(Bucket=b, Key="k")["UploadId"]
+    c.upload_part(Bucket=b, Key="k", UploadId=up, PartNumber=1, Body=b"x")
+    backend_upload = s3.backend.list_multipart_uploads(Bucket=b)["Uploads"][0]
+    backend_ids = {backend_upload["Owner"]["ID"], backend_upload["Initiator"]["ID"],
+                   backend_upload["Initiator"].get("DisplayName")} - {None}
+    parts = c.list_parts(Bucket=b, Key="k", UploadId=up)
+    uploads = c.list_multipart_uploads(Bucket=b)["Uploads"]
+    for answer in (parts, uploads[0]):
+        assert answer["Initiator"]["ID"] == answer["Owner"]["ID"] == t.account_id
+        assert not backend_ids & {str(v) for who in ("Owner", "Initiator") for v in answer[who].values()}
+    c.abort_multipart_upload(Bucket=b, Key="k", UploadId=up)
+
+
 def _upload(c: Any, b: str, key: str, parts: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
     up = c.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
     done = [{"PartNumber": n, "ETag": c.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=n, Body=p)["ETag"]}
