@@ -25,6 +25,16 @@ _LIST_ARGS = ("prefix", "delimiter", "max-keys", "marker", "continuation-token",
 _CACHE_LIMIT = 100_000
 
 
+
+def owned_by_caller(root: ET.Element, req: S3Request) -> None:
+    """Every Owner and Initiator in a listing names the caller: the backend's account (its
+    canonical ID and display name) is not the client's to see."""
+    ns = f"{{{S3_NS}}}"
+    for owner in list(root.iter(f"{ns}Owner")) + list(root.iter(f"{ns}Initiator")):
+        for child in owner:
+            child.text = req.auth.caller.account_id
+
+
 class Listing:
     def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption) -> None:
         self.backend = backend
@@ -66,6 +76,7 @@ class Listing:
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(r.content)
         await self.plain_entries(req, list(root.iter(f"{{{S3_NS}}}Contents")))
+        owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
 

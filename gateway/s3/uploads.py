@@ -30,6 +30,7 @@ from gateway.s3.copy import Copier
 from gateway.s3.encryption import ObjectEncryption
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
+from gateway.s3.listing import owned_by_caller
 from gateway.s3.messages import Reply, S3Request, last_modified, put_headers, xml_doc
 from gateway.s3.multipart import UploadToken, backend_upload_id, decode_token, is_token
 from gateway.s3.reader import Reader
@@ -242,7 +243,7 @@ class Uploads:
         for el in root.iter(_NS + "UploadId"):
             el.text = upload_id
         _drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
-        _owned_by_caller(root, req)
+        owned_by_caller(root, req)
         for p in root.iter(_NS + "Part"):
             size_el = p.find(_NS + "Size")
             if size_el is not None and size_el.text and size_el.text.isdigit():
@@ -274,17 +275,9 @@ class Uploads:
         issued = await self.upload_state.upload_ids(req.bucket, [el.text or "" for el in ids])
         for el in ids:
             el.text = issued.get(el.text or "", el.text)
-        _owned_by_caller(root, req)
+        owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
-
-
-def _owned_by_caller(root: ET.Element, req: S3Request) -> None:
-    """Owner and Initiator name the caller: the backend's account (its ID and display name)
-    is not the client's to see."""
-    for owner in list(root.iter(_NS + "Owner")) + list(root.iter(_NS + "Initiator")):
-        for child in owner:
-            child.text = req.auth.caller.account_id
 
 
 async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

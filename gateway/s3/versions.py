@@ -18,7 +18,7 @@ from gateway.s3.backend import S3_NS, Backend, backend_error
 from gateway.s3.bodies import buffered_body
 from gateway.s3.buckets import Buckets
 from gateway.s3.errors import S3Error
-from gateway.s3.listing import Listing
+from gateway.s3.listing import Listing, owned_by_caller
 from gateway.s3.messages import Reply, S3Request, xml_doc
 
 _NS = f"{{{S3_NS}}}"
@@ -67,9 +67,7 @@ class Versions:
             await backend_error(r)
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(r.content)
-        for owner in root.iter(f"{_NS}Owner"):  # the backend's account is not the client's
-            for child in owner:
-                child.text = req.auth.caller.account_id
+        owned_by_caller(root, req)
         await self.listing.plain_entries(req, list(root.iter(f"{_NS}Version")))
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))

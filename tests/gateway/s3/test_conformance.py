@@ -181,9 +181,10 @@ def test_object_tagging_keeps_the_gateways_manifest_tag(s3: S3Stack) -> None:
     assert c.get_object(Bucket=b, Key="mp")["Body"].read() == b"".join(parts)
 
 
-def test_upload_listings_name_the_caller_not_the_backend_account(s3: S3Stack) -> None:
-    """ListParts and ListMultipartUploads show the caller's account as Owner and Initiator;
-    the backend's account (its canonical ID and display name) never reaches a client."""
+def test_listings_name_the_caller_not_the_backend_account(s3: S3Stack) -> None:
+    """ListParts, ListMultipartUploads, ListObjects (v1, and v2 with FetchOwner) and
+    ListObjectVersions show the caller's account as Owner and Initiator; the backend's account
+    (its canonical ID and display name) never reaches a client."""
     t = s3.tenant()
     c = s3.client(t)
     b = bucket_name()
@@ -199,6 +200,12 @@ def test_upload_listings_name_the_caller_not_the_backend_account(s3: S3Stack) ->
         assert answer["Initiator"]["ID"] == answer["Owner"]["ID"] == t.account_id
         assert not backend_ids & {str(v) for who in ("Owner", "Initiator") for v in answer[who].values()}
     c.abort_multipart_upload(Bucket=b, Key="k", UploadId=up)
+    # Object listings too: ListObjects shows owners by default, ListObjectsV2 with FetchOwner.
+    c.put_object(Bucket=b, Key="k", Body=b"x")
+    for listed in (c.list_objects(Bucket=b)["Contents"][0],
+                   c.list_objects_v2(Bucket=b, FetchOwner=True)["Contents"][0],
+                   c.list_object_versions(Bucket=b)["Versions"][0]):
+        assert set(listed["Owner"].values()) == {t.account_id}, listed
 
 
 def _upload(c: Any, b: str, key: str, parts: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
