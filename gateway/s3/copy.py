@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 from xml.sax.saxutils import escape
 
 from gateway.s3 import envelope, manifest_tags, sse_c
@@ -102,6 +102,11 @@ class Copier:
         rewrap, check = mode in ("1", "true", "check"), mode == "check"
         src = await self.source(req, check_customer=not rewrap)
         headers = _new_headers(req, src, rewrap, check)
+        headers.pop("x-amz-tagging", None)  # the tagging directive decides, not the metadata one
+        tagging = await self._tags_for_copy(req, src)
+        if tagging:
+            headers["x-amz-tagging"] = tagging
+        headers[_TAGGING_DIRECTIVE] = "REPLACE"  # for a backend copy: these tags, not the source's
         if not rewrap:
             enc = self.sse.encryption(req, info)
             if (enc.context is None and enc.customer is None and src.meta is not None and src.meta.context
@@ -126,6 +131,22 @@ class Copier:
             raise invalid_argument("The specified copy source is larger than the maximum allowable size "
                                    f"for a copy source: {COPY_LIMIT}")
         return await self._reencrypt(req, src, enc, headers)
+
+    async def _tags_for_copy(self, req: S3Request, src: Stored) -> str | None:
+        """The copy's tags as x-amz-tagging, by x-amz-tagging-directive: the request's own
+        (REPLACE), or the source's (COPY, the default; read only when it has any), never the
+        gateway's manifest tag (backend_copy writes the copy's own). None: no tags."""
+        directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise invalid_argument("Unknown tagging directive.")
+        if directive == "REPLACE":
+            manifest_tags.refuse_reserved(req.headers.get("x-amz-tagging"))
+            return req.headers.get("x-amz-tagging") or None
+        if src.headers.get("x-amz-tagging-count", "0") in ("", "0"):
+            return None
+        tags = await manifest_tags.read(self.backend, src.bucket, src.key, src.version_id)
+        tags.pop(envelope.MANIFEST_TAG, None)
+        return urlencode(tags, quote_via=quote) or None
 
     async def _rekey(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
                      headers: dict[str, str], rewrap: bool, check: bool = False) -> Reply:
@@ -212,7 +233,7 @@ class Copier:
 
     async def _copy_in_parts(self, bucket: str, key: str, headers: dict[str, str], guard: dict[str, str],
                              pieces: list[tuple[int, int]]) -> tuple[str, str, str | None]:
-        r = await self.backend.send("POST", bucket, key, query={"uploads": ""}, headers=headers)
+        r = await self.backend.send("POST", bucket, key, query={"uploads": ""}, headers=_without_directive(headers))
         if r.status_code != 200:
             raise S3Error("InternalError", f"the backend answered {r.status_code} starting a copy", 500)
         upload = _text(ET.fromstring(r.content), "UploadId") or ""
@@ -256,7 +277,8 @@ class Copier:
         ok = await self.sse.new_key(req, enc, req.bucket, req.key)
         src_key = await self.sse.open_key(req.auth, src, self.sse.customer_key(req, copy_source=True))
         plain = await self.reader.plaintext(src, src_key, 0, src.size)
-        new, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, src.size, plain, headers)
+        new, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, src.size, plain,
+                                    _without_directive(headers))
         if r.status_code != 200:
             await backend_error(r)
         return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
@@ -282,6 +304,14 @@ class Copier:
         body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'
                 f"<ETag>{escape(etag)}</ETag></CopyObjectResult>")
         return Reply(200, headers, xml_doc(body))
+
+
+_TAGGING_DIRECTIVE = "x-amz-tagging-directive"
+
+
+def _without_directive(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` for a request that writes a new object (its tags are x-amz-tagging's)."""
+    return {k: v for k, v in headers.items() if k != _TAGGING_DIRECTIVE}
 
 
 def _new_headers(req: S3Request, src: Stored, rewrap: bool, check: bool) -> dict[str, str]:
