@@ -235,6 +235,15 @@ def test_copy_object_tagging_directive(sides: list[Side]) -> None:
     status, code, _ = outcome(proxy.client.copy_object, Bucket=proxy.bucket, Key="bad",
                               CopySource={"Bucket": proxy.bucket, "Key": "src"}, TaggingDirective="MERGE")
     assert (status, code) == (400, "InvalidArgument")
+    # A copy the proxy re-encrypts (out of SSE-C) keeps the source's tags too.
+    key = os.urandom(32)
+    ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    c, b = proxy.client, proxy.bucket
+    c.put_object(Bucket=b, Key="ssec", Body=b"secret", Tagging="k=v", **ssec)
+    c.copy_object(Bucket=b, Key="out-of-ssec", CopySource={"Bucket": b, "Key": "ssec"},
+                  CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key)
+    assert c.get_object_tagging(Bucket=b, Key="out-of-ssec")["TagSet"] == [{"Key": "k", "Value": "v"}]
+    assert c.get_object(Bucket=b, Key="out-of-ssec")["Body"].read() == b"secret"
 
 
 @pytest.mark.every_store
