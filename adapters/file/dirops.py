@@ -159,7 +159,7 @@ class DirOps:
     def unlink(self, path: str) -> int:
         e = self.backing.entry(path)
         try:
-            st: os.stat_result | None = os.lstat(e.path)
+            st = os.lstat(e.path) if self.links.noted(path) else None
             os.unlink(e.path)
         except FileNotFoundError:
             # libfuse unlinks a hidden file on its last close; rmdir may have removed it.
@@ -173,10 +173,12 @@ class DirOps:
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         src, dst = self.backing.entry(old), self.backing.entry(new)
-        try:
-            replaced: os.stat_result | None = os.lstat(dst.path)
-        except FileNotFoundError:
-            replaced = None
+        replaced = None
+        if self.links.noted(new):
+            try:
+                replaced = os.lstat(dst.path)
+            except FileNotFoundError:
+                pass
         self.backing.add_longname(dst)
         if flags:
             _renameat2(src.path, dst.path, flags)

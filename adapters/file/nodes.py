@@ -108,11 +108,18 @@ class LinkNames:
 
     def __init__(self) -> None:
         self._names: dict[tuple[int, int], set[str]] = {}
+        self._noted: set[str] = set()  # every name in _names, so unlink need not stat the rest
 
     def note(self, st: os.stat_result, path: str) -> None:
         names = self._names.setdefault((st.st_dev, st.st_ino), set())
         if len(names) < 64:  # bounded: stale names (renamed, unlinked) only cost a no-op
             names.add(path)
+            self._noted.add(path)
+
+    def noted(self, path: str) -> bool:
+        """Whether `path` was seen as one name of a file with several links (only such a path
+        has other names whose cached attributes its removal changes)."""
+        return path in self._noted
 
     def invalidate(self, node: Node) -> None:
         if node.links_stale:
@@ -125,5 +132,6 @@ class LinkNames:
         and ctime changed under every other name the kernel may have cached."""
         names = self._names.get((st.st_dev, st.st_ino), set())
         names.discard(gone)
+        self._noted.discard(gone)
         for name in list(names):
             invalidate_path(name)

@@ -142,8 +142,8 @@ class Copier:
         if directive == "REPLACE":
             manifest_tags.refuse_reserved(req.headers.get("x-amz-tagging"))
             return req.headers.get("x-amz-tagging") or None
-        if src.headers.get("x-amz-tagging-count", "0") in ("", "0"):
-            return None
+        if src.headers.get("x-amz-tagging-count") == "0":
+            return None  # (not every store says so on HEAD; without the count, read them)
         tags = await manifest_tags.read(self.backend, src.bucket, src.key, src.version_id)
         tags.pop(envelope.MANIFEST_TAG, None)
         return urlencode(tags, quote_via=quote) or None

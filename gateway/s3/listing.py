@@ -25,7 +25,6 @@ _LIST_ARGS = ("prefix", "delimiter", "max-keys", "marker", "continuation-token",
 _CACHE_LIMIT = 100_000
 
 
-
 def owned_by_caller(root: ET.Element, req: S3Request) -> None:
     """Every Owner and Initiator in a listing names the caller: the backend's account (its
     canonical ID and display name) is not the client's to see."""

@@ -93,4 +93,8 @@ def refuse_reserved(header: str | None) -> None:
     """InvalidTag when an x-amz-tagging header names the manifest's tag key (on any write: the
     key means a multipart object's manifest wherever the gateway finds it)."""
     if header is not None and any(k == MANIFEST_TAG for k, _ in parse_qsl(header, keep_blank_values=True)):
-        raise S3Error("InvalidTag", f"The tag key {MANIFEST_TAG} is reserved by this gateway", 400)
+        raise reserved_key()
+
+
+def reserved_key() -> S3Error:
+    return S3Error("InvalidTag", f"The tag key {MANIFEST_TAG} is reserved by this gateway", 400)

@@ -14,7 +14,6 @@ from gateway.s3.backend import Backend, BackendResponse, backend_error
 from gateway.s3.bodies import buffered_body
 from gateway.s3.buckets import Buckets
 from gateway.s3.envelope import MANIFEST_TAG
-from gateway.s3.errors import S3Error
 from gateway.s3.messages import Reply, S3Request, version_of
 
 
@@ -43,7 +42,7 @@ class ObjectTagging:
         await self.buckets.owned(req)
         wanted = xml_bodies.object_tagging(await buffered_body(req, xml_bodies.SMALL_LIMIT))
         if MANIFEST_TAG in wanted:
-            raise S3Error("InvalidTag", f"The tag key {MANIFEST_TAG} is reserved by this gateway", 400)
+            raise manifest_tags.reserved_key()
         current, _ = await self._current(req)
         kept = {MANIFEST_TAG: current[MANIFEST_TAG]} if MANIFEST_TAG in current else {}
         if len(wanted) + len(kept) > xml_bodies.MAX_TAGS:

@@ -41,8 +41,8 @@ _OVERRIDES = {
 }
 
 
-def _overridden(req: S3Request, headers: dict[str, str]) -> dict[str, str]:
-    """`headers` with the response-* parameters of `req` in place of the stored values.
+def _overridden(req: S3Request, headers: dict[str, str]) -> None:
+    """Puts the response-* parameters of `req` in `headers`, in place of the stored values.
     A value a header line cannot carry (a control character such as CR or LF, which would
     split the response, or text outside ISO-8859-1) is refused as S3 refuses it."""
     for param, name in _OVERRIDES.items():
@@ -52,7 +52,6 @@ def _overridden(req: S3Request, headers: dict[str, str]) -> dict[str, str]:
         if any((c < " " and c != "\t") or "\x7f" <= c < "\xa0" or c > "\xff" for c in value):
             raise invalid_argument("Header value cannot be represented using ISO-8859-1.")
         headers[name] = value
-    return headers
 
 
 class Objects:
