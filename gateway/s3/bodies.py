@@ -14,27 +14,39 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 
-from gateway.s3 import aws_chunked, xml_bodies
+from gateway.s3 import aws_chunked, checksums, xml_bodies
+from gateway.s3.checksums import BodyChecksum
 from gateway.s3.digests import Digests
 from gateway.s3.errors import S3Error
 from gateway.s3.messages import S3Request
 
 
-def body_stream(req: S3Request) -> tuple[AsyncIterator[bytes], int]:
-    """The decoded request body and its plaintext length (411 if unknown)."""
+def body_stream(req: S3Request, compute: str | None = None) -> tuple[AsyncIterator[bytes], int, BodyChecksum]:
+    """The decoded request body, its plaintext length (411 if unknown) and its checksum (known
+    once the body was read whole). `compute`: an algorithm to compute when the body carries
+    no checksum of its own."""
     h = req.headers
     payload = req.auth.payload
     if payload.startswith("STREAMING-"):
         length = h.get("x-amz-decoded-content-length")
         if length is None or not length.isdigit():
             raise S3Error("MissingContentLength", "aws-chunked uploads need x-amz-decoded-content-length", 411)
+        received = aws_chunked.trailer_checksum(h.get("x-amz-trailer"))
+        if received.algorithm is None:
+            received = _header_checksum(req)
+        if received.algorithm is None:
+            received.algorithm = compute
         stream = aws_chunked.decode(req.body, mode=payload, decoded_length=int(length),
-                                    signing=req.auth.chunk_signing, trailer=h.get("x-amz-trailer"))
-        return stream, int(length)
+                                    signing=req.auth.chunk_signing, trailer=h.get("x-amz-trailer"),
+                                    received=received)
+        return stream, int(length), received
     length = h.get("content-length")
     if length is None or not length.isdigit():
         raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
-    return verified(req, int(length)), int(length)
+    received = _header_checksum(req)
+    if received.algorithm is None:
+        received.algorithm = compute
+    return verified(req, int(length), received), int(length), received
 
 
 async def buffered_body(req: S3Request, limit: int) -> bytes:
@@ -49,7 +61,7 @@ async def buffered_body(req: S3Request, limit: int) -> bytes:
     else:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise xml_bodies.too_large(limit)
-        stream, _ = body_stream(req)
+        stream, _, _ = body_stream(req)
     expected_md5 = content_md5(req)
     chunks: list[bytes] = []
     size = 0
@@ -63,12 +75,15 @@ async def buffered_body(req: S3Request, limit: int) -> bytes:
     return body
 
 
-async def verified(req: S3Request, length: int) -> AsyncIterator[bytes]:
-    """The plain body, checked against its declared SHA-256, length and checksum header."""
+async def verified(req: S3Request, length: int, received: BodyChecksum | None = None) -> AsyncIterator[bytes]:
+    """The plain body, checked against its declared SHA-256, length and checksum header
+    (`received` gets the checksum once the body was read whole)."""
     payload = req.auth.payload
     digest = hashlib.sha256() if payload != "UNSIGNED-PAYLOAD" else None
-    checksum = _checksum_header(req)
-    digests = Digests(digest, checksum[1] if checksum is not None else None)
+    if received is None:
+        received = _header_checksum(req)
+    checksum = received.running()
+    digests = Digests(digest, checksum)
     seen = 0
     async for chunk in req.body:
         if not chunk:
@@ -85,17 +100,32 @@ async def verified(req: S3Request, length: int) -> AsyncIterator[bytes]:
     if digest is not None and not hmac.compare_digest(digest.hexdigest(), payload.lower()):
         raise S3Error("XAmzContentSHA256Mismatch",
                       "The provided 'x-amz-content-sha256' header does not match what was computed.")
-    if checksum is not None and not hmac.compare_digest(checksum[1].value(), req.headers[checksum[0]]):
-        raise S3Error("BadDigest", f"The {checksum[0]} you specified did not match the calculated checksum.")
+    if checksum is not None:
+        if received.sent is not None and not hmac.compare_digest(checksum.digest(), received.sent):
+            raise S3Error("BadDigest", f"The {checksums.header(checksum.algorithm)} you specified did not "
+                          "match the calculated checksum.")
+        received.digest = checksum.digest()
 
 
-def _checksum_header(req: S3Request) -> tuple[str, aws_chunked.Checksum] | None:
-    """(header, running checksum) of the x-amz-checksum-<algorithm> header the request sends."""
-    checksum = None
-    for name in req.headers:
-        if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-type", "x-amz-checksum-algorithm"):
-            checksum = (name, aws_chunked.Checksum(name[len("x-amz-checksum-"):]))
-    return checksum
+_NOT_VALUES = ("x-amz-checksum-type", "x-amz-checksum-algorithm", "x-amz-checksum-mode")
+
+
+def _header_checksum(req: S3Request) -> BodyChecksum:
+    """The checksum an x-amz-checksum-<algorithm> header declares, with its value (a body
+    carries one checksum at most, as in S3)."""
+    names = [n for n in req.headers if n.startswith("x-amz-checksum-") and n not in _NOT_VALUES]
+    if not names:
+        return BodyChecksum()
+    if len(names) > 1:
+        raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple checksum "
+                      "Types are not allowed.")
+    algorithm = checksums.algorithm_of(names[0].removeprefix("x-amz-checksum-"))
+    if algorithm is None:
+        raise S3Error("InvalidRequest", f"The algorithm of {names[0]} is not one S3 has.")
+    sent = checksums.decode_value(algorithm, req.headers[names[0]])
+    if sent is None:
+        raise S3Error("InvalidRequest", f"Value for {names[0]} header is invalid.")
+    return BodyChecksum(algorithm, sent)
 
 
 def content_md5(req: S3Request) -> bytes | None:

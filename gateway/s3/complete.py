@@ -14,9 +14,10 @@ import xml.etree.ElementTree as ET
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from gateway.s3 import bodies, conditions, envelope, manifest_tags, sse_c, xml_bodies
+from gateway.s3 import bodies, checksums, conditions, envelope, manifest_tags, sse_c, xml_bodies
 from gateway.s3.backend import S3_NS, Backend, backend_error
 from gateway.s3.backend import xml_text as _text
+from gateway.s3.checksums import ObjectChecksum
 from gateway.s3.copy import Copier
 from gateway.s3.encryption import ObjectEncryption
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
@@ -64,9 +65,10 @@ class Completion:
         await self._check_etags(req.bucket, backend_id, token, listed, have)
         guard = await conditions.write_conditions(self.reader, req)
         layout = _checked_layout(token, customer, wanted, have)
-        manifest, salts = "", list[bytes]()
+        manifest, salts, checksum = "", list[bytes](), None
         if token is not None and token.format == envelope.FORMAT_VERSION_4:
-            manifest, salts = await self._manifest(req, token, upload_id, backend_id, wanted, have, layout)
+            manifest, salts, checksum = await self._manifest(req, token, upload_id, backend_id, listed, have,
+                                                             layout)
         await self.fault("before-backend-complete")
         etag, versions = await self._backend_complete(req, backend_id, wanted, have, guard)
         await self.fault("after-backend-complete")
@@ -77,7 +79,7 @@ class Completion:
         sse: dict[str, str] = {}
         if token is not None:
             sse = self.sse.sse_headers(req.auth, token_meta(token), customer)
-        return _completed(req, etag, {**sse, **versions})
+        return _completed(req, etag, {**sse, **versions}, checksum)
 
     async def fault(self, point: str) -> None:
         """Test seam: tests replace this to fail a Complete at `point`, as a crash there
@@ -157,24 +159,32 @@ class Completion:
         return etag
 
     async def _manifest(self, req: S3Request, token: UploadToken, upload_id: str, backend_id: str,
-                        wanted: list[int], have: Parts, layout: Layout) -> tuple[str, list[bytes]]:
-        """A v4 upload's manifest (and its parts' salts, in order), from the salts UploadPart
-        recorded for exactly the sealed parts Complete names; recorded as in flight, so a
-        Complete retried after a crash, or a reader, can finish writing it."""
+                        listed: list[xml_bodies.CompletedPart], have: Parts,
+                        layout: Layout) -> tuple[str, list[bytes], ObjectChecksum | None]:
+        """A v4 upload's manifest (and its parts' salts, in order, and the object's checksum if
+        the upload declared one), from the salts and checksums UploadPart recorded for exactly
+        the sealed parts Complete names; recorded as in flight, so a Complete retried after a
+        crash, or a reader, can finish writing it."""
         assert req.bucket is not None and req.key is not None
         data_key = await self.lookup.data_key(req, token, upload_id)
         recorded = await self.upload_state.part_salts(req.bucket, backend_id)
-        salts = []
-        for n in wanted:
-            salt = recorded.get((n, quote(_bare(have[n][1]), safe="")))
-            if salt is None or len(salt) != envelope.PART_HEADER:
-                raise S3Error("InvalidPart", f"Part {n} was not uploaded through this gateway (or its record "
-                              "was lost): upload it again", 400)
-            salts.append(salt)
-        meta = token_meta(token).with_manifest(data_key, layout.size, layout.sealed, envelope.parts_digest(salts))
+        records = []
+        for part in listed:
+            record = recorded.get((part.number, quote(_bare(have[part.number][1]), safe="")))
+            if record is None or len(record.salt) != envelope.PART_HEADER:
+                raise S3Error("InvalidPart", f"Part {part.number} was not uploaded through this gateway (or its "
+                              "record was lost): upload it again", 400)
+            records.append(record)
+        salts = [r.salt for r in records]
+        checksum = _object_checksum(req, token, listed, [r.checksum for r in records], layout)
+        sealed = checksums.seal(checksum, data_key, token.algorithm) if checksum is not None else None
+        if sealed is not None and not envelope.manifest_fits(layout.sealed, sealed):
+            sealed = None  # parts of many sizes leave no room in the tag: the object keeps none
+        meta = token_meta(token).with_manifest(data_key, layout.size, layout.sealed, envelope.parts_digest(salts),
+                                               sealed)
         manifest = meta.manifest()
         await self.upload_state.remember_completion(req.bucket, req.key, token.base_nonce, manifest)
-        return manifest, salts
+        return manifest, salts, checksum
 
     async def finish_manifest(self, bucket: str, key: str, meta: ObjectMeta, version_id: str | None,
                               sealed_total: int | None) -> str | None:
@@ -277,12 +287,48 @@ class Completion:
         return new_etag, new_version
 
 
-def _completed(req: S3Request, etag: str, headers: dict[str, str]) -> Reply:
+def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies.CompletedPart],
+                     recorded: list[ObjectChecksum | None], layout: Layout) -> ObjectChecksum | None:
+    """The completed object's checksum, of the type the upload declared (None: it declared
+    none), after S3's checks: every part named with the checksum UploadPart gave it, and the
+    whole object's checksum as the client computed it, if sent."""
+    if token.checksum is None:
+        return None
+    algorithm, kind = token.checksum
+    tag = checksums.element(algorithm)
+    for part, kept in zip(listed, recorded, strict=True):
+        sent = part.checksums.get(tag)
+        if sent is None:
+            raise S3Error("InvalidRequest", f"The upload was created using a {algorithm.lower()} checksum. The "
+                          "complete request must include the checksum for each part. It was missing for part "
+                          f"{part.number} in the request.")
+        if kept is None or kept.algorithm != algorithm or checksums.decode_value(algorithm, sent) != kept.digest:
+            raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part may "
+                          "not have been uploaded, or the specified entity tag or checksum may not match the "
+                          f"part's (part {part.number}).", 400)
+    digests = [c.digest for c in recorded if c is not None]
+    if kind == checksums.COMPOSITE:
+        out = checksums.composite(algorithm, digests)
+    else:
+        out = checksums.full_object(algorithm, list(zip(digests, layout.plain, strict=True)))
+    asked = req.headers.get("x-amz-checksum-type")
+    if asked is not None and asked.strip().upper() != kind:
+        raise S3Error("InvalidRequest", f"The upload was created using the {kind} checksum mode. The complete "
+                      f"request must use the same checksum mode.")
+    whole = req.headers.get(checksums.header(algorithm))
+    if whole is not None and whole.strip() not in (out.value(), out.value().split("-")[0]):
+        raise S3Error("BadDigest", f"The {checksums.header(algorithm)} you specified did not match the "
+                      "calculated checksum.")
+    return out
+
+
+def _completed(req: S3Request, etag: str, headers: dict[str, str], checksum: ObjectChecksum | None = None) -> Reply:
     assert req.bucket is not None and req.key is not None
     location = f"/{req.bucket}/{req.key}"
     out = (f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{escape(location)}</Location>'
            f"<Bucket>{escape(req.bucket)}</Bucket><Key>{escape(req.key)}</Key>"
-           f"<ETag>{escape(etag)}</ETag></CompleteMultipartUploadResult>")
+           f"<ETag>{escape(etag)}</ETag>{checksum.xml() if checksum is not None else ''}"
+           "</CompleteMultipartUploadResult>")
     return Reply(200, {"content-type": "application/xml", **headers}, xml_doc(out))
 
 

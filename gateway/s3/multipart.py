@@ -280,6 +280,7 @@ class UploadToken:
     bucket_key_salt: bytes | None = None
     customer: str | None = None  # SSE-C uploads: the key record (sse_c.py); sealed_key is customer-wrapped
     format: str = FORMAT_VERSION_4  # the upload's object format: v4 (token version 3), v3 (2) or v2 (1)
+    checksum: tuple[str, str] | None = None  # (algorithm, type) the upload declared (checksums.py)
 
     def _body(self) -> bytes:
         fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
@@ -287,8 +288,11 @@ class UploadToken:
                   self.kms_key_id.encode(), self.sse.encode(),
                   json.dumps(self.context, sort_keys=True).encode() if self.context else b"",
                   self.bucket_key_salt or b""]
-        if self.customer is not None:  # an 11th field only where used: older tokens stay valid
-            fields.append(self.customer.encode())
+        # An 11th and 12th field only where used: older tokens stay valid.
+        if self.customer is not None or self.checksum is not None:
+            fields.append((self.customer or "").encode())
+        if self.checksum is not None:
+            fields.append(" ".join(self.checksum).encode())
         version = {FORMAT_VERSION_4: b"\x03", FORMAT_VERSION_3: b"\x02"}.get(self.format, b"\x01")
         return version + b"".join(struct.pack(">H", len(f)) + f for f in fields)
 
@@ -334,17 +338,21 @@ def decode_token(token: str) -> UploadToken:
         (n,) = struct.unpack_from(">H", body, pos)
         fields.append(body[pos + 2:pos + 2 + n])
         pos += 2 + n
-    if pos != len(body) or len(fields) not in (10, 11):
+    if pos != len(body) or len(fields) not in (10, 11, 12):
         raise ValueError("malformed upload token")
     try:
+        declared = fields[11].decode().split(" ") if len(fields) == 12 else None
+        if declared is not None and len(declared) != 2:
+            raise ValueError("malformed upload token")
         return UploadToken(
             backend_id=fields[0].decode(), bucket=fields[1].decode(), key=fields[2].decode(),
             algorithm=Algorithm(fields[3].decode()), base_nonce=fields[4], sealed_key=fields[5],
             kms_key_id=fields[6].decode(), sse=fields[7].decode(),
             context=json.loads(fields[8]) if fields[8] else None,
             bucket_key_salt=fields[9] or None,
-            customer=fields[10].decode() if len(fields) == 11 else None,
+            customer=(fields[10].decode() or None) if len(fields) >= 11 else None,
             format={3: FORMAT_VERSION_4, 2: FORMAT_VERSION_3}.get(raw[0], FORMAT_VERSION_2),
+            checksum=(declared[0], declared[1]) if declared is not None else None,
         )
     except (UnicodeDecodeError, ValueError):
         raise ValueError("malformed upload token") from None

@@ -59,6 +59,9 @@ class ObjectMeta:
     parts_digest: bytes | None = None  # v3 multipart, completed: SHA-256 of the parts' salts
     mac: bytes | None = field(default=None, repr=False)  # v3: see `signed`
     manifest_mac: bytes | None = field(default=None, repr=False)  # v4 multipart: see `manifest`
+    # v3/v4: the client's checksum of the plaintext, sealed (checksums.seal); in the metadata,
+    # or a v4 multipart object's manifest
+    checksum: str | None = None
 
     @property
     def version(self) -> str:
@@ -109,6 +112,8 @@ class ObjectMeta:
             out[f"{META_PREFIX}-layout"] = encode_layout(self.layout)
         if self.parts_digest is not None and not self.manifest_in_tag:
             out[f"{META_PREFIX}-parts"] = base64.b64encode(self.parts_digest).decode()
+        if self.checksum is not None and not self.manifest_in_tag:
+            out[f"{META_PREFIX}-cks"] = self.checksum
         if self.mac is not None:
             out[f"{META_PREFIX}-mac"] = base64.b64encode(self.mac).decode()
         return out
@@ -162,21 +167,27 @@ class ObjectMeta:
         assert self.size is not None and self.layout is not None and self.parts_digest is not None
         items = [_MANIFEST_INFO, self.base_nonce, str(self.size).encode(),
                  _tag_layout(self.layout).encode(), self.parts_digest]
+        if self.checksum is not None:  # an item only where used: earlier manifests stay valid
+            items.append(self.checksum.encode())
         digest = hashes.SM3() if self.algorithm is Algorithm.SM4_GCM else hashes.SHA256()
         h = HMAC(HKDF(digest, 32, None, _MANIFEST_INFO).derive(data_key), digest)
         h.update(b"".join(struct.pack(">I", len(x)) + x for x in items))
         return h.finalize()
 
-    def with_manifest(self, data_key: bytes, size: int, layout: tuple[int, ...], digest: bytes) -> ObjectMeta:
-        """A v4 multipart upload's metadata with its completed layout and the manifest's MAC."""
-        done = replace(self, size=size, layout=layout, parts_digest=digest)
+    def with_manifest(self, data_key: bytes, size: int, layout: tuple[int, ...], digest: bytes,
+                      checksum: str | None = None) -> ObjectMeta:
+        """A v4 multipart upload's metadata with its completed layout (and sealed checksum) and
+        the manifest's MAC."""
+        done = replace(self, size=size, layout=layout, parts_digest=digest, checksum=checksum)
         return replace(done, manifest_mac=done._manifest_mac(data_key))
 
     def manifest(self) -> str:
         """The `ssegw-manifest` tag's value (v4 multipart, completed)."""
         assert self.manifest_in_tag and self.manifest_mac is not None and self.parts_digest is not None
-        return " ".join((str(self.size), _tag_layout(self.layout or ()),
-                         base64.b64encode(self.parts_digest).decode(), base64.b64encode(self.manifest_mac).decode()))
+        fields = [str(self.size), _tag_layout(self.layout or ()), base64.b64encode(self.parts_digest).decode()]
+        if self.checksum is not None:
+            fields.append(self.checksum)
+        return " ".join([*fields, base64.b64encode(self.manifest_mac).decode()])
 
     def read_manifest(self, text: str | None) -> ObjectMeta:
         """This v4 multipart object's metadata with the manifest tag's fields (unchecked until
@@ -187,10 +198,12 @@ class ObjectMeta:
         try:
             if len(text) > MAX_TAG_VALUE:
                 raise ValueError("too long")
-            size, layout, digest, mac = text.split(" ")
+            fields = text.split(" ")
+            checksum = fields.pop(3) if len(fields) == 5 else None  # `size layout digest [checksum] mac`
+            size, layout, digest, mac = fields
             out = replace(self, size=_size(size), layout=_read_tag_layout(layout),
                           parts_digest=base64.b64decode(digest, validate=True),
-                          manifest_mac=base64.b64decode(mac, validate=True))
+                          manifest_mac=base64.b64decode(mac, validate=True), checksum=checksum)
         except (ValueError, TypeError) as e:
             raise ObjectCorrupt(f"the object's manifest is damaged ({e})") from None
         if len(out.parts_digest or b"") != 32:
@@ -221,6 +234,9 @@ class ObjectMeta:
             layout = headers.get(f"{META_PREFIX}-layout") if v3 and multipart else None
             digest = headers.get(f"{META_PREFIX}-parts") if v3 and multipart else None
             mac = headers.get(f"{META_PREFIX}-mac") if v3 else None
+            checksum = headers.get(f"{META_PREFIX}-cks") if v3 else None
+            if v4 and checksum is not None:
+                raise ValueError("a format 4 object keeps its checksum in its manifest")
             meta = ObjectMeta(
                 algorithm=Algorithm(headers[f"{META_PREFIX}-alg"]),
                 sealed_key=base64.b64decode(headers[f"{META_PREFIX}-key"], validate=True),
@@ -238,6 +254,7 @@ class ObjectMeta:
                 layout=decode_layout(layout) if layout is not None else None,
                 parts_digest=base64.b64decode(digest, validate=True) if digest is not None else None,
                 mac=base64.b64decode(mac, validate=True) if mac is not None else None,
+                checksum=checksum,
             )
         except (KeyError, ValueError, TypeError, UnicodeError) as e:
             raise ObjectCorrupt(f"the object's envelope metadata is damaged ({e})") from None
@@ -307,10 +324,12 @@ def _read_tag_layout(text: str) -> tuple[int, ...]:
     return decode_layout(text.replace(":", "*").replace("/", ","))
 
 
-def manifest_fits(sealed: tuple[int, ...]) -> bool:
-    """Whether a layout's manifest fits one tag value (parts of one size, give or take a few)."""
+def manifest_fits(sealed: tuple[int, ...], checksum: str | None = None) -> bool:
+    """Whether a layout's manifest (with a sealed checksum) fits one tag value (parts of one
+    size, give or take a few)."""
     fixed = 20 + 44 + 44 + 3  # size, digest, MAC, separators
-    return len(_tag_layout(sealed)) + fixed <= MAX_TAG_VALUE
+    extra = len(checksum) + 1 if checksum is not None else 0
+    return len(_tag_layout(sealed)) + fixed + extra <= MAX_TAG_VALUE
 
 
 def parts_digest(salts: list[bytes]) -> bytes:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 from xml.sax.saxutils import escape
 
-from gateway.s3 import envelope, manifest_tags, sse_c, xml_bodies
+from gateway.s3 import checksums, envelope, manifest_tags, sse_c, xml_bodies
 from gateway.s3.acl import check_acl_headers
 from gateway.s3.auth import Authenticated
 from gateway.s3.backend import S3_NS, Backend, BackendResponse, backend_error
@@ -20,10 +20,11 @@ from gateway.s3.bodies import body_stream, buffered_body, content_md5
 from gateway.s3.buckets import Buckets
 from gateway.s3.conditions import read_conditions, write_conditions
 from gateway.s3.encryption import ObjectEncryption, refuse_sse_on_read
+from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.messages import SSE, SSE_KEY, Reply, S3Request, put_headers, version_headers, version_of
 from gateway.s3.ranges import RangeNotSatisfiable, parse_range
-from gateway.s3.reader import Reader, Stored, client_etag
+from gateway.s3.reader import Reader, Stored, client_etag, damaged
 from gateway.s3.streaming import first_checked
 from gateway.s3.writer import write_sealed
 
@@ -70,7 +71,7 @@ class Objects:
         manifest_tags.refuse_reserved(req.headers.get("x-amz-tagging"))
         guard = await write_conditions(self.reader, req)
         enc = self.sse.encryption(req, info)
-        stream, size = body_stream(req)
+        stream, size, received = body_stream(req)
         if size > MAX_PUT:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         expected_md5 = content_md5(req)
@@ -78,11 +79,13 @@ class Objects:
         headers = {**put_headers(req), **guard}
         headers.setdefault("content-type", "binary/octet-stream")
         meta, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, size, stream, headers,
-                                     expected_md5)
+                                     expected_md5, received)
         if r.status_code != 200:
             await backend_error(r)
+        verified = received.result()
         return Reply(200, {"etag": client_etag(meta, r.headers.get("etag", "")),
-                           **self.sse.sse_headers(req.auth, meta, enc.customer), **version_headers(r.headers)})
+                           **self.sse.sse_headers(req.auth, meta, enc.customer), **version_headers(r.headers),
+                           **(verified.headers() if verified is not None else {})})
 
     async def delete_object(self, req: S3Request) -> Reply:
         assert req.bucket is not None and req.key is not None
@@ -121,8 +124,9 @@ class Objects:
         customer = self.sse.customer_key(req)
         stored = await self._stat(req)
         sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+        data_key = None
         if stored.meta is not None:
-            await self._vouch(req, stored, customer)
+            data_key = await self._vouch(req, stored, customer)
         else:
             self.sse.refuse_plaintext(stored)
         headers = self.object_headers(req.auth, stored, customer)
@@ -138,6 +142,8 @@ class Objects:
                 headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
             return Reply(206, headers)
         headers["content-length"] = str(stored.size)
+        if data_key is not None:
+            headers.update(_checksum_headers(req, stored, data_key))
         return Reply(200, headers)
 
     async def get_object(self, req: S3Request) -> Reply:
@@ -188,14 +194,17 @@ class Objects:
         wanted = _wanted(req, stored, part, headers)
         start, end = wanted or (0, stored.size)
         data_key = await self.sse.open_key(req.auth, stored, customer)
+        if wanted is None and data_key is not None:
+            headers.update(_checksum_headers(req, stored, data_key))
         body = await first_checked(await self.reader.plaintext(stored, data_key, start, end, r))
         headers["content-length"] = str(end - start)
         if wanted is not None and end > start:
             headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
         return Reply(206 if wanted is not None else 200, headers, body)
 
-    async def _vouch(self, req: S3Request, stored: Stored, customer: sse_c.CustomerKey | None) -> None:
-        """S3Error unless what a HEAD would answer from `stored`'s metadata is authentic.
+    async def _vouch(self, req: S3Request, stored: Stored, customer: sse_c.CustomerKey | None) -> bytes | None:
+        """S3Error unless what a HEAD would answer from `stored`'s metadata is authentic; returns
+        the object's data key.
 
         v3: the metadata's MAC, and for a multipart object its parts' salts. v1/v2 metadata
         has no MAC, so its size is vouched for by opening the final package (its place and
@@ -207,11 +216,12 @@ class Objects:
         if stored.meta.salted:
             if stored.meta.multipart:
                 await self.reader.checked_salts(stored)
-            return
+            return data_key
         size = stored.size
         start = max(0, size - 1)
         async for _ in await first_checked(await self.reader.plaintext(stored, data_key, start, size)):
             pass
+        return data_key
 
     def object_headers(self, auth: Authenticated, stored: Stored,
                        customer: sse_c.CustomerKey | None = None) -> dict[str, str]:
@@ -234,6 +244,25 @@ class Objects:
             else:
                 del out["x-amz-tagging-count"]
         return out
+
+
+def stored_checksum(stored: Stored, data_key: bytes) -> checksums.ObjectChecksum | None:
+    """The checksum kept with an object (None: it was stored without one)."""
+    if stored.meta is None or stored.meta.checksum is None:
+        return None
+    try:
+        return checksums.open_sealed(stored.meta.checksum, data_key, stored.meta.algorithm)
+    except ObjectCorrupt as e:
+        raise damaged(str(e)) from None
+
+
+def _checksum_headers(req: S3Request, stored: Stored, data_key: bytes) -> dict[str, str]:
+    """The object's checksum headers, for a GET or HEAD of the whole object that asks for them
+    (`x-amz-checksum-mode: ENABLED`), as S3 gives them."""
+    if req.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED":
+        return {}
+    checksum = stored_checksum(stored, data_key)
+    return checksum.headers() if checksum is not None else {}
 
 
 def _part_number(req: S3Request) -> int | None:

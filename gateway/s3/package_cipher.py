@@ -107,6 +107,11 @@ class _Sm4Gcm:
         return dec.update(data[:-TAG]) + dec.finalize()
 
 
+def aead(algorithm: Algorithm, key: bytes) -> AESGCM | _Sm4Gcm:
+    """The object's AEAD (AES-256-GCM, or SM4-GCM for SM4 objects) under `key`."""
+    return AESGCM(key) if algorithm is Algorithm.AES_256_GCM else _Sm4Gcm(key)
+
+
 class PackageCipher:
     """Seals and opens the packages of one object part."""
 
@@ -114,7 +119,7 @@ class PackageCipher:
                  version: str = FORMAT_VERSION) -> None:
         if len(key) != algorithm.key_len or len(base_nonce) != NONCE:
             raise ValueError("wrong key or nonce length for the object format")
-        self._aead: AESGCM | _Sm4Gcm = AESGCM(key) if algorithm is Algorithm.AES_256_GCM else _Sm4Gcm(key)
+        self._aead = aead(algorithm, key)
         self._prefix = base_nonce[:4]
         self._counter = int.from_bytes(base_nonce[4:], "big")
         self._part = part

@@ -8,6 +8,8 @@ Facts the backend cannot give back about an upload in progress:
 - the salt each part was sealed with (format v4), which completion binds into the object's
   manifest: S3 cannot read a part of an upload in progress, and reading them back from the
   completed object cost one ranged GET per part (moto reads the whole object for each);
+  with it, the part's checksum of its plaintext (checksums.py), which completion checks
+  against the client's list and makes the object's checksum of;
 - the manifest a completion is about to write, so that a Complete retried after a crash
   between the backend's completion and the manifest's write finishes the job.
 
@@ -16,7 +18,7 @@ can create it), so every gateway node sharing the backend sees them:
 
     uploads/<bucket>/<backend upload id>                     the UploadId (body)
     parts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<plaintext MD5>   (empty)
-    salts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<salt, hex>       (empty)
+    salts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<salt, hex>[~<algorithm>~<checksum>]  (empty)
     completing/<bucket>/<SHA-256 of key>/<base nonce, hex>   the manifest being written (body)
 
 A part's record names the sealed part it describes (its backend ETag), so a part uploaded
@@ -34,17 +36,25 @@ import hashlib
 import logging
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from urllib.parse import quote
+from typing import NamedTuple
+from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
+from gateway.s3 import checksums
 from gateway.s3.backend import S3_NS, Backend
 from gateway.s3.backend import xml_text as _text
+from gateway.s3.checksums import ObjectChecksum
 from gateway.s3.errors import S3Error
 
 log = logging.getLogger("ssegw.s3")
 _NS = f"{{{S3_NS}}}"
 _CACHE = 10_000
 _CONCURRENCY = 16
+
+
+class PartRecord(NamedTuple):
+    salt: bytes
+    checksum: ObjectChecksum | None  # of the part's plaintext, if the client sent or the upload asked one
 
 
 def default_state_bucket(backend_url: str, access_key_id: str) -> str:
@@ -133,18 +143,30 @@ class UploadState:
 
     # ------------------------------------------------------------------ part salts (v4)
 
-    async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes) -> None:
+    async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes,
+                            checksum: ObjectChecksum | None = None) -> None:
         bare = sealed_etag.strip().strip('"').lower()
-        await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{salt.hex()}", b"")
+        record = salt.hex()
+        if checksum is not None:
+            record += f"~{checksum.algorithm}~{_seg(checksum.value())}"
+        await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{record}", b"")
 
-    async def part_salts(self, bucket: str, backend_id: str) -> dict[tuple[int, str], bytes]:
-        """(part number, sealed ETag as recorded) -> salt of every part recorded for an upload."""
-        out: dict[tuple[int, str], bytes] = {}
+    async def part_salts(self, bucket: str, backend_id: str) -> dict[tuple[int, str], PartRecord]:
+        """(part number, sealed ETag as recorded) -> salt and checksum of every part recorded
+        for an upload."""
+        out: dict[tuple[int, str], PartRecord] = {}
         for key in await self._keys(f"salts/{_seg(bucket)}/{_seg(backend_id)}/"):
-            number, etag, salt = key.rsplit("/", 3)[1:]
+            number, etag, record = key.rsplit("/", 3)[1:]
+            salt, _, rest = record.partition("~")
+            algorithm, _, value = rest.partition("~")
             try:
-                if number.isdigit():
-                    out[(int(number), etag)] = bytes.fromhex(salt)
+                if not number.isdigit():
+                    continue
+                checksum = None
+                if algorithm in checksums.ALGORITHMS:
+                    digest = checksums.decode_value(algorithm, unquote(value))
+                    checksum = ObjectChecksum(algorithm, digest) if digest is not None else None
+                out[(int(number), etag)] = PartRecord(bytes.fromhex(salt), checksum)
             except ValueError:
                 continue
         return out

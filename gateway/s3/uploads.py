@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
-from gateway.s3 import bodies, envelope, manifest_tags
+from gateway.s3 import bodies, checksums, envelope, manifest_tags
 from gateway.s3.acl import check_acl_headers
 from gateway.s3.backend import S3_NS, Backend, BackendResponse, backend_error
 from gateway.s3.backend import xml_text as _text
@@ -63,6 +63,11 @@ class Uploads:
         check_acl_headers(req.headers, req.auth.caller.account_id)
         enc = self.sse.encryption(req, info)
         manifest_tags.check_user_tags(req.headers.get("x-amz-tagging"))
+        try:
+            declared = checksums.declared_upload(req.headers.get("x-amz-checksum-algorithm"),
+                                                 req.headers.get("x-amz-checksum-type"))
+        except ValueError as e:
+            raise S3Error("InvalidRequest", str(e)) from None
         ok = await self.sse.new_key(req, enc, req.bucket, req.key)
         nonce = envelope.new_base_nonce()
         # Format v4: the metadata is whole now (size and layout go into the manifest tag at
@@ -73,8 +78,8 @@ class Uploads:
         headers = put_headers(req)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
-        # No x-amz-checksum-algorithm: declared, S3 wants every part's checksum back in
-        # CompleteMultipartUpload, and this proxy keeps no part checksums (see _send_part).
+        # No x-amz-checksum-algorithm to the backend: the checksums the client declares are of
+        # the plaintext, kept by the proxy (see _send_part).
         r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             return await backend_error(r)
@@ -82,7 +87,7 @@ class Uploads:
         if not backend_id:
             raise S3Error("InternalError", "the backend returned no UploadId", 500)
         token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
-                            enc.sse, enc.context, ok.salt, ok.customer).encode(ok.plaintext)
+                            enc.sse, enc.context, ok.salt, ok.customer, checksum=declared).encode(ok.plaintext)
         try:
             await self.upload_state.remember_upload(req.bucket, backend_id, token)
         except S3Error:
@@ -90,8 +95,10 @@ class Uploads:
             raise
         body = (f'<InitiateMultipartUploadResult xmlns="{S3_NS}"><Bucket>{escape(req.bucket)}</Bucket>'
                 f"<Key>{escape(req.key)}</Key><UploadId>{token}</UploadId></InitiateMultipartUploadResult>")
-        return Reply(200, {"content-type": "application/xml", **self.sse.sse_headers(req.auth, meta, enc.customer)},
-                     xml_doc(body))
+        headers = {"content-type": "application/xml", **self.sse.sse_headers(req.auth, meta, enc.customer)}
+        if declared is not None:
+            headers.update({"x-amz-checksum-algorithm": declared[0], "x-amz-checksum-type": declared[1]})
+        return Reply(200, headers, xml_doc(body))
 
     # ------------------------------------------------------------------ parts
 
@@ -116,29 +123,48 @@ class Uploads:
         await self.buckets.owned(req)
         number = self._number(req)
         token, data_key, _ = await self._token(req)
-        stream, size = bodies.body_stream(req)
+        # An upload that declared a checksum algorithm gets every part's checksum: the client's,
+        # or computed here when the part carries none.
+        stream, size, received = bodies.body_stream(req, compute=token.checksum[0] if token.checksum else None)
+        if token.checksum is not None and received.algorithm != token.checksum[0]:
+            raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected checksum Type: "
+                          f"{token.checksum[0].lower()}, actual checksum Type: {(received.algorithm or '').lower()}")
         if size > envelope.MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         md5 = etag_md5(token)
         r, salt = await self._send_part(req, number, token, data_key, stream, size,
                                         bodies.content_md5(req), md5)
         if r.status_code != 200:
-            return await backend_error(r)
-        await self._remember_part(req, token, number, md5, salt, r)
-        return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token)})
+            return await self._part_failed(req, token, r)
+        checksum = received.result()
+        await self._remember_part(req, token, number, md5, salt, r, checksum)
+        return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token),
+                           **({checksums.header(checksum.algorithm): checksum.value()} if checksum else {})})
+
+    async def _part_failed(self, req: S3Request, token: UploadToken, r: BackendResponse) -> Reply:
+        """The backend refused a part: NoSuchUpload when the upload is gone (aborted or
+        completed meanwhile; not every backend says so itself: moto answers 500), else what
+        the backend said."""
+        assert req.bucket is not None and req.key is not None
+        if r.status_code != 404:
+            listed = await self.backend.send("GET", req.bucket, req.key,
+                                             query={"uploadId": token.backend_id, "max-parts": "1"})
+            if listed.status_code != 404:
+                return await backend_error(r)
+        raise no_such_upload()
 
     async def _remember_part(self, req: S3Request, token: UploadToken, number: int, md5: hashlib._Hash | None,
-                             salt: bytes, r: BackendResponse) -> None:
+                             salt: bytes, r: BackendResponse, checksum: checksums.ObjectChecksum | None) -> None:
         """Records what Complete needs of a part and cannot read back: the plaintext MD5 handed
-        out as its ETag (SSE-S3), and its salt (v4), each under the sealed part's ETag.
-        The part is answered only once they are recorded."""
+        out as its ETag (SSE-S3), and its salt (v4) with its checksum, each under the sealed
+        part's ETag. The part is answered only once they are recorded."""
         assert req.bucket is not None
         state, etag = self.upload_state, r.headers.get("etag", "")
         writes = []
         if md5 is not None:
             writes.append(state.remember_part(req.bucket, token.backend_id, number, etag, md5.hexdigest()))
         if token.format == envelope.FORMAT_VERSION_4:
-            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt))
+            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum))
         await asyncio.gather(*writes)
 
     @staticmethod
@@ -199,15 +225,21 @@ class Uploads:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         src_key = await self.sse.open_key(req.auth, source, self.sse.customer_key(req, copy_source=True))
         plain = await self.reader.plaintext(source, src_key, start, end)
+        running = checksums.Running(token.checksum[0]) if token.checksum is not None else None
+        if running is not None:
+            plain = _checksummed(plain, running)
         md5 = etag_md5(token)
         r, salt = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
         if r.status_code != 200:
-            return await backend_error(r)
-        await self._remember_part(req, token, number, md5, salt, r)
+            return await self._part_failed(req, token, r)
+        checksum = checksums.ObjectChecksum(running.algorithm, running.digest()) if running is not None else None
+        await self._remember_part(req, token, number, md5, salt, r, checksum)
         modified = last_modified(r.headers)
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        tag = checksums.element(checksum.algorithm) if checksum is not None else ""
         body = (f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{when}</LastModified>'
-                f'<ETag>{escape(self._part_etag(md5, r))}</ETag></CopyPartResult>')
+                f'<ETag>{escape(self._part_etag(md5, r))}</ETag>'
+                + (f"<{tag}>{checksum.value()}</{tag}>" if checksum is not None else "") + "</CopyPartResult>")
         headers = {"content-type": "application/xml", **self._sse_headers(req, token)}
         if source.version_id is not None:
             headers["x-amz-copy-source-version-id"] = source.version_id
@@ -278,6 +310,12 @@ class Uploads:
         owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
+
+
+async def _checksummed(body: AsyncIterator[bytes], running: checksums.Running) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        running.update(chunk)
+        yield chunk
 
 
 async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gateway.s3 import envelope
+from gateway.s3 import checksums, envelope
 from gateway.s3.backend import Backend, BackendResponse
+from gateway.s3.checksums import BodyChecksum
 from gateway.s3.encryption import Encryption
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.objkeys import ObjectKey
@@ -16,32 +17,37 @@ from gateway.s3.streaming import BUFFER_LIMIT, sealed_stream, sealed_whole
 
 async def write_sealed(backend: Backend, bucket: str, key: str, ok: ObjectKey, enc: Encryption, size: int,
                        plain: AsyncIterator[bytes], headers: dict[str, str],
-                       expected_md5: bytes | None = None) -> tuple[ObjectMeta, BackendResponse]:
+                       expected_md5: bytes | None = None,
+                       checksum: BodyChecksum | None = None) -> tuple[ObjectMeta, BackendResponse]:
     """PUT `size` bytes of `plain` as bucket/key sealed under `ok`, with `headers` and the
     envelope's metadata: (that metadata, the backend's answer).
 
     Objects up to BUFFER_LIMIT are read and verified whole first, so the plaintext MD5 can
     travel as metadata (the ETag) and a bad body never reaches the backend; larger ones stream,
-    and a bad body aborts the backend's upload (streaming.sealed_stream)."""
+    and a bad body aborts the backend's upload (streaming.sealed_stream). The body's
+    `checksum` is kept (sealed) when it is known before the metadata goes out: always for a
+    buffered object, for a streamed one when a header declared it (a trailer's comes last)."""
     nonce = envelope.new_base_nonce()
     sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce,
                                                     version=envelope.FORMAT_VERSION_3))
     headers = {**headers, "content-length": str(envelope.sealed_size(size))}
 
-    def meta_for(md5: str | None) -> ObjectMeta:
+    def meta_for(md5: str | None, known: checksums.ObjectChecksum | None) -> ObjectMeta:
         # SSE-C objects keep no plaintext MD5: it would let anyone who reads the backend
         # confirm a guess of the content, and S3's SSE-C ETags are no MD5 either.
         return ObjectMeta(ok.algorithm, ok.sealed, nonce, size, ok.kms_key_id, enc.sse,
                           None if ok.customer else md5, enc.context, bucket_key_salt=ok.salt,
-                          customer=ok.customer).signed(ok.plaintext, bucket, key)
+                          customer=ok.customer,
+                          checksum=checksums.seal(known, ok.plaintext, ok.algorithm) if known else None,
+                          ).signed(ok.plaintext, bucket, key)
 
     try:
         if size <= BUFFER_LIMIT:
             body, md5 = await sealed_whole(plain, sealer, expected_md5)
-            meta = meta_for(md5)
+            meta = meta_for(md5, checksum.result() if checksum is not None else None)
             r = await backend.send("PUT", bucket, key, headers={**headers, **meta.encode()}, body=body)
         else:
-            meta = meta_for(None)
+            meta = meta_for(None, checksum.known() if checksum is not None else None)
             r = await backend.send("PUT", bucket, key, headers={**headers, **meta.encode()},
                                    body=sealed_stream(plain, sealer, expected_md5))
     except ObjectCorrupt as e:  # the source of a copy failed authentication

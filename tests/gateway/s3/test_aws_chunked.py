@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import os
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from awscrt import checksums as awscrt_checksums
 
 from gateway.s3.aws_chunked import (
     SIGNED,
@@ -20,6 +23,7 @@ from gateway.s3.aws_chunked import (
     encode_crc32,
     encoded_headers,
     encoded_length,
+    trailer_checksum,
 )
 from kms_core.sigv4 import signing_key
 from tests.gateway.s3.chunked_bodies import sign_chunks, signed_body
@@ -106,9 +110,36 @@ def test_unsigned_trailer() -> None:
     assert e.value.code == "BadDigest"
     with pytest.raises(ChunkedError):
         run(body.replace(b"x-amz-checksum-crc32", b"x-amz-checksum-other"), **kw)
-    with pytest.raises(ChunkedError) as e:
+    with pytest.raises(ChunkedError) as e:  # announced, never sent
         run(body, mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer="x-amz-checksum-crc64nvme")
-    assert e.value.code == "NotImplemented"
+    assert e.value.code == "InvalidRequest"
+    with pytest.raises(ChunkedError) as e:
+        run(body, mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer="x-amz-checksum-md5")
+    assert e.value.code == "InvalidRequest"
+
+
+@pytest.mark.parametrize(("algorithm", "reference"), [
+    ("crc32c", lambda d: awscrt_checksums.crc32c(d).to_bytes(4, "big")),
+    ("crc64nvme", lambda d: awscrt_checksums.crc64nvme(d).to_bytes(8, "big")),
+    ("sha1", lambda d: hashlib.sha1(d).digest()),
+    ("sha256", lambda d: hashlib.sha256(d).digest()),
+])
+def test_every_checksum_algorithm_s3_has_is_verified_and_kept(algorithm: str, reference: Any) -> None:
+    data = os.urandom(200_000)
+    value = base64.b64encode(reference(data)).decode()
+    trailer = f"x-amz-checksum-{algorithm}"
+
+    def body(v: str) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + f"\r\n0\r\n{trailer}:{v}\r\n\r\n".encode()
+
+    received = trailer_checksum(trailer)
+    assert run(body(value), 4096, mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer=trailer,
+               received=received) == data
+    assert received.result() is not None and received.result().value() == value  # type: ignore[union-attr]
+    wrong = base64.b64encode(reference(data[1:])).decode()
+    with pytest.raises(ChunkedError) as e:
+        run(body(wrong), mode=UNSIGNED_TRAILER, decoded_length=len(data), trailer=trailer)
+    assert e.value.code == "BadDigest"
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 300_001])
