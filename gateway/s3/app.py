@@ -65,6 +65,7 @@ def handlers(proxy: S3Proxy) -> dict[str, Operation]:
         "UploadPartCopy": up.upload_part_copy, "UploadPart": up.upload_part,
         "CompleteMultipartUpload": up.completion.complete, "AbortMultipartUpload": up.abort,
         "ListParts": up.list_parts, "PutObjectAcl": acl.put_object_acl, "GetObjectAcl": acl.get_object_acl,
+        "GetObjectAttributes": objects.get_object_attributes,
         "PutObjectTagging": proxy.tagging.put_object_tagging, "GetObjectTagging": proxy.tagging.get_object_tagging,
         "DeleteObjectTagging": proxy.tagging.delete_object_tagging,
     }

@@ -1,4 +1,5 @@
-"""S3's additional checksums (CRC32, CRC32C, CRC64NVME, SHA1, SHA256) of an object's plaintext.
+"""S3's additional checksums (CRC32, CRC32C, CRC64NVME, SHA1, SHA256, and since 2025 SHA512, MD5,
+XXHASH64, XXHASH3, XXHASH128) of an object's plaintext.
 
 A client sends one with a PUT or a part (`x-amz-checksum-<algorithm>` header or trailer), the
 proxy verifies it on the plaintext (bodies.py, aws_chunked.py) and keeps it, so HEAD and GET
@@ -23,7 +24,9 @@ import binascii
 import hashlib
 import os
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from awscrt import checksums as crt
 from cryptography.exceptions import InvalidTag
@@ -42,9 +45,13 @@ FULL_OBJECT = "FULL_OBJECT"
 COMPOSITE = "COMPOSITE"
 TYPES = (FULL_OBJECT, COMPOSITE)
 # Index = the algorithm's byte in a sealed checksum: never reorder.
-ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
-CRCS = ("CRC32", "CRC32C", "CRC64NVME")
-_WIDTH = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32}
+ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128")
+CRCS = ("CRC32", "CRC32C", "CRC64NVME")  # the ones a FULL_OBJECT checksum of parts can be combined for
+_WIDTH = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32, "SHA512": 64, "MD5": 16,
+          "XXHASH64": 8, "XXHASH3": 8, "XXHASH128": 16}
+_HASHLIB = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512", "MD5": "md5"}
+_XXHASH = {"XXHASH64": crt.XXHash.new_xxhash64, "XXHASH3": crt.XXHash.new_xxhash3_64,
+           "XXHASH128": crt.XXHash.new_xxhash3_128}
 _SEAL_INFO = b"ssegw/obj/v3/checksum"
 
 
@@ -71,9 +78,15 @@ class Running:
         assert algorithm in ALGORITHMS
         self.algorithm = algorithm
         self._crc = 0
-        self._hash = hashlib.new(algorithm.lower()) if algorithm.startswith("SHA") else None
+        self._hash: Any = None
+        if algorithm in _HASHLIB:
+            self._hash = hashlib.new(_HASHLIB[algorithm])
+        elif algorithm in _XXHASH:
+            self._hash = _XXHASH[algorithm]()
+        self._digest: bytes | None = None
 
     def update(self, data: bytes) -> None:
+        assert self._digest is None, "updated after its digest was taken"
         if self._hash is not None:
             self._hash.update(data)
         elif self.algorithm == "CRC32":
@@ -84,9 +97,14 @@ class Running:
             self._crc = crt.crc64nvme(data, self._crc)
 
     def digest(self) -> bytes:
-        if self._hash is not None:
-            return self._hash.digest()
-        return self._crc.to_bytes(_WIDTH[self.algorithm], "big")
+        if self._digest is None:  # an xxHash can be finalized once
+            if self._hash is None:
+                self._digest = self._crc.to_bytes(_WIDTH[self.algorithm], "big")
+            elif self.algorithm in _XXHASH:
+                self._digest = self._hash.finalize()
+            else:
+                self._digest = self._hash.digest()
+        return self._digest
 
     def value(self) -> str:
         return base64.b64encode(self.digest()).decode()
@@ -203,7 +221,7 @@ def open_sealed(text: str, data_key: bytes, algorithm: Algorithm) -> ObjectCheck
     return out
 
 
-SEALED_MAX = len(base64.b64encode(bytes(NONCE + 4 + max(_WIDTH.values()) + TAG)))  # 88
+SEALED_MAX = len(base64.b64encode(bytes(NONCE + 4 + max(_WIDTH.values()) + TAG)))  # 128 (SHA512)
 
 
 @dataclass
@@ -231,3 +249,13 @@ class BodyChecksum:
         if self.algorithm is None or self.sent is None:
             return None
         return ObjectChecksum(self.algorithm, self.sent)
+
+
+async def checksummed(plain: AsyncIterator[bytes], checksum: BodyChecksum) -> AsyncIterator[bytes]:
+    """`plain`, with `checksum`'s digest set once it has all been read."""
+    running = checksum.running()
+    assert running is not None
+    async for chunk in plain:
+        running.update(chunk)
+        yield chunk
+    checksum.digest = running.digest()

@@ -28,11 +28,12 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, quote, unquote, urlencode
 from xml.sax.saxutils import escape
 
-from gateway.s3 import envelope, manifest_tags, sse_c
+from gateway.s3 import checksums, envelope, manifest_tags, sse_c
 from gateway.s3.acl import check_acl_headers
 from gateway.s3.backend import S3_NS, Backend, BackendResponse, backend_error
 from gateway.s3.backend import xml_text as _text
 from gateway.s3.buckets import Buckets
+from gateway.s3.checksums import BodyChecksum
 from gateway.s3.conditions import precondition_failed
 from gateway.s3.encryption import Encryption, ObjectEncryption
 from gateway.s3.envelope import ObjectMeta
@@ -49,7 +50,7 @@ from gateway.s3.messages import (
     xml_doc,
 )
 from gateway.s3.ranges import check_conditions
-from gateway.s3.reader import Reader, Stored, client_etag
+from gateway.s3.reader import Reader, Stored, client_etag, stored_checksum
 from gateway.s3.writer import write_sealed
 
 REWRAP = "x-ssegw-rewrap"
@@ -277,12 +278,22 @@ class Copier:
         ok = await self.sse.new_key(req, enc, req.bucket, req.key)
         src_key = await self.sse.open_key(req.auth, src, self.sse.customer_key(req, copy_source=True))
         plain = await self.reader.plaintext(src, src_key, 0, src.size)
+        # The copy keeps the source's whole-object checksum; a composite one (of parts the copy
+        # does not have) becomes the whole object's checksum of its algorithm, computed here.
+        kept = stored_checksum(src, src_key) if src_key is not None else None
+        checksum = None
+        if kept is not None and kept.type == checksums.FULL_OBJECT:
+            checksum = BodyChecksum(kept.algorithm, kept.digest, kept.digest)
+        elif kept is not None:
+            checksum = BodyChecksum(kept.algorithm)
+            plain = checksums.checksummed(plain, checksum)
         new, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, src.size, plain,
-                                    _without_directive(headers))
+                                    _without_directive(headers), checksum=checksum)
         if r.status_code != 200:
             await backend_error(r)
         return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
-                           enc.customer, src, r.headers.get("x-amz-version-id"))
+                           enc.customer, src, r.headers.get("x-amz-version-id"),
+                           checksum.result() if checksum is not None else None)
 
     async def _result(self, req: S3Request, src: Stored, meta: ObjectMeta | None, result: str) -> Reply:
         modified = last_modified(src.headers) or datetime.now(UTC)
@@ -290,7 +301,7 @@ class Copier:
 
     def _reply(self, req: S3Request, meta: ObjectMeta | None, etag: str, modified: str, rewrap: str | None,
                customer: sse_c.CustomerKey | None = None, src: Stored | None = None,
-               version: str | None = None) -> Reply:
+               version: str | None = None, checksum: checksums.ObjectChecksum | None = None) -> Reply:
         headers = {"content-type": "application/xml"}
         if version:
             headers["x-amz-version-id"] = version
@@ -302,7 +313,7 @@ class Copier:
         if rewrap is not None:
             headers[REWRAP_RESULT] = rewrap
         body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'
-                f"<ETag>{escape(etag)}</ETag></CopyObjectResult>")
+                f"<ETag>{escape(etag)}</ETag>{checksum.xml() if checksum is not None else ''}</CopyObjectResult>")
         return Reply(200, headers, xml_doc(body))
 
 

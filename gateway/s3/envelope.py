@@ -60,6 +60,16 @@ it was made for; it does not bind the name (the metadata MAC does), so a copy or
 keeps the data key keeps the manifest. The salts are recorded by UploadPart in the gateway's
 state bucket (upload_state.py), so completion reads nothing back. Readers take the layout
 from the manifest and check it exactly as they check a v3 layout.
+
+Checksums (v3 and v4, optional; readers without them simply show none): the client's S3
+checksum of the plaintext (checksums.py) is kept sealed, `nonce || AEAD(algorithm, type,
+parts, digest)` under HKDF(data key, "ssegw/obj/v3/checksum/<alg>"), a fresh random nonce per
+seal, so the backend learns no digest of the plaintext. A single object keeps it as
+`ssegw-cks` (covered by the metadata MAC); a v4 multipart object as an optional fourth
+manifest field, `<size> <layout> <parts digest> <checksum> <manifest MAC>` (covered by the
+manifest MAC; a manifest without it verifies as before). A gateway older than this reads
+single objects with `ssegw-cks` as failing their MAC: upgrade every node before clients send
+checksums.
 """
 
 # The format lives in two modules along its seam: the package stream and the keys and nonces

@@ -20,11 +20,19 @@ from gateway.s3.bodies import body_stream, buffered_body, content_md5
 from gateway.s3.buckets import Buckets
 from gateway.s3.conditions import read_conditions, write_conditions
 from gateway.s3.encryption import ObjectEncryption, refuse_sse_on_read
-from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
-from gateway.s3.messages import SSE, SSE_KEY, Reply, S3Request, put_headers, version_headers, version_of
+from gateway.s3.messages import (
+    SSE,
+    SSE_KEY,
+    Reply,
+    S3Request,
+    put_headers,
+    version_headers,
+    version_of,
+    xml_doc,
+)
 from gateway.s3.ranges import RangeNotSatisfiable, parse_range
-from gateway.s3.reader import Reader, Stored, client_etag, damaged
+from gateway.s3.reader import Reader, Stored, client_etag, stored_checksum
 from gateway.s3.streaming import first_checked
 from gateway.s3.writer import write_sealed
 
@@ -172,6 +180,51 @@ class Objects:
             await r.aclose()
             raise
 
+    async def get_object_attributes(self, req: S3Request) -> Reply:
+        """GetObjectAttributes: what a HEAD knows (plaintext size, ETag, storage class), the
+        object's checksum and its parts, in one XML answer, for the attributes asked for."""
+        assert req.bucket is not None and req.key is not None
+        await self.buckets.owned(req)
+        asked = _object_attributes(req)
+        max_parts = _header_int(req, "x-amz-max-parts", 1000)
+        marker = _header_int(req, "x-amz-part-number-marker", 0)
+        customer = self.sse.customer_key(req)
+        stored = await self._stat(req)
+        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+        data_key = None
+        if stored.meta is not None:
+            data_key = await self._vouch(req, stored, customer)
+        else:
+            self.sse.refuse_plaintext(stored)
+        out = []
+        if "ETag" in asked:
+            out.append(f"<ETag>{escape(stored.etag.strip(chr(34)))}</ETag>")
+        checksum = stored_checksum(stored, data_key) if data_key is not None else None
+        if "Checksum" in asked and checksum is not None:
+            tag = checksums.element(checksum.algorithm)
+            # The bare checksum of checksums, without S3's `-<parts>` of HEAD and GET.
+            bare = checksum.value().split("-")[0]
+            out.append(f"<Checksum><{tag}>{bare}</{tag}><ChecksumType>{checksum.type}</ChecksumType></Checksum>")
+        count = stored.parts_count
+        if "ObjectParts" in asked and count is not None and stored.layout is not None:
+            shown = list(range(marker + 1, min(count, marker + max_parts) + 1))
+            parts = "".join(f"<Part><PartNumber>{n}</PartNumber><Size>{stored.layout.plain[n - 1]}</Size></Part>"
+                            for n in shown)
+            truncated = bool(shown) and shown[-1] < count
+            out.append(f"<ObjectParts><PartsCount>{count}</PartsCount><PartNumberMarker>{marker}</PartNumberMarker>"
+                       f"<NextPartNumberMarker>{shown[-1] if shown else marker}</NextPartNumberMarker>"
+                       f"<MaxParts>{max_parts}</MaxParts><IsTruncated>{str(truncated).lower()}</IsTruncated>"
+                       f"{parts}</ObjectParts>")
+        if "StorageClass" in asked:
+            out.append(f"<StorageClass>{escape(stored.headers.get('x-amz-storage-class', 'STANDARD'))}</StorageClass>")
+        if "ObjectSize" in asked:
+            out.append(f"<ObjectSize>{stored.size}</ObjectSize>")
+        headers = {"content-type": "application/xml", **version_headers(stored.headers)}
+        if "last-modified" in stored.headers:
+            headers["last-modified"] = stored.headers["last-modified"]
+        body = f'<GetObjectAttributesResponse xmlns="{S3_NS}">{"".join(out)}</GetObjectAttributesResponse>'
+        return Reply(200, headers, xml_doc(body))
+
     async def _stat(self, req: S3Request) -> Stored:
         assert req.bucket is not None and req.key is not None
         stored = await self.reader.stat(req.bucket, req.key, version_id=version_of(req))
@@ -246,16 +299,6 @@ class Objects:
         return out
 
 
-def stored_checksum(stored: Stored, data_key: bytes) -> checksums.ObjectChecksum | None:
-    """The checksum kept with an object (None: it was stored without one)."""
-    if stored.meta is None or stored.meta.checksum is None:
-        return None
-    try:
-        return checksums.open_sealed(stored.meta.checksum, data_key, stored.meta.algorithm)
-    except ObjectCorrupt as e:
-        raise damaged(str(e)) from None
-
-
 def _checksum_headers(req: S3Request, stored: Stored, data_key: bytes) -> dict[str, str]:
     """The object's checksum headers, for a GET or HEAD of the whole object that asks for them
     (`x-amz-checksum-mode: ENABLED`), as S3 gives them."""
@@ -263,6 +306,30 @@ def _checksum_headers(req: S3Request, stored: Stored, data_key: bytes) -> dict[s
         return {}
     checksum = stored_checksum(stored, data_key)
     return checksum.headers() if checksum is not None else {}
+
+
+_ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
+
+
+def _object_attributes(req: S3Request) -> set[str]:
+    """The attributes x-amz-object-attributes asks for (at least one, each one S3 has)."""
+    names = {n.strip() for n in req.headers.get("x-amz-object-attributes", "").split(",") if n.strip()}
+    if not names:
+        raise S3Error("InvalidRequest", "The x-amz-object-attributes header specifying the attributes to be "
+                      "retrieved is either missing or empty", 400)
+    unknown = names - set(_ATTRIBUTES)
+    if unknown:
+        raise invalid_argument(f"Invalid attribute name specified: {sorted(unknown)[0]}")
+    return names
+
+
+def _header_int(req: S3Request, name: str, default: int) -> int:
+    text = req.headers.get(name)
+    if text is None:
+        return default
+    if not text.strip().isdigit():
+        raise invalid_argument(f"Provided {name} not an integer or within integer range")
+    return min(int(text), 1000) if name == "x-amz-max-parts" else int(text)
 
 
 def _part_number(req: S3Request) -> int | None:

@@ -93,6 +93,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "object", "ListParts", ["uploadId"]),
     _r("PUT", "object", "PutObjectAcl", ["acl"], ["versionId"]),
     _r("GET", "object", "GetObjectAcl", ["acl"], ["versionId"]),
+    _r("GET", "object", "GetObjectAttributes", ["attributes"], ["versionId"]),
     _r("PUT", "object", "PutObjectTagging", ["tagging"], ["versionId"]),
     _r("GET", "object", "GetObjectTagging", ["tagging"], ["versionId"]),
     _r("DELETE", "object", "DeleteObjectTagging", ["tagging"], ["versionId"]),

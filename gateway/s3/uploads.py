@@ -18,6 +18,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import bodies, checksums, envelope, manifest_tags
@@ -225,14 +226,14 @@ class Uploads:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         src_key = await self.sse.open_key(req.auth, source, self.sse.customer_key(req, copy_source=True))
         plain = await self.reader.plaintext(source, src_key, start, end)
-        running = checksums.Running(token.checksum[0]) if token.checksum is not None else None
-        if running is not None:
-            plain = _checksummed(plain, running)
+        computed = checksums.BodyChecksum(token.checksum[0]) if token.checksum is not None else None
+        if computed is not None:
+            plain = checksums.checksummed(plain, computed)
         md5 = etag_md5(token)
         r, salt = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
         if r.status_code != 200:
             return await self._part_failed(req, token, r)
-        checksum = checksums.ObjectChecksum(running.algorithm, running.digest()) if running is not None else None
+        checksum = computed.result() if computed is not None else None
         await self._remember_part(req, token, number, md5, salt, r, checksum)
         modified = last_modified(r.headers)
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -276,6 +277,12 @@ class Uploads:
             el.text = upload_id
         _drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
         owned_by_caller(root, req)
+        token = decode_token(upload_id) if is_token(upload_id) else None
+        # Both find a part's records by the sealed part's ETag: the checksums first.
+        if token is not None and token.checksum is not None:
+            await self._list_checksums(req.bucket, backend_id, token.checksum, root)
+        if token is not None and etag_md5(token) is not None:
+            await self._list_md5_etags(req.bucket, backend_id, root)
         for p in root.iter(_NS + "Part"):
             size_el = p.find(_NS + "Size")
             if size_el is not None and size_el.text and size_el.text.isdigit():
@@ -285,6 +292,31 @@ class Uploads:
                     pass  # not one of ours: leave the backend's size
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
+
+    async def _list_md5_etags(self, bucket: str, backend_id: str, root: ET.Element) -> None:
+        """ListParts of an SSE-S3 upload: each part's ETag as UploadPart gave it (the plaintext
+        MD5, as recorded), not the sealed part's the backend lists, as S3 lists them."""
+        md5s = await self.upload_state.part_md5s(bucket, backend_id)
+        for p in root.iter(_NS + "Part"):
+            number, etag_el = _text(p, "PartNumber") or "", p.find(_NS + "ETag")
+            if etag_el is None or not number.isdigit():
+                continue
+            md5 = md5s.get((int(number), quote((etag_el.text or "").strip().strip('"').lower(), safe="")))
+            if md5 is not None:
+                etag_el.text = f'"{md5}"'
+
+    async def _list_checksums(self, bucket: str, backend_id: str, declared: tuple[str, str], root: ET.Element) -> None:
+        """ListParts of an upload that declared a checksum: the algorithm, the type and each
+        part's checksum (of its plaintext, as recorded when it was uploaded), as S3 lists them."""
+        recorded = await self.upload_state.part_salts(bucket, backend_id)
+        algorithm, kind = declared
+        for name, value in (("ChecksumAlgorithm", algorithm), ("ChecksumType", kind)):
+            ET.SubElement(root, _NS + name).text = value
+        for p in root.iter(_NS + "Part"):
+            number, etag = _text(p, "PartNumber") or "", (_text(p, "ETag") or "").strip().strip('"').lower()
+            record = recorded.get((int(number), quote(etag, safe=""))) if number.isdigit() else None
+            if record is not None and record.checksum is not None and record.checksum.algorithm == algorithm:
+                ET.SubElement(p, _NS + checksums.element(algorithm)).text = record.checksum.value()
 
     async def list_uploads(self, req: S3Request) -> Reply:
         assert req.bucket is not None
@@ -310,12 +342,6 @@ class Uploads:
         owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
-
-
-async def _checksummed(body: AsyncIterator[bytes], running: checksums.Running) -> AsyncIterator[bytes]:
-    async for chunk in body:
-        running.update(chunk)
-        yield chunk
 
 
 async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
