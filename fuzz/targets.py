@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from adapters.block import luks, nbd_protocol
 from adapters.file import contentenc, names
-from gateway.s3 import aws_chunked, envelope, multipart, xml_bodies
+from gateway.s3 import aws_chunked, checksums, envelope, multipart, xml_bodies
 from gateway.s3.errors import S3Error
 from kms_core import blob, sigv4
 from kms_core.errors import KmsError
@@ -67,7 +67,8 @@ def aws_chunked_body(data: bytes) -> None:
     signing = None
     if mode == aws_chunked.SIGNED:
         signing = aws_chunked.ChunkSigning(b"k" * 32, "20260102T030405Z", "20260102/r/s3/aws4_request", "0" * 64)
-    trailer = "x-amz-checksum-crc32" if mode_byte[0] & 0x10 else None
+    algorithms = ("crc32", "crc32c", "crc64nvme", "sha256", "xxhash3")
+    trailer = f"x-amz-checksum-{algorithms[mode_byte[0] % 5]}" if mode_byte[0] & 0x10 else None
 
     async def body() -> AsyncIterator[bytes]:
         step = 1 + (mode_byte[0] >> 5)
@@ -113,6 +114,12 @@ _V4_META = envelope.ObjectMeta(envelope.Algorithm.AES_256_GCM, b"k", bytes(12), 
 def object_manifest(data: bytes) -> None:
     """A v4 multipart object's `ssegw-manifest` tag value, as an attacker may set it."""
     _V4_META.read_manifest(_text(data)).verify(_KEY, "b", "k")
+
+
+def object_checksum(data: bytes) -> None:
+    """A sealed checksum (`ssegw-cks`, or a manifest's fourth field) as storage access may set it."""
+    algorithm = (envelope.Algorithm.AES_256_GCM, envelope.Algorithm.SM4_GCM)[(data[:1] or b"\0")[0] & 1]
+    checksums.open_sealed(_text(data[1:]), _KEY[:algorithm.key_len], algorithm)
 
 
 def object_packages(data: bytes) -> None:
@@ -204,6 +211,7 @@ TARGETS: dict[str, tuple[Target, tuple[type[BaseException], ...]]] = {
     "object_metadata": (object_metadata, (envelope.ObjectCorrupt,)),
     "object_packages": (object_packages, (envelope.ObjectCorrupt,)),
     "object_manifest": (object_manifest, (envelope.ObjectCorrupt,)),
+    "object_checksum": (object_checksum, (envelope.ObjectCorrupt,)),
     "upload_token": (upload_token, (ValueError,)),
     "object_layout": (object_layout, (ValueError, envelope.ObjectCorrupt)),
     # decode_go and decode_meta_context_query say ValueError (the server answers NBD_EINVAL).
@@ -263,7 +271,14 @@ def seeds(name: str) -> list[bytes]:
         return ["\n".join(f"{k.removeprefix('x-amz-meta-ssegw').lstrip('-')}={v}"
                           for k, v in enc.items()).encode()]
     if name == "object_manifest":
-        return [_V4_META.with_manifest(_KEY, 5242900, (5242880 + 1296, 52), bytes(32)).manifest().encode()]
+        sealed = checksums.seal(checksums.ObjectChecksum("SHA256", bytes(32), checksums.COMPOSITE, 2), _KEY,
+                                envelope.Algorithm.AES_256_GCM)
+        return [_V4_META.with_manifest(_KEY, 5242900, (5242880 + 1296, 52), bytes(32)).manifest().encode(),
+                _V4_META.with_manifest(_KEY, 5242900, (5242880 + 1296, 52), bytes(32), sealed).manifest().encode()]
+    if name == "object_checksum":
+        return [bytes([i]) + checksums.seal(checksums.ObjectChecksum("CRC32", bytes(4)), _KEY[:alg.key_len],
+                                            alg).encode()
+                for i, alg in enumerate((envelope.Algorithm.AES_256_GCM, envelope.Algorithm.SM4_GCM))]
     if name == "object_packages":
         cipher = envelope.PackageCipher(envelope.Algorithm.AES_256_GCM, _KEY, bytes(12), 0,
                                         version=envelope.FORMAT_VERSION_3)

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.s3.object_meta import ObjectMeta
 from gateway.s3.package_cipher import NONCE, TAG, Algorithm, ObjectCorrupt, aead
 
 try:
@@ -219,6 +220,14 @@ def open_sealed(text: str, data_key: bytes, algorithm: Algorithm) -> ObjectCheck
     if len(out.digest) != _WIDTH[out.algorithm]:
         raise ObjectCorrupt("the object's stored checksum is damaged")
     return out
+
+
+def stored(meta: ObjectMeta | None, data_key: bytes) -> ObjectChecksum | None:
+    """The checksum kept with an object (None: it was stored without one); ObjectCorrupt when
+    what is kept does not open under the object's data key."""
+    if meta is None or meta.checksum is None:
+        return None
+    return open_sealed(meta.checksum, data_key, meta.algorithm)
 
 
 SEALED_MAX = len(base64.b64encode(bytes(NONCE + 4 + max(_WIDTH.values()) + TAG)))  # 128 (SHA512)

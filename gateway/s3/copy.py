@@ -36,7 +36,7 @@ from gateway.s3.buckets import Buckets
 from gateway.s3.checksums import BodyChecksum
 from gateway.s3.conditions import precondition_failed
 from gateway.s3.encryption import Encryption, ObjectEncryption
-from gateway.s3.envelope import ObjectMeta
+from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.messages import (
     SSE_CTX,
@@ -50,7 +50,7 @@ from gateway.s3.messages import (
     xml_doc,
 )
 from gateway.s3.ranges import check_conditions
-from gateway.s3.reader import Reader, Stored, client_etag, stored_checksum
+from gateway.s3.reader import Reader, Stored, client_etag, damaged
 from gateway.s3.writer import write_sealed
 
 REWRAP = "x-ssegw-rewrap"
@@ -280,7 +280,10 @@ class Copier:
         plain = await self.reader.plaintext(src, src_key, 0, src.size)
         # The copy keeps the source's whole-object checksum; a composite one (of parts the copy
         # does not have) becomes the whole object's checksum of its algorithm, computed here.
-        kept = stored_checksum(src, src_key) if src_key is not None else None
+        try:
+            kept = checksums.stored(src.meta, src_key) if src_key is not None else None
+        except ObjectCorrupt as e:
+            raise damaged(str(e)) from None
         checksum = None
         if kept is not None and kept.type == checksums.FULL_OBJECT:
             checksum = BodyChecksum(kept.algorithm, kept.digest, kept.digest)

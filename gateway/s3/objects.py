@@ -20,6 +20,7 @@ from gateway.s3.bodies import body_stream, buffered_body, content_md5
 from gateway.s3.buckets import Buckets
 from gateway.s3.conditions import read_conditions, write_conditions
 from gateway.s3.encryption import ObjectEncryption, refuse_sse_on_read
+from gateway.s3.envelope import ObjectCorrupt
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.messages import (
     SSE,
@@ -32,7 +33,7 @@ from gateway.s3.messages import (
     xml_doc,
 )
 from gateway.s3.ranges import RangeNotSatisfiable, parse_range
-from gateway.s3.reader import Reader, Stored, client_etag, stored_checksum
+from gateway.s3.reader import Reader, Stored, client_etag, damaged
 from gateway.s3.streaming import first_checked
 from gateway.s3.writer import write_sealed
 
@@ -297,6 +298,14 @@ class Objects:
             else:
                 del out["x-amz-tagging-count"]
         return out
+
+
+def stored_checksum(stored: Stored, data_key: bytes) -> checksums.ObjectChecksum | None:
+    """The checksum kept with an object (None: it was stored without one)."""
+    try:
+        return checksums.stored(stored.meta, data_key)
+    except ObjectCorrupt as e:
+        raise damaged(str(e)) from None
 
 
 def _checksum_headers(req: S3Request, stored: Stored, data_key: bytes) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.s3 import checksums, envelope, manifest_tags
+from gateway.s3 import envelope, manifest_tags
 from gateway.s3.backend import Backend, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
 from gateway.s3.errors import S3Error
@@ -123,16 +123,6 @@ def decode_meta(headers: Mapping[str, str]) -> ObjectMeta | None:
 
 def damaged(message: str) -> S3Error:
     return S3Error("InternalError", f"The object failed authentication and was not served: {message}", 500)
-
-
-def stored_checksum(stored: Stored, data_key: bytes) -> checksums.ObjectChecksum | None:
-    """The checksum kept with an object (None: it was stored without one)."""
-    if stored.meta is None or stored.meta.checksum is None:
-        return None
-    try:
-        return checksums.open_sealed(stored.meta.checksum, data_key, stored.meta.algorithm)
-    except ObjectCorrupt as e:
-        raise damaged(str(e)) from None
 
 
 class Reader:

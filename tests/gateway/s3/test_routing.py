@@ -36,6 +36,7 @@ SERVED: dict[tuple[str, str, str], str] = {
     ("GET", "object", "uploadId"): "ListParts",
     ("PUT", "object", "acl"): "PutObjectAcl",
     ("GET", "object", "acl"): "GetObjectAcl",
+    ("GET", "object", "attributes"): "GetObjectAttributes",
     ("PUT", "object", "tagging"): "PutObjectTagging",
     ("GET", "object", "tagging"): "GetObjectTagging",
     ("DELETE", "object", "tagging"): "DeleteObjectTagging",
