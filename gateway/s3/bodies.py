@@ -21,10 +21,12 @@ from gateway.s3.errors import S3Error
 from gateway.s3.messages import S3Request
 
 
-def body_stream(req: S3Request, compute: str | None = None) -> tuple[AsyncIterator[bytes], int, BodyChecksum]:
+def body_stream(req: S3Request, compute: str | None = None, *,
+                checksum_header: bool = True) -> tuple[AsyncIterator[bytes], int, BodyChecksum]:
     """The decoded request body, its plaintext length (411 if unknown) and its checksum (known
     once the body was read whole). `compute`: an algorithm to compute when the body carries
-    no checksum of its own."""
+    no checksum of its own; `checksum_header=False`: an x-amz-checksum-<alg> header is not
+    the body's."""
     h = req.headers
     payload = req.auth.payload
     if payload.startswith("STREAMING-"):
@@ -32,7 +34,7 @@ def body_stream(req: S3Request, compute: str | None = None) -> tuple[AsyncIterat
         if length is None or not length.isdigit():
             raise S3Error("MissingContentLength", "aws-chunked uploads need x-amz-decoded-content-length", 411)
         received = aws_chunked.trailer_checksum(h.get("x-amz-trailer"))
-        if received.algorithm is None:
+        if received.algorithm is None and checksum_header:
             received = _header_checksum(req)
         if received.algorithm is None:
             received.algorithm = compute
@@ -43,25 +45,26 @@ def body_stream(req: S3Request, compute: str | None = None) -> tuple[AsyncIterat
     length = h.get("content-length")
     if length is None or not length.isdigit():
         raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
-    received = _header_checksum(req)
+    received = _header_checksum(req) if checksum_header else BodyChecksum()
     if received.algorithm is None:
         received.algorithm = compute
     return verified(req, int(length), received), int(length), received
 
 
-async def buffered_body(req: S3Request, limit: int) -> bytes:
+async def buffered_body(req: S3Request, limit: int, *, checksum_header: bool = True) -> bytes:
     """A small body read whole, refused before reading when it declares more than `limit`
     bytes, and checked like any other body (signed SHA-256 or chunk signatures, checksum,
-    Content-MD5) before anyone acts on it."""
+    Content-MD5) before anyone acts on it. `checksum_header=False`: an x-amz-checksum-<alg>
+    header is not the body's (CompleteMultipartUpload's is the whole object's)."""
     h = req.headers
     streaming = req.auth.payload.startswith("STREAMING-")
     declared = h.get("x-amz-decoded-content-length") if streaming else h.get("content-length")
     if declared is None and "transfer-encoding" not in h and not streaming:
-        stream: AsyncIterator[bytes] = verified(req, 0)  # no body at all
+        stream: AsyncIterator[bytes] = verified(req, 0, None if checksum_header else BodyChecksum())  # no body
     else:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise xml_bodies.too_large(limit)
-        stream, _, _ = body_stream(req)
+        stream, _, _ = body_stream(req, checksum_header=checksum_header)
     expected_md5 = content_md5(req)
     chunks: list[bytes] = []
     size = 0

@@ -54,7 +54,9 @@ class Completion:
             # S3 needs the key on Complete only for some uploads; given, it must be the upload's.
             # (The record in the UploadId is unauthenticated here, but Complete unseals nothing.)
             sse_c.verify(customer, token.customer, mismatch=sse_c.part_key_mismatch())
-        listed = xml_bodies.complete_multipart(await bodies.buffered_body(req, xml_bodies.COMPLETE_LIMIT))
+        # Its x-amz-checksum-<alg> header is the whole object's checksum (_object_checksum).
+        listed = xml_bodies.complete_multipart(await bodies.buffered_body(req, xml_bodies.COMPLETE_LIMIT,
+                                                                          checksum_header=False))
         wanted = _ascending(listed)
         try:
             have = await self._backend_parts(req.bucket, req.key, backend_id)
@@ -313,7 +315,7 @@ def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies
         out = checksums.full_object(algorithm, list(zip(digests, layout.plain, strict=True)))
     asked = req.headers.get("x-amz-checksum-type")
     if asked is not None and asked.strip().upper() != kind:
-        raise S3Error("InvalidRequest", f"The upload was created using the {kind} checksum mode. The complete "
+        raise S3Error("BadDigest", f"The upload was created using the {kind} checksum mode. The complete "
                       f"request must use the same checksum mode.")
     whole = req.headers.get(checksums.header(algorithm))
     if whole is not None and whole.strip() not in (out.value(), out.value().split("-")[0]):

@@ -36,7 +36,7 @@ from gateway.s3.buckets import Buckets
 from gateway.s3.checksums import BodyChecksum
 from gateway.s3.conditions import precondition_failed
 from gateway.s3.encryption import Encryption, ObjectEncryption
-from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
+from gateway.s3.envelope import ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument, no_such_key
 from gateway.s3.messages import (
     SSE_CTX,
@@ -49,8 +49,9 @@ from gateway.s3.messages import (
     put_headers,
     xml_doc,
 )
+from gateway.s3.objects import stored_checksum
 from gateway.s3.ranges import check_conditions
-from gateway.s3.reader import Reader, Stored, client_etag, damaged
+from gateway.s3.reader import Reader, Stored, client_etag
 from gateway.s3.writer import write_sealed
 
 REWRAP = "x-ssegw-rewrap"
@@ -158,6 +159,7 @@ class Copier:
         else:
             src_ctx = envelope.object_context(src.bucket, src.key, meta.context)
             dst_ctx = envelope.object_context(req.bucket, req.key, enc.context)
+        checksum = None
         resealed = await self.sse.keys.reseal(req.auth, meta.sealed_key, src_ctx, enc.cmk, dst_ctx)
         if rewrap:
             unchanged = (resealed.source_key_id, resealed.source_version_id) == (resealed.key_id, resealed.version_id)
@@ -173,6 +175,7 @@ class Copier:
             data_key = await self.sse.open_key(req.auth, src)
             assert data_key is not None
             new = new.signed(data_key, req.bucket, req.key)
+            checksum = stored_checksum(src, data_key)  # the data key is the source's: so is the checksum
         headers.update(new.encode())
         assert src.layout is not None
         etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
@@ -180,7 +183,7 @@ class Copier:
         if new.multipart:
             self.reader.remember(req.bucket, req.key, etag, src.layout)
         return self._reply(req, new, stored_etag, modified, "rewrapped" if rewrap else None,
-                           src=src, version=version)
+                           src=src, version=version, checksum=checksum)
 
     async def _rebind(self, req: S3Request, src: Stored, meta: ObjectMeta, enc: Encryption,
                       headers: dict[str, str]) -> Reply:
@@ -198,7 +201,8 @@ class Copier:
         etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
         if new.multipart:
             self.reader.remember(req.bucket, req.key, etag, src.layout)
-        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version)
+        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version,
+                           stored_checksum(src, data_key))
 
     async def backend_copy(self, src: Stored, bucket: str, key: str,
                            headers: dict[str, str]) -> tuple[str, str, str | None]:
@@ -280,10 +284,7 @@ class Copier:
         plain = await self.reader.plaintext(src, src_key, 0, src.size)
         # The copy keeps the source's whole-object checksum; a composite one (of parts the copy
         # does not have) becomes the whole object's checksum of its algorithm, computed here.
-        try:
-            kept = checksums.stored(src.meta, src_key) if src_key is not None else None
-        except ObjectCorrupt as e:
-            raise damaged(str(e)) from None
+        kept = stored_checksum(src, src_key) if src_key is not None else None
         checksum = None
         if kept is not None and kept.type == checksums.FULL_OBJECT:
             checksum = BodyChecksum(kept.algorithm, kept.digest, kept.digest)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.s3 import envelope, sse_c
@@ -48,6 +49,9 @@ class ObjectEncryption:
         # nobody authenticated (ciphertext as if it were the object, or planted content). Only
         # an operator migrating a bucket of plaintext objects turns this on.
         self.serve_plaintext = serve_plaintext
+        # Told of every object whose metadata failed authentication (proxy.py: the reader drops
+        # what it cached of it, so the object reads again once its metadata is put right).
+        self.on_damaged: Callable[[Stored], None] | None = None
 
     def encryption(self, req: S3Request, info: BucketInfo) -> Encryption:
         """How a new object is encrypted: request headers, else the bucket's default.
@@ -132,6 +136,8 @@ class ObjectEncryption:
         try:
             meta.verify(data_key, stored.bucket, stored.key)
         except ObjectCorrupt as e:
+            if self.on_damaged is not None:
+                self.on_damaged(stored)
             raise damaged(str(e)) from None
         return data_key
 

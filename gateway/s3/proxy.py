@@ -44,6 +44,7 @@ class S3Proxy:
         self.sse = ObjectEncryption(ObjectKeys(kms_for, key_cache_ttl), allow_sse_c_over_http=allow_sse_c_over_http,
                                     serve_plaintext=serve_plaintext)
         self.reader = Reader(backend)
+        self.sse.on_damaged = self.reader.distrust
         # Upload state every node must see (upload_state.py): a backend bucket no tenant owns.
         self.state_bucket = (state_bucket or os.environ.get("SSEGW_STATE_BUCKET")
                              or default_state_bucket(backend.config.url, backend.config.access_key_id))

@@ -181,6 +181,13 @@ class Reader:
                               "it was truncated or changed and is not served", 500)
         return Stored(bucket, key, r.headers, meta, layout, version_id)
 
+    def distrust(self, stored: Stored) -> None:
+        """Forgets the manifest cached for an object whose metadata failed authentication: a
+        tampered manifest tag is read again (and an object put right reads again) rather than
+        failing from the cache until it is evicted."""
+        if stored.meta is not None:
+            self._manifests.pop((stored.bucket, stored.key, stored.backend_etag, stored.meta.base_nonce), None)
+
     async def _with_manifest(self, bucket: str, key: str, meta: ObjectMeta, etag: str, version_id: str | None,
                              total: int | None) -> ObjectMeta:
         """A v4 multipart object's metadata with its manifest (from its tag), unchecked: the

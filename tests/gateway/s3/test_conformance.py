@@ -5,6 +5,7 @@ Conditional requests, multipart completion checks, ACLs within our tenancy, and 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta
@@ -459,3 +460,98 @@ def test_listed_uploads_go_on_and_sse_s3_part_etags_are_checked(s3: S3Stack) -> 
     assert state not in [x["Name"] for x in c.list_buckets()["Buckets"]]
     assert outcome(c.create_bucket, Bucket=state)[:2] == (409, "BucketAlreadyExists")
     assert outcome(c.list_objects_v2, Bucket=state)[:2] == (403, "AccessDenied")
+
+
+def test_get_object_attributes(sides: list[Side]) -> None:
+    """GetObjectAttributes answers what moto answers for a single object (ETag without quotes,
+    plaintext size, storage class, checksum), and refuses a request without attributes."""
+    body = b"attributes" * 100
+
+    def scenario(c: Any, b: str) -> list[Any]:
+        c.put_object(Bucket=b, Key="k", Body=body, ChecksumAlgorithm="SHA256")
+        r = c.get_object_attributes(Bucket=b, Key="k", ObjectAttributes=["ETag", "ObjectSize", "StorageClass",
+                                                                          "Checksum"])
+        missing = outcome(c.get_object_attributes, Bucket=b, Key="absent", ObjectAttributes=["ETag"])[:2]
+        return [r["ETag"], r["ObjectSize"], r["StorageClass"], r["Checksum"].get("ChecksumSHA256"),
+                "ObjectParts" in r, missing]
+
+    seen = _run(sides, scenario)
+    assert seen["proxy"] == seen["moto"]
+    assert seen["proxy"][:4] == [hashlib.md5(body).hexdigest(), len(body), "STANDARD",
+                                 base64.b64encode(hashlib.sha256(body).digest()).decode()]
+
+
+@pytest.mark.every_store
+def test_get_object_attributes_of_a_multipart_object(s3: S3Stack) -> None:
+    """A multipart object's parts as S3 lists them: their count and plaintext sizes, a page at
+    a time (x-amz-max-parts, x-amz-part-number-marker), and its composite checksum without
+    the `-<parts>` HEAD shows."""
+    c = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(10)]
+    up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm="SHA256")["UploadId"]
+    done = []
+    for n, data in enumerate(parts, 1):
+        r = c.upload_part(Bucket=b, Key="mp", UploadId=up, PartNumber=n, Body=data, ChecksumAlgorithm="SHA256")
+        done.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up, MultipartUpload={"Parts": done})
+    composite = base64.b64encode(hashlib.sha256(b"".join(
+        hashlib.sha256(p).digest() for p in parts)).digest()).decode()
+    r = c.get_object_attributes(Bucket=b, Key="mp", ObjectAttributes=["ObjectParts", "ObjectSize", "Checksum"],
+                                MaxParts=2)
+    assert r["ObjectSize"] == sum(map(len, parts))
+    assert r["Checksum"] == {"ChecksumSHA256": composite, "ChecksumType": "COMPOSITE"}
+    assert c.head_object(Bucket=b, Key="mp", ChecksumMode="ENABLED")["ChecksumSHA256"] == f"{composite}-3"
+    page = r["ObjectParts"]
+    assert (page["TotalPartsCount"], page["IsTruncated"], page["NextPartNumberMarker"]) == (3, True, 2)
+    assert [(p["PartNumber"], p["Size"]) for p in page["Parts"]] == [(1, 5 * MiB), (2, 5 * MiB)]
+    rest = c.get_object_attributes(Bucket=b, Key="mp", ObjectAttributes=["ObjectParts"], MaxParts=2,
+                                   PartNumberMarker=2)["ObjectParts"]
+    assert [(p["PartNumber"], p["Size"]) for p in rest["Parts"]] == [(3, 10)] and not rest["IsTruncated"]
+
+
+def test_get_object_attributes_needs_attributes_s3_has(s3: S3Stack) -> None:
+    t = s3.tenant()
+    c = s3.client(t)
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    c.put_object(Bucket=b, Key="k", Body=b"x")
+    r = signed_request(s3, t, "GET", f"/{b}/k", "attributes=")
+    assert r.status == 400 and error_of(r)["Code"] == "InvalidRequest"
+    r = signed_request(s3, t, "GET", f"/{b}/k", "attributes=", headers={"x-amz-object-attributes": "ETag,Colour"})
+    assert r.status == 400 and error_of(r)["Code"] == "InvalidArgument"
+
+
+@pytest.mark.every_store
+def test_list_parts_shows_what_upload_part_answered(s3: S3Stack) -> None:
+    """ListParts lists each part with the ETag and checksum UploadPart answered (S3's SSE-S3
+    part ETag is the plaintext MD5; the backend's is the sealed part's), and the upload's
+    algorithm and type."""
+    c = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT",
+                                   ServerSideEncryption="AES256")["UploadId"]
+    answered = [c.upload_part(Bucket=b, Key="mp", UploadId=up, PartNumber=n, Body=os.urandom(n * 1000),
+                              ChecksumAlgorithm="CRC32") for n in (1, 2)]
+    listed = c.list_parts(Bucket=b, Key="mp", UploadId=up)
+    assert [(p["ETag"], p["ChecksumCRC32"]) for p in listed["Parts"]] == [
+        (a["ETag"], a["ChecksumCRC32"]) for a in answered]
+    assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == ("CRC32", "FULL_OBJECT")
+    c.abort_multipart_upload(Bucket=b, Key="mp", UploadId=up)
+
+
+def test_a_reencrypted_copy_keeps_the_sources_checksum(s3: S3Stack) -> None:
+    """A copy the proxy must re-encrypt (to SSE-C) keeps the source's checksum."""
+    c = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    body = os.urandom(3000)
+    want = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    c.put_object(Bucket=b, Key="src", Body=body, ChecksumAlgorithm="SHA256")
+    ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
+    r = c.copy_object(Bucket=b, Key="dst", CopySource={"Bucket": b, "Key": "src"}, **ssec)
+    assert r["CopyObjectResult"]["ChecksumSHA256"] == want
+    assert c.head_object(Bucket=b, Key="dst", ChecksumMode="ENABLED", **ssec)["ChecksumSHA256"] == want
+    assert c.head_object(Bucket=b, Key="src", ChecksumMode="ENABLED")["ChecksumSHA256"] == want
