@@ -131,13 +131,7 @@ class Objects:
         refuse_sse_on_read(req)
         part = _part_number(req)
         customer = self.sse.customer_key(req)
-        stored = await self._stat(req)
-        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
-        data_key = None
-        if stored.meta is not None:
-            data_key = await self._vouch(req, stored, customer)
-        else:
-            self.sse.refuse_plaintext(stored)
+        stored, data_key = await self._vouched(req, customer)
         headers = self.object_headers(req.auth, stored, customer)
         not_modified = read_conditions(req, stored)
         if not_modified is not None:
@@ -190,13 +184,7 @@ class Objects:
         max_parts = _header_int(req, "x-amz-max-parts", 1000)
         marker = _header_int(req, "x-amz-part-number-marker", 0)
         customer = self.sse.customer_key(req)
-        stored = await self._stat(req)
-        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
-        data_key = None
-        if stored.meta is not None:
-            data_key = await self._vouch(req, stored, customer)
-        else:
-            self.sse.refuse_plaintext(stored)
+        stored, data_key = await self._vouched(req, customer)
         out = []
         if "ETag" in asked:
             out.append(f"<ETag>{escape(stored.etag.strip(chr(34)))}</ETag>")
@@ -255,6 +243,16 @@ class Objects:
         if wanted is not None and end > start:
             headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
         return Reply(206 if wanted is not None else 200, headers, body)
+
+    async def _vouched(self, req: S3Request, customer: sse_c.CustomerKey | None) -> tuple[Stored, bytes | None]:
+        """The object a HEAD-like request names, with its metadata vouched for, and its data
+        key (None: a plaintext object, if those are served)."""
+        stored = await self._stat(req)
+        sse_c.verify(customer, stored.meta.customer if stored.meta else None)
+        if stored.meta is None:
+            self.sse.refuse_plaintext(stored)
+            return stored, None
+        return stored, await self._vouch(req, stored, customer)
 
     async def _vouch(self, req: S3Request, stored: Stored, customer: sse_c.CustomerKey | None) -> bytes | None:
         """S3Error unless what a HEAD would answer from `stored`'s metadata is authentic; returns

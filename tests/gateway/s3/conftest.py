@@ -222,11 +222,16 @@ class Side:
 @pytest.fixture
 def sides(s3: S3Stack, moto_url: str) -> list[Side]:
     """The proxy (as a fresh tenant) and moto straight, each with an empty bucket of its own."""
+    return make_sides(s3, moto_url)
+
+
+def make_sides(s3: S3Stack, moto_url: str, **config: Any) -> list[Side]:
+    """`sides`, with botocore `config` options for both clients."""
     t = s3.tenant()
-    proxy = s3.client(t)
+    proxy = s3.client(t, **config)
     direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
                           aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1],
-                          config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+                          config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, **config))
     out = []
     for name, client in (("proxy", proxy), ("moto", direct)):
         b = bucket_name()

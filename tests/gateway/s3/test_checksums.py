@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pytest
 from awscrt import checksums as crt
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import FlexibleChecksumError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,11 +41,11 @@ from gateway.s3 import checksums
 from gateway.s3.checksums import COMPOSITE, FULL_OBJECT, ObjectChecksum, Running
 from gateway.s3.package_cipher import NONCE, Algorithm, ObjectCorrupt
 from tests.gateway.s3.conftest import (
-    BACKEND_KEY,
     MiB,
     S3Stack,
     Side,
     bucket_name,
+    make_sides,
     outcome,
     signed_request,
 )
@@ -288,18 +286,7 @@ def quiet_sides(s3: S3Stack, moto_url: str) -> list[Side]:
     """As `sides` (the proxy as a fresh tenant, moto straight), but the clients send
     x-amz-checksum-mode only when told to: boto3 otherwise sets ChecksumMode=ENABLED on every
     GetObject itself (response_checksum_validation), and "without it" could not be tested."""
-    t = s3.tenant()
-    quiet: dict[str, Any] = {"response_checksum_validation": "when_required"}
-    proxy = s3.client(t, **quiet)
-    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
-                          aws_access_key_id=BACKEND_KEY[0], aws_secret_access_key=BACKEND_KEY[1],
-                          config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, **quiet))
-    out = []
-    for name, client in (("proxy", proxy), ("moto", direct)):
-        b = bucket_name()
-        client.create_bucket(Bucket=b)
-        out.append(Side(name, client, b))
-    return out
+    return make_sides(s3, moto_url, response_checksum_validation="when_required")
 
 
 def _run(sides: list[Side], scenario: Callable[[Any, str], Any]) -> dict[str, Any]:
@@ -425,55 +412,14 @@ def _parts() -> list[bytes]:
     return [os.urandom(5 * MiB), os.urandom(1000)]  # every part but the last is >= 5 MiB
 
 
-@pytest.mark.every_store
-@pytest.mark.parametrize("algorithm", ["SHA256", "CRC32"])
-def test_a_composite_multipart_checksum(sides: list[Side], algorithm: str) -> None:
-    """COMPOSITE (the default for all but CRC64NVME): each part's checksum is answered as
-    moto answers it, and the object's is the checksum of the parts' checksums, `-2`."""
-    parts, field = _parts(), "Checksum" + algorithm
+def _multipart(parts: list[bytes], algorithm: str, kind: str | None) -> Callable[[Any, str], dict[str, Any]]:
+    """A scenario: an upload declaring `algorithm` (and `kind`), its parts sent with their
+    checksums and repeated in Complete, then HEAD and GET with ChecksumMode."""
+    field = "Checksum" + algorithm
 
     def scenario(c: Any, b: str) -> dict[str, Any]:
-        up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm=algorithm)
-        done, answered = [], []
-        for n, data in enumerate(parts, 1):
-            r = c.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"], PartNumber=n, Body=data,
-                              ChecksumAlgorithm=algorithm)
-            answered.append(shown(r))
-            done.append({"PartNumber": n, "ETag": r["ETag"], field: r[field]})
-        complete = c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"],
-                                               MultipartUpload={"Parts": done})
-        head = c.head_object(Bucket=b, Key="mp", ChecksumMode="ENABLED")
-        got = c.get_object(Bucket=b, Key="mp", ChecksumMode="ENABLED")
-        return {"algorithm": up.get("ChecksumAlgorithm"), "type": up.get("ChecksumType"), "parts": answered,
-                "complete": (shown(complete), complete.get("ChecksumType")),
-                "head": (shown(head), head.get("ChecksumType")),
-                "get": (shown(got), got.get("ChecksumType"), got["Body"].read() == b"".join(parts))}
-
-    seen = _run(sides, scenario)
-    ours, moto = seen["proxy"], seen["moto"]
-    assert ours["algorithm"] == moto["algorithm"] == algorithm
-    assert ours["parts"] == moto["parts"] == [{field: value_of(algorithm, p)} for p in parts]
-    want = composite_of(algorithm, parts)
-    # S3 answers the type at Create and the checksum at Complete (moto answers neither), and
-    # HEAD and GET show the composite with its `-<parts>` (moto drops it: the rest must agree).
-    assert ours["type"] == COMPOSITE
-    assert ours["complete"] == ({field: want}, COMPOSITE)
-    assert ours["head"] == ({field: want}, COMPOSITE)
-    assert moto["head"][0] == {field: want.split("-")[0]}
-    assert ours["get"] == ({field: want}, COMPOSITE, True)
-
-
-@pytest.mark.every_store
-@pytest.mark.parametrize("algorithm", CRCS)
-def test_a_full_object_multipart_checksum(sides: list[Side], algorithm: str) -> None:
-    """FULL_OBJECT: the object's checksum is the CRC of all its bytes (zlib/awscrt over the
-    whole plaintext here), and GET's body checks out against it (boto3 verifies the body
-    when the value has no `-<parts>`). Complete given that CRC: the next test."""
-    parts, field = _parts(), "Checksum" + algorithm
-    whole = value_of(algorithm, b"".join(parts))
-
-    def scenario(c: Any, b: str) -> dict[str, Any]:
-        up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm=algorithm, ChecksumType=FULL_OBJECT)
+        up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm=algorithm,
+                                       **({"ChecksumType": kind} if kind else {}))
         done, answered = [], []
         for n, data in enumerate(parts, 1):
             r = c.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"], PartNumber=n, Body=data,
@@ -490,16 +436,47 @@ def test_a_full_object_multipart_checksum(sides: list[Side], algorithm: str) -> 
             read = "the body does not match the checksum shown"
         return {"create": (up.get("ChecksumAlgorithm"), up.get("ChecksumType")), "parts": answered,
                 "complete": (shown(complete), complete.get("ChecksumType")),
-                "head": (shown(head), head.get("ChecksumType")), "get": (shown(got), read)}
+                "head": (shown(head), head.get("ChecksumType")), "get": (shown(got), got.get("ChecksumType"), read)}
 
-    seen = _run(sides, scenario)
+    return scenario
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("algorithm", ["SHA256", "CRC32"])
+def test_a_composite_multipart_checksum(sides: list[Side], algorithm: str) -> None:
+    """COMPOSITE (the default for all but CRC64NVME): each part's checksum is answered as
+    moto answers it, and the object's is the checksum of the parts' checksums, `-2`."""
+    parts, field = _parts(), "Checksum" + algorithm
+    seen = _run(sides, _multipart(parts, algorithm, None))
+    ours, moto = seen["proxy"], seen["moto"]
+    assert ours["create"][0] == moto["create"][0] == algorithm
+    assert ours["parts"] == moto["parts"] == [{field: value_of(algorithm, p)} for p in parts]
+    want = composite_of(algorithm, parts)
+    # S3 answers the type at Create and the checksum at Complete (moto answers neither), and
+    # HEAD and GET show the composite with its `-<parts>` (moto drops it: the rest must agree).
+    assert ours["create"][1] == COMPOSITE
+    assert ours["complete"] == ({field: want}, COMPOSITE)
+    assert ours["head"] == ({field: want}, COMPOSITE)
+    assert moto["head"][0] == {field: want.split("-")[0]}
+    assert ours["get"] == ({field: want}, COMPOSITE, True)
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("algorithm", CRCS)
+def test_a_full_object_multipart_checksum(sides: list[Side], algorithm: str) -> None:
+    """FULL_OBJECT: the object's checksum is the CRC of all its bytes (zlib/awscrt over the
+    whole plaintext here), and GET's body checks out against it (boto3 verifies the body
+    when the value has no `-<parts>`). Complete given that CRC: the next test."""
+    parts, field = _parts(), "Checksum" + algorithm
+    whole = value_of(algorithm, b"".join(parts))
+    seen = _run(sides, _multipart(parts, algorithm, FULL_OBJECT))
     ours, moto = seen["proxy"], seen["moto"]
     assert ours["create"] == moto["create"] == (algorithm, FULL_OBJECT)
     assert ours["parts"] == moto["parts"] == [{field: value_of(algorithm, p)} for p in parts]
     if algorithm != "CRC32C":  # moto 5.2 combines CRC32C parts into something else than the CRC
         assert (ours["head"], ours["get"]) == (moto["head"], moto["get"])
     assert ours["head"] == ({field: whole}, FULL_OBJECT)
-    assert ours["get"] == ({field: whole}, True)
+    assert ours["get"] == ({field: whole}, FULL_OBJECT, True)
     assert ours["complete"] == ({field: whole}, FULL_OBJECT)  # moto answers none
 
 
