@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import botocore.auth
+import botocore.crt.auth
 import pytest
 from botocore.exceptions import ClientError
 
@@ -143,6 +144,9 @@ def test_signature_failures_are_403_and_say_which(kms_server: KmsServer, monkeyp
     assert code(e) == "UnrecognizedClientException" and status(e) == 403
     stale = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=16)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: stale)
+    # With awscrt installed (a dependency: CRC32C and CRC64NVME), botocore signs with the CRT
+    # signer, which reads the clock through its own import of the same function.
+    monkeypatch.setattr(botocore.crt.auth, "get_current_datetime", lambda *a, **k: stale)
     with pytest.raises(ClientError) as e:
         kms.encrypt(KeyId=key, Plaintext=b"x")
     assert code(e) == "InvalidSignatureException" and status(e) == 403
