@@ -29,15 +29,16 @@ def body_stream(req: S3Request, compute: str | None = None, *,
     the body's."""
     h = req.headers
     payload = req.auth.payload
-    if payload.startswith("STREAMING-"):
+    streaming = payload.startswith("STREAMING-")
+    received = aws_chunked.trailer_checksum(h.get("x-amz-trailer")) if streaming else BodyChecksum()
+    if received.algorithm is None and checksum_header:
+        received = _header_checksum(req)
+    if received.algorithm is None:
+        received.algorithm = compute
+    if streaming:
         length = h.get("x-amz-decoded-content-length")
         if length is None or not length.isdigit():
             raise S3Error("MissingContentLength", "aws-chunked uploads need x-amz-decoded-content-length", 411)
-        received = aws_chunked.trailer_checksum(h.get("x-amz-trailer"))
-        if received.algorithm is None and checksum_header:
-            received = _header_checksum(req)
-        if received.algorithm is None:
-            received.algorithm = compute
         stream = aws_chunked.decode(req.body, mode=payload, decoded_length=int(length),
                                     signing=req.auth.chunk_signing, trailer=h.get("x-amz-trailer"),
                                     received=received)
@@ -45,9 +46,6 @@ def body_stream(req: S3Request, compute: str | None = None, *,
     length = h.get("content-length")
     if length is None or not length.isdigit():
         raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
-    received = _header_checksum(req) if checksum_header else BodyChecksum()
-    if received.algorithm is None:
-        received.algorithm = compute
     return verified(req, int(length), received), int(length), received
 
 

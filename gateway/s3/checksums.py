@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.s3.digests import Digests
 from gateway.s3.object_meta import ObjectMeta
 from gateway.s3.package_cipher import NONCE, TAG, Algorithm, ObjectCorrupt, aead
 
@@ -261,10 +262,13 @@ class BodyChecksum:
 
 
 async def checksummed(plain: AsyncIterator[bytes], checksum: BodyChecksum) -> AsyncIterator[bytes]:
-    """`plain`, with `checksum`'s digest set once it has all been read."""
+    """`plain`, with `checksum`'s digest set once it has all been read (computed in a digest
+    thread, as a request body's is: a SHA-256 of a 5 GiB part copy stays off the event loop)."""
     running = checksum.running()
     assert running is not None
+    digests = Digests(running)
     async for chunk in plain:
-        running.update(chunk)
+        await digests.feed(chunk)
         yield chunk
+    await digests.finish()
     checksum.digest = running.digest()

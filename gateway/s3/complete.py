@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
-from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from gateway.s3 import bodies, checksums, conditions, envelope, manifest_tags, sse_c, xml_bodies
@@ -26,7 +25,7 @@ from gateway.s3.messages import Reply, S3Request, copied_headers, version_header
 from gateway.s3.multipart import MIN_PART, Layout, UploadToken, ambiguous, decode_token, is_token
 from gateway.s3.reader import Reader, Stored, client_etag
 from gateway.s3.upload_lookup import UploadLookup, etag_md5, no_such_upload, token_meta
-from gateway.s3.upload_state import UploadState
+from gateway.s3.upload_state import UploadState, part_key
 
 _NS = f"{{{S3_NS}}}"
 
@@ -172,7 +171,7 @@ class Completion:
         recorded = await self.upload_state.part_salts(req.bucket, backend_id)
         records = []
         for part in listed:
-            record = recorded.get((part.number, quote(_bare(have[part.number][1]), safe="")))
+            record = recorded.get(part_key(part.number, have[part.number][1]))
             if record is None or len(record.salt) != envelope.PART_HEADER:
                 raise S3Error("InvalidPart", f"Part {part.number} was not uploaded through this gateway (or its "
                               "record was lost): upload it again", 400)
@@ -356,7 +355,7 @@ def _etag_fits(part: xml_bodies.CompletedPart, backend: str, md5s: dict[tuple[in
         return True
     if part.etag is None or md5s is None:
         return False
-    return md5s.get((part.number, quote(_bare(backend), safe=""))) == _bare(part.etag)
+    return md5s.get(part_key(part.number, backend)) == _bare(part.etag)
 
 
 def _ascending(listed: list[xml_bodies.CompletedPart]) -> list[int]:

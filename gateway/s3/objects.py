@@ -181,13 +181,14 @@ class Objects:
         assert req.bucket is not None and req.key is not None
         await self.buckets.owned(req)
         asked = _object_attributes(req)
-        max_parts = _header_int(req, "x-amz-max-parts", 1000)
+        max_parts = min(_header_int(req, "x-amz-max-parts", 1000), 1000)
         marker = _header_int(req, "x-amz-part-number-marker", 0)
         customer = self.sse.customer_key(req)
         stored, data_key = await self._vouched(req, customer)
         out = []
         if "ETag" in asked:
-            out.append(f"<ETag>{escape(stored.etag.strip(chr(34)))}</ETag>")
+            bare_etag = stored.etag.strip('"')  # GetObjectAttributes shows it unquoted
+            out.append(f"<ETag>{escape(bare_etag)}</ETag>")
         checksum = stored_checksum(stored, data_key) if data_key is not None else None
         if "Checksum" in asked and checksum is not None:
             tag = checksums.element(checksum.algorithm)
@@ -336,7 +337,7 @@ def _header_int(req: S3Request, name: str, default: int) -> int:
         return default
     if not text.strip().isdigit():
         raise invalid_argument(f"Provided {name} not an integer or within integer range")
-    return min(int(text), 1000) if name == "x-amz-max-parts" else int(text)
+    return int(text)
 
 
 def _part_number(req: S3Request) -> int | None:

@@ -66,6 +66,12 @@ def _seg(text: str) -> str:
     return quote(text, safe="")
 
 
+def part_key(number: int, sealed_etag: str) -> tuple[int, str]:
+    """How `part_md5s` and `part_salts` name the record of part `number` stored under the
+    backend ETag `sealed_etag` (quoted or not, any case)."""
+    return number, _seg(sealed_etag.strip().strip('"').lower())
+
+
 def _completing(bucket: str, key: str, nonce: bytes) -> str:
     # The key hashed: quoted, a 1,024-byte key would not fit in a state key.
     return f"completing/{_seg(bucket)}/{hashlib.sha256(key.encode()).hexdigest()}/{nonce.hex()}"
@@ -129,11 +135,11 @@ class UploadState:
     # ------------------------------------------------------------------ part MD5s
 
     async def remember_part(self, bucket: str, backend_id: str, number: int, sealed_etag: str, md5: str) -> None:
-        bare = sealed_etag.strip().strip('"')
-        await self._put(f"parts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{md5}", b"")
+        etag = part_key(number, sealed_etag)[1]
+        await self._put(f"parts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{etag}/{md5}", b"")
 
     async def part_md5s(self, bucket: str, backend_id: str) -> dict[tuple[int, str], str]:
-        """(part number, sealed ETag) -> plaintext MD5 of every part recorded for an upload."""
+        """`part_key` -> plaintext MD5 of every part recorded for an upload."""
         out: dict[tuple[int, str], str] = {}
         for key in await self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/"):
             number, etag, md5 = key.rsplit("/", 3)[1:]
@@ -145,15 +151,14 @@ class UploadState:
 
     async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes,
                             checksum: ObjectChecksum | None = None) -> None:
-        bare = sealed_etag.strip().strip('"').lower()
+        etag = part_key(number, sealed_etag)[1]
         record = salt.hex()
         if checksum is not None:
             record += f"~{checksum.algorithm}~{_seg(checksum.value())}"
-        await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{_seg(bare)}/{record}", b"")
+        await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{etag}/{record}", b"")
 
     async def part_salts(self, bucket: str, backend_id: str) -> dict[tuple[int, str], PartRecord]:
-        """(part number, sealed ETag as recorded) -> salt and checksum of every part recorded
-        for an upload."""
+        """`part_key` -> salt and checksum of every part recorded for an upload."""
         out: dict[tuple[int, str], PartRecord] = {}
         for key in await self._keys(f"salts/{_seg(bucket)}/{_seg(backend_id)}/"):
             number, etag, record = key.rsplit("/", 3)[1:]

@@ -18,7 +18,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import quote
+from typing import Any
 from xml.sax.saxutils import escape
 
 from gateway.s3 import bodies, checksums, envelope, manifest_tags
@@ -37,7 +37,7 @@ from gateway.s3.multipart import UploadToken, backend_upload_id, decode_token, i
 from gateway.s3.reader import Reader
 from gateway.s3.streaming import sealed_stream
 from gateway.s3.upload_lookup import UploadLookup, etag_md5, no_such_upload, token_meta
-from gateway.s3.upload_state import UploadState
+from gateway.s3.upload_state import UploadState, part_key
 
 _NS = f"{{{S3_NS}}}"
 
@@ -278,11 +278,8 @@ class Uploads:
         _drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
         owned_by_caller(root, req)
         token = decode_token(upload_id) if is_token(upload_id) else None
-        # Both find a part's records by the sealed part's ETag: the checksums first.
-        if token is not None and token.checksum is not None:
-            await self._list_checksums(req.bucket, backend_id, token.checksum, root)
-        if token is not None and etag_md5(token) is not None:
-            await self._list_md5_etags(req.bucket, backend_id, root)
+        if token is not None:
+            await self._list_as_uploaded(req.bucket, backend_id, token, root)
         for p in root.iter(_NS + "Part"):
             size_el = p.find(_NS + "Size")
             if size_el is not None and size_el.text and size_el.text.isdigit():
@@ -293,30 +290,30 @@ class Uploads:
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
 
-    async def _list_md5_etags(self, bucket: str, backend_id: str, root: ET.Element) -> None:
-        """ListParts of an SSE-S3 upload: each part's ETag as UploadPart gave it (the plaintext
-        MD5, as recorded), not the sealed part's the backend lists, as S3 lists them."""
-        md5s = await self.upload_state.part_md5s(bucket, backend_id)
+    async def _list_as_uploaded(self, bucket: str, backend_id: str, token: UploadToken, root: ET.Element) -> None:
+        """ListParts as S3 lists them, from what UploadPart recorded (found by the sealed part's
+        ETag the backend lists): each part's ETag as UploadPart gave it (SSE-S3: the plaintext
+        MD5), and for an upload that declared a checksum its algorithm, type and each part's
+        checksum of its plaintext."""
+        want_md5s, declared = etag_md5(token) is not None, token.checksum
+        if not want_md5s and declared is None:
+            return
+        md5s, recorded = await asyncio.gather(
+            self.upload_state.part_md5s(bucket, backend_id) if want_md5s else _nothing(),
+            self.upload_state.part_salts(bucket, backend_id) if declared is not None else _nothing())
+        if declared is not None:
+            for name, value in zip(("ChecksumAlgorithm", "ChecksumType"), declared, strict=True):
+                ET.SubElement(root, _NS + name).text = value
         for p in root.iter(_NS + "Part"):
             number, etag_el = _text(p, "PartNumber") or "", p.find(_NS + "ETag")
             if etag_el is None or not number.isdigit():
                 continue
-            md5 = md5s.get((int(number), quote((etag_el.text or "").strip().strip('"').lower(), safe="")))
-            if md5 is not None:
-                etag_el.text = f'"{md5}"'
-
-    async def _list_checksums(self, bucket: str, backend_id: str, declared: tuple[str, str], root: ET.Element) -> None:
-        """ListParts of an upload that declared a checksum: the algorithm, the type and each
-        part's checksum (of its plaintext, as recorded when it was uploaded), as S3 lists them."""
-        recorded = await self.upload_state.part_salts(bucket, backend_id)
-        algorithm, kind = declared
-        for name, value in (("ChecksumAlgorithm", algorithm), ("ChecksumType", kind)):
-            ET.SubElement(root, _NS + name).text = value
-        for p in root.iter(_NS + "Part"):
-            number, etag = _text(p, "PartNumber") or "", (_text(p, "ETag") or "").strip().strip('"').lower()
-            record = recorded.get((int(number), quote(etag, safe=""))) if number.isdigit() else None
-            if record is not None and record.checksum is not None and record.checksum.algorithm == algorithm:
-                ET.SubElement(p, _NS + checksums.element(algorithm)).text = record.checksum.value()
+            key = part_key(int(number), etag_el.text or "")
+            kept = recorded[key].checksum if key in recorded else None
+            if declared is not None and kept is not None and kept.algorithm == declared[0]:
+                ET.SubElement(p, _NS + checksums.element(declared[0])).text = kept.value()
+            if key in md5s:
+                etag_el.text = f'"{md5s[key]}"'
 
     async def list_uploads(self, req: S3Request) -> Reply:
         assert req.bucket is not None
@@ -342,6 +339,10 @@ class Uploads:
         owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
+
+
+async def _nothing() -> dict[tuple[int, str], Any]:
+    return {}
 
 
 async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
