@@ -72,7 +72,9 @@ def start(data_dir: Path, backend: str = "moto") -> Stack:
         [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
          "--s3-port", str(s3_port), "--kms-port", str(kms_port), "--backend-url", stack.backend_url,
          "--backend-access-key", stack.backend_key[0], "--backend-secret-key", stack.backend_key[1]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        # cwd: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH, so a bench
+        # of another tree (a worktree's bench/) would otherwise serve the caller's tree's code.
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     stack.procs.append(serve)
     banner = ""
     assert serve.stdout is not None
