@@ -192,17 +192,20 @@ class Opener:
         self._cipher = cipher
         self._seq = first
         self._total = total
-        self._rest = b""
+        # A package the socket delivered in pieces (each is at most 64 KiB, a package 65,552
+        # bytes: nearly every one straddles two), gathered with one copy of each byte.
+        self._rest = bytearray()
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         view = memoryview(data)
         if self._rest:
             need = SEALED_PACKAGE - len(self._rest)
             if len(view) < need or self._seq >= self._total - 1:  # no whole package yet, or the final one
-                self._rest += bytes(view)
+                self._rest += view
                 return
-            full, self._rest = self._rest + bytes(view[:need]), b""
-            yield self._cipher.open(self._seq, full, False)
+            self._rest += view[:need]
+            full, self._rest = self._rest, bytearray()
+            yield self._cipher.open(self._seq, full, False)  # type: ignore[arg-type]
             self._seq += 1
             view = view[need:]
         pos, n = 0, len(view)
@@ -210,11 +213,11 @@ class Opener:
             yield self._cipher.open(self._seq, view[pos:pos + SEALED_PACKAGE], False)  # type: ignore[arg-type]
             self._seq += 1
             pos += SEALED_PACKAGE
-        self._rest = bytes(view[pos:])
+        self._rest = bytearray(view[pos:])
 
     def finish(self, expect_final: bool) -> bytes:
         """Open what is left: the final package, or (range reads) one last whole package."""
-        rest, self._rest = self._rest, b""
+        rest, self._rest = bytes(self._rest), bytearray()
         if not rest:
             if expect_final:
                 raise ObjectCorrupt("the object ends before its final package")
