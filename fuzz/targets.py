@@ -283,7 +283,7 @@ def seeds(name: str) -> list[bytes]:
         cipher = envelope.PackageCipher(envelope.Algorithm.AES_256_GCM, _KEY, bytes(12), 0,
                                         version=envelope.FORMAT_VERSION_3)
         s = envelope.Sealer(cipher)
-        return [b"".join(s.feed(bytes(70000))) + s.finish()]
+        return [b"".join(s.feed(bytes(70000)) + s.finish())]
     if name == "upload_token":
         t = multipart.UploadToken("id", "b", "k", envelope.Algorithm.AES_256_GCM, bytes(12), b"s", "kid",
                                   "AES256", {"a": "b"})

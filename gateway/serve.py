@@ -32,6 +32,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.console_products import ProxyProductEncryption
+from gateway.http_protocol import protocol_class
 from gateway.ops import OpsMiddleware, kms_operation, ready_checks, s3_operation
 from gateway.s3.app import create_app as create_s3_app
 from gateway.s3.auth import Authenticated
@@ -181,7 +182,7 @@ class _Server(uvicorn.Server):
 
 def _server(app: ASGIApp, args: argparse.Namespace) -> uvicorn.Server:
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off",
+        app, log_level="warning", access_log=False, lifespan="off", http=protocol_class(),
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_graceful_shutdown=10,
     )
     return _Server(config)

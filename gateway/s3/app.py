@@ -101,7 +101,7 @@ class BrokenOffStream(Response):
     the client sees the connection close short of Content-Length, never a clean end, and the log
     gets one line saying which request and what happened instead of an ASGI traceback."""
 
-    def __init__(self, body: AsyncIterator[bytes], status: int, headers: dict[str, str],
+    def __init__(self, body: AsyncIterator[bytes | memoryview], status: int, headers: dict[str, str],
                  request_id: str) -> None:
         super().__init__(None, status, headers)
         self.body_iterator = body

@@ -178,7 +178,7 @@ class Backend:
         *,
         query: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | AsyncIterator[bytes] | None = None,
+        body: bytes | memoryview | AsyncIterator[bytes | memoryview] | None = None,
         stream: bool = False,
         crc32_trailer: bool = False,
     ) -> BackendResponse:
@@ -194,8 +194,8 @@ class Backend:
                               quote_via=quote, safe="-_.~")
         hdrs = dict(headers or {})
         body_errors: list[BaseException] = []
-        data: bytes | AsyncIterator[bytes] | None = body
-        if isinstance(body, bytes | type(None)):
+        data: bytes | memoryview | AsyncIterator[bytes | memoryview] | None = body
+        if isinstance(body, bytes | memoryview | type(None)):
             payload_hash = hashlib.sha256(body or b"").hexdigest()
             for name in [n for n in hdrs if n.lower() == "content-length"]:
                 del hdrs[name]  # aiohttp sets it from the bytes
@@ -230,7 +230,8 @@ class Backend:
         return response
 
 
-async def _recording(body: AsyncIterator[bytes], errors: list[BaseException]) -> AsyncIterator[bytes]:
+async def _recording(body: AsyncIterator[bytes | memoryview],
+                     errors: list[BaseException]) -> AsyncIterator[bytes | memoryview]:
     """`body`, remembering what it raised: aiohttp wraps such errors in its own."""
     try:
         async for chunk in body:

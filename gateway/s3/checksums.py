@@ -87,7 +87,7 @@ class Running:
             self._hash = _XXHASH[algorithm]()
         self._digest: bytes | None = None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         assert self._digest is None, "updated after its digest was taken"
         if self._hash is not None:
             self._hash.update(data)
@@ -261,7 +261,8 @@ class BodyChecksum:
         return ObjectChecksum(self.algorithm, self.sent)
 
 
-async def checksummed(plain: AsyncIterator[bytes], checksum: BodyChecksum) -> AsyncIterator[bytes]:
+async def checksummed(plain: AsyncIterator[bytes | memoryview],
+                      checksum: BodyChecksum) -> AsyncIterator[bytes | memoryview]:
     """`plain`, with `checksum`'s digest set once it has all been read (computed in a digest
     thread, as a request body's is: a SHA-256 of a 5 GiB part copy stays off the event loop)."""
     running = checksum.running()

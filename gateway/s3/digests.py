@@ -26,7 +26,7 @@ _pool: ThreadPoolExecutor | None = None
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -36,7 +36,7 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _run(previous: Future[None] | None, hasher: Hasher, chunks: list[bytes]) -> None:
+def _run(previous: Future[None] | None, hasher: Hasher, chunks: list[bytes | memoryview]) -> None:
     if previous is not None:
         previous.result()
     for chunk in chunks:
@@ -49,14 +49,14 @@ class Digests:
     def __init__(self, *hashers: Hasher | None) -> None:
         self._hashers = [h for h in hashers if h is not None]
         self._last: list[Future[None] | None] = [None] * len(self._hashers)
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._size = 0
         self._inflight: list[list[Future[None]]] = []
 
     def __bool__(self) -> bool:
         return bool(self._hashers)
 
-    async def feed(self, chunk: bytes) -> None:
+    async def feed(self, chunk: bytes | memoryview) -> None:
         if not self._hashers or not chunk:
             return
         self._pending.append(chunk)

@@ -49,7 +49,7 @@ class S3Request:
 class Reply:
     status: int = 200
     headers: dict[str, str] | None = None
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncIterator[bytes | memoryview] = b""
 
 
 def xml_doc(body: str) -> bytes:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
@@ -37,10 +37,15 @@ from gateway.s3.envelope import (
     FORMAT_VERSION_3,
     FORMAT_VERSION_4,
     PACKAGE,
+    PIECE,
+    SEALED_PACKAGE,
+    TAG,
     Algorithm,
+    Buffer,
     ObjectCorrupt,
     Opener,
     PackageCipher,
+    Pieces,
     package_count,
     plain_size,
     span,
@@ -177,17 +182,19 @@ def plan(layout: Layout, start: int, end: int) -> tuple[int, int, list[Segment]]
 
 
 class SegmentOpener:
-    """Streaming decryption of a planned range: sealed bytes in, wanted plaintext out.
+    """Streaming decryption of a planned range: sealed bytes in, pieces of wanted plaintext out.
 
-    Each segment gets its own Opener (its part's cipher); the plaintext is trimmed to the
-    range here, so no further generator layer touches the bytes.
+    Each segment gets its own Opener (its part's cipher), all opening into one Pieces; the
+    plaintext is trimmed to the range there, so no further layer touches the bytes.
     """
 
     def __init__(self, segments: list[Segment], cipher_for: Callable[[int], PackageCipher],
-                 header_for: Callable[[int], bytes] | None = None) -> None:
+                 header_for: Callable[[int], bytes] | None = None, piece: int = PIECE) -> None:
         self._segments = segments
         self._cipher_for = cipher_for
         self._header_for = header_for
+        # Every package a segment covers is opened whole before it is trimmed.
+        self._out = Pieces(piece, sum(_opened_bytes(seg) for seg in segments))
         self._index = -1
         self._opener: Opener | None = None
         self._left_sealed = 0
@@ -200,7 +207,7 @@ class SegmentOpener:
         self._index += 1
         if self._index < len(self._segments):
             seg = self._segments[self._index]
-            self._opener = Opener(self._cipher_for(seg.part), seg.first, seg.total)
+            self._opener = Opener(self._cipher_for(seg.part), seg.first, seg.total, self._out)
             self._left_sealed, self._skip, self._left = seg.sealed_len, seg.skip, seg.length
             if seg.header:
                 if self._header_for is None:
@@ -211,33 +218,39 @@ class SegmentOpener:
         else:
             self._opener = None
 
-    def _trim(self, plain: bytes) -> bytes:
+    def _trim(self, plain: memoryview) -> None:
+        """Keeps of `plain` (the newest bytes of the pieces) only what the range wants."""
+        n = len(plain)
         if self._skip:
-            cut = min(self._skip, len(plain))
-            plain, self._skip = plain[cut:], self._skip - cut
-        if len(plain) > self._left:
-            plain = plain[: self._left]
-        self._left -= len(plain)
-        return plain
+            cut = min(self._skip, n)
+            self._skip -= cut
+            if cut:
+                plain[:n - cut] = plain[cut:]
+                self._out.unclaim(cut)
+                n -= cut
+        if n > self._left:
+            self._out.unclaim(n - self._left)
+            n = self._left
+        self._left -= n
 
-    def _close_segment(self) -> Iterator[bytes]:
+    def _close_segment(self) -> None:
         assert self._opener is not None
         seg = self._segments[self._index]
         tail = self._opener.finish(seg.final)
-        if tail:
-            out = self._trim(tail)
-            if out:
-                yield out
+        if tail is not None:
+            self._trim(tail)
         if self._left:
             raise ObjectCorrupt("a part is shorter than its recorded size")
         self._next()
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        while data:
+    def feed(self, data: Buffer) -> list[memoryview]:
+        """Opens what `data` completes; the pieces of plaintext that are full."""
+        view = memoryview(data)
+        while view:
             if self._opener is None:
                 raise ObjectCorrupt("the object is longer than its recorded size")
-            take = data if len(data) <= self._left_sealed else data[: self._left_sealed]
-            data = data[len(take):] if len(take) < len(data) else b""
+            take = view[:self._left_sealed]
+            view = view[len(take):]
             self._left_sealed -= len(take)
             if self._header:
                 # The part's header as stored must be the one the object's metadata binds.
@@ -247,18 +260,27 @@ class SegmentOpener:
                                         "the object was completed with")
                 self._header, take = self._header[n:], take[n:]
             for plain in self._opener.feed(take):
-                if self._skip or len(plain) > self._left:
-                    plain = self._trim(plain)
-                else:
-                    self._left -= len(plain)
-                if plain:
-                    yield plain
+                self._trim(plain)
             if self._left_sealed == 0:
-                yield from self._close_segment()
+                self._close_segment()
+        return self._out.take()
 
-    def finish(self) -> None:
+    def finish(self) -> list[memoryview]:
+        """Every piece not yet taken, once the whole range was read."""
         if self._opener is not None:
             raise ObjectCorrupt("the object ends before its recorded size")
+        return self._out.take(everything=True)
+
+
+def _opened_bytes(seg: Segment) -> int:
+    """Plaintext bytes of the packages `seg` covers (what its opener writes before trimming)."""
+    sealed = seg.sealed_len - seg.header
+    return sealed - package_count_sealed(sealed) * TAG
+
+
+def package_count_sealed(sealed: int) -> int:
+    """Packages in `sealed` bytes of consecutive whole packages (the last may be short)."""
+    return max(1, -(-sealed // SEALED_PACKAGE))
 
 
 # ---------------------------------------------------------------------- upload tokens

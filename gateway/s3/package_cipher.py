@@ -35,10 +35,15 @@ _HKDF_INFO = b"ssegw/obj/bucket-key/v2"
 PACKAGE = 64 * 1024
 TAG = 16
 SEALED_PACKAGE = PACKAGE + TAG
+PIECE = 16 * PACKAGE  # plaintext leaves the proxy in pieces of about this size (Pieces)
+SEALED_PIECE = 16 * SEALED_PACKAGE  # and sealed packages go to the backend in these
 NONCE = 12
 _AAD_PREFIX = b"ssegw/obj/v1"
 _AAD_PREFIX_V3 = b"ssegw/obj/v3"
 _PART_KEY_INFO = b"ssegw/obj/v3/part/"
+
+
+Buffer = bytes | bytearray | memoryview
 
 
 class ObjectCorrupt(Exception):
@@ -106,10 +111,81 @@ class _Sm4Gcm:
         dec.authenticate_additional_data(aad)
         return dec.update(data[:-TAG]) + dec.finalize()
 
+    def encrypt_into(self, nonce: bytes, data: Buffer, aad: bytes, buf: memoryview) -> int:
+        """As AESGCM.encrypt_into: `buf` is exactly len(data) + TAG bytes."""
+        if len(buf) != len(data) + TAG:
+            raise ValueError(f"buffer must be {len(data) + TAG} bytes")
+        enc = Cipher(algorithms.SM4(self._key), modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(aad)
+        n = enc.update_into(data, buf[:-TAG])
+        enc.finalize()
+        buf[n:] = enc.tag
+        return len(buf)
+
+    def decrypt_into(self, nonce: bytes, data: Buffer, aad: bytes, buf: memoryview) -> int:
+        """As AESGCM.decrypt_into: `buf` is exactly len(data) - TAG bytes, and holds
+        unauthenticated bytes when this raises (the caller must drop it then)."""
+        view = memoryview(data)
+        if len(buf) != len(view) - TAG:
+            raise ValueError(f"buffer must be {len(view) - TAG} bytes")
+        dec = Cipher(algorithms.SM4(self._key), modes.GCM(nonce, bytes(view[-TAG:]))).decryptor()
+        dec.authenticate_additional_data(aad)
+        n = dec.update_into(view[:-TAG], buf)
+        dec.finalize()
+        return n
+
 
 def aead(algorithm: Algorithm, key: bytes) -> AESGCM | _Sm4Gcm:
     """The object's AEAD (AES-256-GCM, or SM4-GCM for SM4 objects) under `key`."""
     return AESGCM(key) if algorithm is Algorithm.AES_256_GCM else _Sm4Gcm(key)
+
+
+class Pieces:
+    """A stream's packages, sealed or opened straight into buffers of about `target` bytes.
+
+    The stream leaves in those buffers ("pieces": one trip each through the HTTP layers) without
+    a join, which copied every byte once more (perf of a 64 MiB PUT: 7% of the event loop's
+    thread). A piece is a fresh bytearray, handed on as a memoryview and never written again
+    once taken: a transport may still hold it queued. `expected`, when known, is how many bytes
+    will be claimed in all, so a small object gets a small buffer, not `target` bytes.
+    """
+
+    def __init__(self, target: int, expected: int | None = None) -> None:
+        self._target = target
+        self._left = expected  # bytes still to be claimed, when known
+        self._buf = bytearray()
+        self._pos = 0
+        self._done: list[memoryview] = []
+
+    def claim(self, n: int) -> memoryview:
+        """The next `n` bytes of the current piece, to be written by the caller."""
+        if self._pos + n > len(self._buf):
+            self._close()
+            size = self._target if self._left is None else min(self._target, self._left)
+            self._buf = bytearray(max(size, n))
+        start = self._pos
+        self._pos += n
+        if self._left is not None:
+            self._left = max(0, self._left - n)
+        return memoryview(self._buf)[start:self._pos]
+
+    def unclaim(self, n: int) -> None:
+        """Gives back the last `n` bytes claimed (trimmed off, or never written)."""
+        if not 0 <= n <= self._pos:
+            raise ValueError("unclaiming more than the current piece holds")
+        self._pos -= n
+
+    def _close(self) -> None:
+        if self._pos:
+            self._done.append(memoryview(self._buf)[:self._pos])
+        self._buf, self._pos = bytearray(), 0
+
+    def take(self, everything: bool = False) -> list[memoryview]:
+        """The pieces that are full, or with `everything` all there is."""
+        if everything or self._pos >= self._target:
+            self._close()
+        done, self._done = self._done, []
+        return done
 
 
 class PackageCipher:
@@ -144,21 +220,43 @@ class PackageCipher:
         except (InvalidTag, ValueError):
             raise ObjectCorrupt(f"package {seq} failed authentication") from None
 
+    def seal_into(self, seq: int, data: Buffer, final: bool, out: Pieces) -> None:
+        """Seals package `seq` into the next len(data) + TAG bytes of `out`."""
+        self._aead.encrypt_into(self._nonce(seq), data, self._aad(seq, final), out.claim(len(data) + TAG))
+
+    def open_into(self, seq: int, sealed: Buffer, final: bool, out: Pieces) -> memoryview:
+        """Opens package `seq` into the next len(sealed) - TAG bytes of `out` (those bytes)."""
+        if len(sealed) < TAG:
+            raise ObjectCorrupt(f"package {seq} is truncated")
+        region = out.claim(len(sealed) - TAG)
+        try:
+            self._aead.decrypt_into(self._nonce(seq), sealed, self._aad(seq, final), region)
+        except (InvalidTag, ValueError):
+            out.unclaim(len(region))  # what failed is never part of a piece
+            raise ObjectCorrupt(f"package {seq} failed authentication") from None
+        return region
+
 
 class Sealer:
-    """Streaming encryption: feed plaintext in any pieces, take sealed packages as they fill.
+    """Streaming encryption: feed plaintext in any pieces, take sealed pieces (Pieces) as they fill.
 
     A full package is held back until more data arrives, because only then is it known not to
-    be the final one. Packages are sealed straight from the caller's buffer (memoryview); only
-    the remainder under one package is copied.
+    be the final one. Packages are sealed straight from the caller's buffer (memoryview) into
+    the pieces; only the remainder under one package is copied.
     """
 
-    def __init__(self, cipher: PackageCipher) -> None:
+    def __init__(self, cipher: PackageCipher, out: Pieces | None = None) -> None:
         self._cipher = cipher
+        self._out = out if out is not None else Pieces(SEALED_PIECE)
         self._rest = b""
         self._seq = 0
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def _seal(self, data: Buffer, final: bool) -> None:
+        self._cipher.seal_into(self._seq, data, final, self._out)
+        self._seq += 1
+
+    def feed(self, data: Buffer) -> list[memoryview]:
+        """Seals what `data` completes; the pieces that are full."""
         view = memoryview(data)
         if self._rest:
             # Complete the held package from the front of `data`; copying all of `data` onto
@@ -166,37 +264,44 @@ class Sealer:
             need = PACKAGE - len(self._rest)
             if len(view) <= need:  # still possibly the final package: hold it
                 self._rest += bytes(view)
-                return
-            full, self._rest = self._rest + bytes(view[:need]), b""
-            yield self._cipher.seal(self._seq, full, False)
-            self._seq += 1
+                return []
+            self._seal(self._rest + bytes(view[:need]), False)
+            self._rest = b""
             view = view[need:]
         pos, n = 0, len(view)
         while n - pos > PACKAGE:
-            yield self._cipher.seal(self._seq, view[pos:pos + PACKAGE], False)  # type: ignore[arg-type]
-            self._seq += 1
+            self._seal(view[pos:pos + PACKAGE], False)
             pos += PACKAGE
         self._rest = bytes(view[pos:])
+        return self._out.take()
 
-    def finish(self) -> bytes:
-        sealed = self._cipher.seal(self._seq, self._rest, True)
+    def finish(self) -> list[memoryview]:
+        """Seals the final package; every piece not yet taken."""
+        self._seal(self._rest, True)
         self._rest = b""
-        self._seq += 1
-        return sealed
+        return self._out.take(everything=True)
 
 
 class Opener:
-    """Streaming decryption of packages first..last of an object with `total` packages."""
+    """Streaming decryption of packages first..last of an object with `total` packages, each
+    opened into the next bytes of `out`."""
 
-    def __init__(self, cipher: PackageCipher, first: int, total: int) -> None:
+    def __init__(self, cipher: PackageCipher, first: int, total: int, out: Pieces | None = None) -> None:
         self._cipher = cipher
         self._seq = first
         self._total = total
+        self._out = out if out is not None else Pieces(PIECE)
         # A package the socket delivered in pieces (each is at most 64 KiB, a package 65,552
         # bytes: nearly every one straddles two), gathered with one copy of each byte.
         self._rest = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def _open(self, sealed: Buffer, final: bool) -> memoryview:
+        region = self._cipher.open_into(self._seq, sealed, final, self._out)
+        self._seq += 1
+        return region
+
+    def feed(self, data: Buffer) -> Iterator[memoryview]:
+        """The plaintext of each package `data` completes (where it lies in `out`)."""
         view = memoryview(data)
         if self._rest:
             need = SEALED_PACKAGE - len(self._rest)
@@ -205,29 +310,25 @@ class Opener:
                 return
             self._rest += view[:need]
             full, self._rest = self._rest, bytearray()
-            yield self._cipher.open(self._seq, full, False)  # type: ignore[arg-type]
-            self._seq += 1
+            yield self._open(full, False)
             view = view[need:]
         pos, n = 0, len(view)
         while n - pos >= SEALED_PACKAGE and self._seq < self._total - 1:
-            yield self._cipher.open(self._seq, view[pos:pos + SEALED_PACKAGE], False)  # type: ignore[arg-type]
-            self._seq += 1
+            yield self._open(view[pos:pos + SEALED_PACKAGE], False)
             pos += SEALED_PACKAGE
         self._rest = bytearray(view[pos:])
 
-    def finish(self, expect_final: bool) -> bytes:
+    def finish(self, expect_final: bool) -> memoryview | None:
         """Open what is left: the final package, or (range reads) one last whole package."""
-        rest, self._rest = bytes(self._rest), bytearray()
+        rest, self._rest = self._rest, bytearray()
         if not rest:
             if expect_final:
                 raise ObjectCorrupt("the object ends before its final package")
-            return b""
+            return None
         final = self._seq == self._total - 1
         if len(rest) > SEALED_PACKAGE or (not final and len(rest) != SEALED_PACKAGE):
             raise ObjectCorrupt("the object's packages do not fit its size")
-        out = self._cipher.open(self._seq, rest, final)
-        self._seq += 1
-        return out
+        return self._open(rest, final)
 
 
 def part_nonce(base: bytes, part: int) -> bytes:

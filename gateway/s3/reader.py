@@ -26,7 +26,7 @@ from gateway.s3.multipart import Layout, SegmentOpener, plan
 from gateway.s3.resume import ResumableBody
 
 _PARTS_CONCURRENCY = 16
-OUT_CHUNK = 1024 * 1024
+OUT_CHUNK = envelope.PIECE
 _LAYOUT_CACHE = 10_000
 _MP_ETAG = re.compile(r'^"?[0-9a-fA-F]+-(\d+)"?$')
 
@@ -329,9 +329,10 @@ class Reader:
         return r
 
     async def plaintext(self, stored: Stored, data_key: bytes | None, start: int, end: int,
-                        r: BackendResponse | None = None) -> AsyncIterator[bytes]:
-        """Plaintext bytes [start, end) of `stored`, streamed; `r`, if given, is an open GET of
-        the whole object (used when the range needs all of it, closed otherwise).
+                        r: BackendResponse | None = None) -> AsyncIterator[bytes | memoryview]:
+        """Plaintext bytes [start, end) of `stored`, streamed in pieces never written again once
+        handed on; `r`, if given, is an open GET of the whole object (used when the range needs
+        all of it, closed otherwise).
 
         Raises ObjectCorrupt from the iterator when a package fails authentication: callers
         must stop sending at once (never forward unauthenticated bytes).
@@ -383,8 +384,9 @@ class Reader:
         opener = SegmentOpener(segments, cipher_for, lambda part: salts[part - 1])
         return _decrypted(ResumableBody(self.backend, r, stored.bucket, stored.key, stored.version_query), opener)
 
-    def _plain(self, stored: Stored, start: int, end: int, r: BackendResponse | None) -> AsyncIterator[bytes]:
-        async def body() -> AsyncIterator[bytes]:
+    def _plain(self, stored: Stored, start: int, end: int,
+               r: BackendResponse | None) -> AsyncIterator[bytes | memoryview]:
+        async def body() -> AsyncIterator[bytes | memoryview]:
             resp = r
             if resp is not None and (start, end) != (0, stored.size):
                 await resp.aclose()
@@ -421,23 +423,16 @@ class Reader:
         return body()
 
 
-async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterator[bytes]:
-    # Plaintext leaves in pieces of about OUT_CHUNK:
+async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterator[memoryview]:
+    # Plaintext leaves in pieces of about OUT_CHUNK (the opener writes them whole):
     # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
     # packages one by one made those trips a third of a large GET's time.
     try:
-        pending: list[bytes] = []
-        size = 0
         async for chunk in _read_ahead(body):
-            for plain in opener.feed(chunk):
-                pending.append(plain)
-                size += len(plain)
-            if size >= OUT_CHUNK:
-                yield pending[0] if len(pending) == 1 else b"".join(pending)
-                pending, size = [], 0
-        opener.finish()
-        if pending:
-            yield b"".join(pending)
+            for piece in opener.feed(chunk):
+                yield piece
+        for piece in opener.finish():
+            yield piece
     finally:
         await body.aclose()
 

@@ -11,12 +11,12 @@ from gateway.s3 import envelope
 from gateway.s3.bodies import check_md5
 from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt
-from gateway.s3.reader import OUT_CHUNK, damaged
+from gateway.s3.reader import damaged
 
 BUFFER_LIMIT = 16 * 1024 * 1024  # objects up to this size get the plaintext MD5 as ETag
 
 
-async def first_checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def first_checked(stream: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
     """`stream` with its first piece opened now: a damaged object gets an S3 error rather than a
     200 that breaks off; later damage breaks the connection and never sends bad bytes."""
     try:
@@ -26,7 +26,7 @@ async def first_checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     except ObjectCorrupt as e:
         raise damaged(str(e)) from None
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes | memoryview]:
         if first:
             yield first
         try:
@@ -38,47 +38,42 @@ async def first_checked(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return body()
 
 
-async def sealed_stream(stream: AsyncIterator[bytes], sealer: envelope.Sealer,
+async def sealed_stream(stream: AsyncIterator[bytes | memoryview], sealer: envelope.Sealer,
                         expected_md5: bytes | None = None,
-                        md5: hashlib._Hash | None = None) -> AsyncIterator[bytes]:
+                        md5: hashlib._Hash | None = None) -> AsyncIterator[memoryview]:
     """Sealed packages of `stream` as they fill. The final package is sealed only after the
     whole body verified (the decoders raise at the end otherwise, as does a wrong Content-MD5),
     so a bad body aborts the backend upload before it can complete."""
     if expected_md5 is not None and md5 is None:
         md5 = hashlib.md5()
     digests = Digests(md5)
-    # Sealed packages go out in pieces of about OUT_CHUNK: each piece is one trip through
+    # The sealer writes its packages into pieces of about 1 MiB: each piece is one trip through
     # aiohttp's writer and the event loop, which cost more than sealing when done per 64 KiB package.
-    pending: list[bytes] = []
-    size = 0
     async for chunk in stream:
         await digests.feed(chunk)
-        for sealed in sealer.feed(chunk):
-            pending.append(sealed)
-            size += len(sealed)
-        if size >= OUT_CHUNK:
-            yield b"".join(pending)
-            pending, size = [], 0
+        for piece in sealer.feed(chunk):
+            yield piece
     await digests.finish()
     check_md5(expected_md5, md5)
-    pending.append(sealer.finish())
-    yield b"".join(pending)
+    for piece in sealer.finish():
+        yield piece
 
 
-async def sealed_whole(stream: AsyncIterator[bytes], sealer: envelope.Sealer,
-                       expected_md5: bytes | None = None) -> tuple[bytes, str]:
+async def sealed_whole(stream: AsyncIterator[bytes | memoryview], sealer: envelope.Sealer,
+                       expected_md5: bytes | None = None) -> tuple[bytes | memoryview, str]:
     """(every sealed package, the plaintext's MD5 in hex) of a body small enough to hold
-    (BUFFER_LIMIT): read and verified whole before any of it reaches the backend."""
+    (BUFFER_LIMIT): read and verified whole before any of it reaches the backend. Give the
+    sealer Pieces expecting the whole sealed size, and the packages are in one buffer."""
     md5 = hashlib.md5()
     digests = Digests(md5)
-    sealed: list[bytes] = []
+    sealed: list[memoryview] = []
     async for chunk in stream:
         await digests.feed(chunk)
         sealed.extend(sealer.feed(chunk))
     await digests.finish()
     check_md5(expected_md5, md5)
-    sealed.append(sealer.finish())
-    return b"".join(sealed), md5.hexdigest()
+    sealed.extend(sealer.finish())
+    return sealed[0] if len(sealed) == 1 else b"".join(sealed), md5.hexdigest()
 
 
 async def prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -182,7 +182,7 @@ class Uploads:
         return int(text)
 
     async def _send_part(self, req: S3Request, number: int, token: UploadToken, data_key: bytes,
-                         stream: AsyncIterator[bytes], size: int, expected_md5: bytes | None,
+                         stream: AsyncIterator[bytes | memoryview], size: int, expected_md5: bytes | None,
                          md5: hashlib._Hash | None) -> tuple[BackendResponse, bytes]:
         """The backend's answer to the sealed part, and the part's salt (v3/v4; b"" for v2)."""
         assert req.bucket is not None and req.key is not None
@@ -193,7 +193,7 @@ class Uploads:
         else:
             key, nonce = data_key, envelope.part_nonce(token.base_nonce, number)
         cipher = envelope.PackageCipher(token.algorithm, key, nonce, number, version=token.format)
-        sealer = envelope.Sealer(cipher)
+        sealer = envelope.Sealer(cipher, envelope.Pieces(envelope.SEALED_PIECE, envelope.sealed_size(size)))
         # A plain body, no checksum trailer: S3 refuses a part checksum on an upload created
         # without x-amz-checksum-algorithm ("Checksum Type mismatch"), and with the algorithm
         # declared, CompleteMultipartUpload must repeat every part's checksum, which the proxy
@@ -345,7 +345,7 @@ async def _nothing() -> dict[tuple[int, str], Any]:
     return {}
 
 
-async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _prefixed(head: bytes, body: AsyncIterator[memoryview]) -> AsyncIterator[bytes | memoryview]:
     yield head
     async for chunk in body:
         yield chunk

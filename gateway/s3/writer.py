@@ -16,7 +16,7 @@ from gateway.s3.streaming import BUFFER_LIMIT, sealed_stream, sealed_whole
 
 
 async def write_sealed(backend: Backend, bucket: str, key: str, ok: ObjectKey, enc: Encryption, size: int,
-                       plain: AsyncIterator[bytes], headers: dict[str, str],
+                       plain: AsyncIterator[bytes | memoryview], headers: dict[str, str],
                        expected_md5: bytes | None = None,
                        checksum: BodyChecksum | None = None) -> tuple[ObjectMeta, BackendResponse]:
     """PUT `size` bytes of `plain` as bucket/key sealed under `ok`, with `headers` and the
@@ -28,9 +28,12 @@ async def write_sealed(backend: Backend, bucket: str, key: str, ok: ObjectKey, e
     `checksum` is kept (sealed) when it is known before the metadata goes out: always for a
     buffered object, for a streamed one when a header declared it (a trailer's comes last)."""
     nonce = envelope.new_base_nonce()
+    sealed = envelope.sealed_size(size)
+    # A buffered object is sealed into one buffer of its sealed size, sent as it is.
     sealer = envelope.Sealer(envelope.PackageCipher(ok.algorithm, ok.plaintext, nonce,
-                                                    version=envelope.FORMAT_VERSION_3))
-    headers = {**headers, "content-length": str(envelope.sealed_size(size))}
+                                                    version=envelope.FORMAT_VERSION_3),
+                             envelope.Pieces(sealed if size <= BUFFER_LIMIT else envelope.SEALED_PIECE, sealed))
+    headers = {**headers, "content-length": str(sealed)}
 
     def meta_for(md5: str | None, known: checksums.ObjectChecksum | None) -> ObjectMeta:
         # SSE-C objects keep no plaintext MD5: it would let anyone who reads the backend

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 import subprocess
 import threading
 import time
@@ -36,6 +37,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
+from gateway.http_protocol import protocol_class
 from gateway.s3.app import create_app
 from gateway.s3.backend import Backend, BackendConfig
 from gateway.s3.proxy import S3Proxy
@@ -150,16 +152,20 @@ class S3Stack:
         )
 
 
-def _run(app: Any, port: int, cert: tuple[Path, Path] | None) -> uvicorn.Server:
+def _run(app: Any, cert: tuple[Path, Path] | None) -> tuple[uvicorn.Server, int]:
+    """The proxy served as `ssegw serve` serves it (its HTTP protocol), on a port bound here:
+    a port picked free and bound later by the server could be taken in between."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+        app, log_level="warning", access_log=False, http=protocol_class(),
         ssl_certfile=str(cert[0]) if cert else None, ssl_keyfile=str(cert[1]) if cert else None))
-    threading.Thread(target=server.run, daemon=True).start()
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline, "proxy did not start"
         time.sleep(0.02)
-    return server
+    return server, sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -168,8 +174,8 @@ def proxy_in_front_of(store: Store, kms: Kms, tls_cert: tuple[Path, Path]) -> It
     backend = Backend(store.config())
     proxy = S3Proxy(backend, _kms_clients(kms, None, None))
     app = create_app(proxy, _credentials(kms), frozen=kms.accounts.is_frozen)
-    tls_port, http_port = free_port(), free_port()
-    servers = [_run(app, tls_port, tls_cert), _run(app, http_port, None)]
+    (tls, tls_port), (plain, http_port) = _run(app, tls_cert), _run(app, None)
+    servers = [tls, plain]
     try:
         yield S3Stack(f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{http_port}", tls_cert[0],
                       kms, store.client(), proxy, store)

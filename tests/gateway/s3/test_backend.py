@@ -73,8 +73,7 @@ def test_content_encoding_describes_the_plaintext_and_is_never_applied(s3: S3Sta
 def test_backend_down_is_a_503_in_s3_xml(s3: S3Stack) -> None:
     t = s3.tenant()
     dead = Backend(BackendConfig(f"http://127.0.0.1:{free_port()}", *BACKEND_KEY))
-    port = free_port()
-    server = _run(create_app(S3Proxy(dead, _kms_clients(s3.kms, None, None)), _credentials(s3.kms)), port, None)
+    server, port = _run(create_app(S3Proxy(dead, _kms_clients(s3.kms, None, None)), _credentials(s3.kms)), None)
     try:
         c: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
                               aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
@@ -122,9 +121,9 @@ def test_an_https_backend_verified_with_its_ca(kms: Kms, tls_moto: str, tls_cert
     _, t = kms.accounts.create_account(f"t-{uuid.uuid4().hex[:8]}")
     trusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY, verify_tls=str(tls_cert[0])))
     untrusted = Backend(BackendConfig(tls_moto, *BACKEND_KEY))  # system CAs only
-    ports = free_port(), free_port()
-    servers = [_run(create_app(S3Proxy(be, _kms_clients(kms, None, None)), _credentials(kms)), port, None)
-               for be, port in zip((trusted, untrusted), ports, strict=True)]
+    served = [_run(create_app(S3Proxy(be, _kms_clients(kms, None, None)), _credentials(kms)), None)
+              for be in (trusted, untrusted)]
+    servers, ports = [s for s, _ in served], [p for _, p in served]
     try:
         c, u = (boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
                              aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,

@@ -20,7 +20,6 @@ from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from tests.gateway.s3.conftest import BACKEND_KEY, S3Stack, Tenant, _run, bucket_name
 from tests.kms_server import KmsServer
-from tests.serving import free_port
 
 
 def code(e: pytest.ExceptionInfo[ClientError]) -> str:
@@ -33,8 +32,7 @@ def second_node(s3: S3Stack, moto_url: str, kms_server: KmsServer) -> Iterator[s
     HTTP (`--kms-url`): it shares nothing with the first node but the KMS database."""
     backend = Backend(BackendConfig(moto_url, *BACKEND_KEY))
     proxy = S3Proxy(backend, _kms_clients(s3.kms, kms_server.url, None))
-    port = free_port()
-    server = _run(create_app(proxy, _credentials(s3.kms), frozen=s3.kms.accounts.is_frozen), port, None)
+    server, port = _run(create_app(proxy, _credentials(s3.kms), frozen=s3.kms.accounts.is_frozen), None)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
 

@@ -41,7 +41,7 @@ def test_a_stream_never_runs_far_ahead_of_its_hashing() -> None:
     seen: list[int] = []
 
     class Slow:
-        def update(self, data: bytes) -> None:
+        def update(self, data: bytes | memoryview) -> None:
             time.sleep(0.01)
             seen.append(len(data))
 

@@ -207,8 +207,7 @@ def test_kms_unreachable_is_503(s3: S3Stack) -> None:
     c.put_object(Bucket=b, Key="o", Body=b"x")
     dead = f"http://127.0.0.1:{free_port()}"
     proxy = S3Proxy(Backend(s3.store.config()), _kms_clients(s3.kms, dead, None))
-    port = free_port()
-    server = _run(create_app(proxy, _credentials(s3.kms)), port, None)
+    server, port = _run(create_app(proxy, _credentials(s3.kms)), None)
     try:
         offline: Any = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="cn-east-1",
                                     aws_access_key_id=t.access_key_id, aws_secret_access_key=t.secret_access_key,
