@@ -437,24 +437,36 @@ async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterato
         await body.aclose()
 
 
-async def _read_ahead(body: AsyncIterable[bytes], depth: int = 64) -> AsyncIterator[bytes]:
-    """The backend body, read by a task of its own up to `depth` chunks ahead of the consumer.
+READ_AHEAD = 4 * 1024 * 1024
+
+
+async def _read_ahead(body: AsyncIterable[bytes], limit: int = READ_AHEAD) -> AsyncIterator[bytes]:
+    """The backend body, read by a task of its own up to `limit` bytes ahead of the consumer.
 
     Without it the backend socket is idle whenever the consumer waits for the client to take
-    what it sent, so reading the backend and writing the client never overlap. The chunks are
-    what the socket delivered (at most aiohttp's 64 KiB read buffer), so 64 of them keep up to
-    4 MiB in flight: enough to cover the client taking a 1 MiB piece (OUT_CHUNK); 4 of them
-    (256 KiB) left the backend idle for most of each client write (profile of a 64 MiB GET:
-    the proxy spent 107 ms of CPU on a GET that took ~650 ms)."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+    what it sent, so reading the backend and writing the client never overlap. 4 MiB in flight
+    cover the client taking a 1 MiB piece (OUT_CHUNK); 256 KiB left the backend idle for most
+    of each client write (profile of a 64 MiB GET: the proxy spent 107 ms of CPU on a GET that
+    took ~650 ms). The budget is in bytes, not chunks: a chunk is whatever one socket read gave
+    (up to 256,000 bytes with uvloop), so 64 chunks were up to 16 MiB held for every slow
+    reader."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = asyncio.Event()
+    room.set()
+    held = 0
 
     async def pump() -> None:
+        nonlocal held
         try:
             async for chunk in body:
-                await queue.put(chunk)
-            await queue.put(None)
+                while held >= limit:
+                    room.clear()
+                    await room.wait()
+                held += len(chunk)
+                queue.put_nowait(chunk)
+            queue.put_nowait(None)
         except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            await queue.put(e)
+            queue.put_nowait(e)
 
     task = asyncio.create_task(pump())
     try:
@@ -464,6 +476,8 @@ async def _read_ahead(body: AsyncIterable[bytes], depth: int = 64) -> AsyncItera
                 return
             if isinstance(item, BaseException):
                 raise item
+            held -= len(item)
+            room.set()
             yield item
     finally:
         task.cancel()
