@@ -111,6 +111,10 @@ def give_to_caller(path: str) -> None:
     is setgid, where the entry keeps the directory's group. The backing directory mirrors the
     mounted one's mode and group, so the kernel has already given the entry that group."""
     uid, gid, _ = fuse_get_context()
+    if uid == os.geteuid() and gid == os.getegid():
+        # Already so: created by this user, in its group or (setgid directory) the directory's,
+        # which is kept anyway. Root mounting for root skips a stat and a chown per entry.
+        return
     if os.stat(os.path.dirname(path)).st_mode & stat.S_ISGID:
         gid = -1
     os.lchown(path, uid, gid)

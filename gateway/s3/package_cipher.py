@@ -291,8 +291,8 @@ class Opener:
         self._seq = first
         self._total = total
         self._out = out if out is not None else Pieces(PIECE)
-        # A package the socket delivered in pieces (each is at most 64 KiB, a package 65,552
-        # bytes: nearly every one straddles two), gathered with one copy of each byte.
+        # A package the socket delivered in pieces (reads end anywhere, and a package is 65,552
+        # bytes: about one per read straddles two), gathered with one copy of each byte.
         self._rest = bytearray()
 
     def _open(self, sealed: Buffer, final: bool) -> memoryview:
