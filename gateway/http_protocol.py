@@ -11,12 +11,13 @@ several are joined once.
 
 Flow control, pipelining, 100-continue and disconnects stay uvicorn's: only the body buffer's
 type changes (`_Pieces` keeps the `+=` and `len()` uvicorn's code uses) and receive() builds its
-message from it. If uvicorn's cycle stops looking as this module expects, `protocol_class()`
-gives uvicorn's own protocol, which is only slower.
+message from it. The lines this relies on are checked in uvicorn's source at startup; a uvicorn
+whose lines differ gets its own protocol from `protocol_class()`, which is only slower.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
@@ -81,12 +82,19 @@ class PiecesProtocol(HttpToolsProtocol):
 
 
 def _fits() -> bool:
-    """Whether uvicorn's cycle has the shape PiecesProtocol relies on."""
-    needed = ("waiting_for_100_continue", "more_body", "message_event", "flow", "disconnected",
-              "response_complete", "body")
-    init = RequestResponseCycle.__init__.__code__
+    """Whether uvicorn's protocol and cycle do what PiecesProtocol relies on: the body grows by
+    `+=` and is measured with len() in on_body, and receive() is the one replaced here. Any
+    other uvicorn gets its own protocol."""
+    try:
+        on_body = inspect.getsource(HttpToolsProtocol.on_body)
+        receive = inspect.getsource(RequestResponseCycle.receive)
+        init = inspect.getsource(RequestResponseCycle.__init__)
+    except (OSError, TypeError):  # no source to check against
+        return False
     return (getattr(httptools_impl, "RequestResponseCycle", None) is RequestResponseCycle
-            and all(name in init.co_names for name in needed))
+            and "self.cycle.body += body" in on_body and "len(self.cycle.body)" in on_body
+            and "bytes(self.body)" in receive and "self.waiting_for_100_continue" in receive
+            and "self.body = bytearray()" in init)
 
 
 def protocol_class() -> type[HttpToolsProtocol] | str:

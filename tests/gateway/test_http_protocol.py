@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import os
 import socket
@@ -126,3 +127,17 @@ def test_a_client_that_goes_away_mid_body_is_a_disconnect(port: int) -> None:
     while "/gone" not in DISCONNECTS:
         assert time.monotonic() < deadline, "the application never saw the disconnect"
         time.sleep(0.02)
+
+
+def test_a_uvicorn_that_changed_gets_its_own_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Say on_body appended with extend(): _Pieces has none, so every upload would fail.
+    real = inspect.getsource
+
+    def changed(obj: Any) -> str:
+        text = real(obj)
+        return text.replace("self.cycle.body += body", "self.cycle.body.extend(body)")
+
+    monkeypatch.setattr(inspect, "getsource", changed)
+    assert protocol_class() == "httptools"
+    monkeypatch.setattr(inspect, "getsource", real)
+    assert protocol_class() is PiecesProtocol
