@@ -273,14 +273,10 @@ class SegmentOpener:
 
 
 def _opened_bytes(seg: Segment) -> int:
-    """Plaintext bytes of the packages `seg` covers (what its opener writes before trimming)."""
+    """Plaintext bytes of the packages `seg` covers (what its opener writes before trimming):
+    its sealed bytes less a tag for each package (whole ones, the last perhaps short)."""
     sealed = seg.sealed_len - seg.header
-    return sealed - package_count_sealed(sealed) * TAG
-
-
-def package_count_sealed(sealed: int) -> int:
-    """Packages in `sealed` bytes of consecutive whole packages (the last may be short)."""
-    return max(1, -(-sealed // SEALED_PACKAGE))
+    return max(0, sealed - max(1, -(-sealed // SEALED_PACKAGE)) * TAG)
 
 
 # ---------------------------------------------------------------------- upload tokens

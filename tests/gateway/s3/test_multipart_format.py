@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.s3.envelope import (
     PACKAGE,
+    SEALED_PACKAGE,
     Algorithm,
     ObjectCorrupt,
     ObjectMeta,
@@ -156,3 +157,18 @@ def test_key_cache_lifetime_and_single_flight() -> None:
 
     asyncio.run(main())
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(("size", "start", "end"), [(4096, 0, 4096), (200_000, 70_000, 70_100), (3 << 20, 0, 3 << 20)])
+def test_a_read_gets_buffers_no_bigger_than_it_needs(size: int, start: int, end: int) -> None:
+    # Every GET allocates (and zeroes) its pieces: a 4 KiB object must not cost a 1 MiB buffer.
+    key, nonce = os.urandom(32), os.urandom(12)
+    body = os.urandom(size)
+    stream = seal(Algorithm.AES_256_GCM, key, nonce, 1, body)
+    lo, hi, segments = plan(Layout((len(stream),)), start, end)
+    opener = SegmentOpener(segments, lambda p: PackageCipher(Algorithm.AES_256_GCM, key, part_nonce(nonce, p), p))
+    pieces = opener.feed(stream[lo:hi]) + opener.finish()
+    assert b"".join(pieces) == body[start:end]
+    packages_read = -(-(hi - lo) // SEALED_PACKAGE) * PACKAGE
+    buffers = [memoryview(p.obj).nbytes for p in pieces]  # what was allocated, not what is shown
+    assert sum(buffers) <= max(packages_read, 1) and max(buffers) <= 1 << 20
