@@ -11,11 +11,10 @@ decrypted package by package.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.s3 import envelope, manifest_tags
@@ -23,7 +22,7 @@ from gateway.s3.backend import Backend, BackendResponse
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta, PackageCipher
 from gateway.s3.errors import S3Error
 from gateway.s3.multipart import Layout, SegmentOpener, plan
-from gateway.s3.resume import ResumableBody
+from gateway.s3.resume import ResumableBody, read_ahead
 
 _PARTS_CONCURRENCY = 16
 OUT_CHUNK = envelope.PIECE
@@ -428,61 +427,13 @@ async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterato
     # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
     # packages one by one made those trips a third of a large GET's time.
     try:
-        async for chunk in _read_ahead(body):
+        async for chunk in read_ahead(body):
             for piece in opener.feed(chunk):
                 yield piece
         for piece in opener.finish():
             yield piece
     finally:
         await body.aclose()
-
-
-READ_AHEAD = 4 * 1024 * 1024
-
-
-async def _read_ahead(body: AsyncIterable[bytes], limit: int = READ_AHEAD) -> AsyncIterator[bytes]:
-    """The backend body, read by a task of its own up to `limit` bytes ahead of the consumer.
-
-    Without it the backend socket is idle whenever the consumer waits for the client to take
-    what it sent, so reading the backend and writing the client never overlap. 4 MiB in flight
-    cover the client taking a 1 MiB piece (OUT_CHUNK); 256 KiB left the backend idle for most
-    of each client write (profile of a 64 MiB GET: the proxy spent 107 ms of CPU on a GET that
-    took ~650 ms). The budget is in bytes, not chunks: a chunk is whatever one socket read gave
-    (up to 256,000 bytes with uvloop), so 64 chunks were up to 16 MiB held for every slow
-    reader."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-    room = asyncio.Event()
-    room.set()
-    held = 0
-
-    async def pump() -> None:
-        nonlocal held
-        try:
-            async for chunk in body:
-                while held >= limit:
-                    room.clear()
-                    await room.wait()
-                held += len(chunk)
-                queue.put_nowait(chunk)
-            queue.put_nowait(None)
-        except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            queue.put_nowait(e)
-
-    task = asyncio.create_task(pump())
-    try:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            held -= len(item)
-            room.set()
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def _head_error(status: int, headers: Mapping[str, str], bucket: str, key: str,

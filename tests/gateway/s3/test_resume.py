@@ -1,22 +1,25 @@
 """A backend answer that breaks off mid-GET is resumed by a ranged GET of the rest (resume.py).
 
 Between the proxy and moto sits a TCP relay that cuts the connection after a number of bytes of
-an answer, as a backend or a load balancer resetting a long transfer does.
+an answer, as a backend or a load balancer resetting a long transfer does. At the end: how far
+`read_ahead` reads a backend body ahead of a slow client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
 
+from gateway.s3.resume import READ_AHEAD, read_ahead
 from kms_core.embedded import Kms
 from tests.gateway.s3.conftest import BACKEND_KEY, MiB, S3Stack, Store, bucket_name, proxy_in_front_of
 
@@ -145,3 +148,50 @@ def test_an_object_replaced_while_it_was_read_is_not_joined_from_two_versions(
     status, received, whole = _raw_get(cut_s3, url)
     assert status == 200 and not whole
     assert len(received) >= MiB and old.startswith(received)
+
+
+# ---------------------------------------------------------------------- read_ahead
+
+CHUNK = 256_000  # what one socket read gives under uvloop
+
+
+def test_a_slow_reader_holds_at_most_the_budget_in_bytes() -> None:
+    chunks = [os.urandom(CHUNK) for _ in range(60)]  # 15 MiB: several budgets
+    produced = consumed = 0
+    most_ahead = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for c in chunks:
+            produced += len(c)
+            yield c
+
+    async def run() -> bytes:
+        nonlocal consumed, most_ahead
+        out = []
+        async for c in read_ahead(body()):
+            await asyncio.sleep(0.002)  # the client takes its time: the pump runs ahead
+            most_ahead = max(most_ahead, produced - consumed)
+            consumed += len(c)
+            out.append(c)
+        return b"".join(out)
+
+    assert asyncio.run(run()) == b"".join(chunks)
+    # The budget, overshot by at most its last chunk, plus the chunk in the consumer's hands and
+    # the one the pump holds while it waits for room (64 chunks ahead, as before, were 16 MB).
+    assert READ_AHEAD <= most_ahead <= READ_AHEAD + 3 * CHUNK
+
+
+def test_a_body_that_fails_fails_the_reader_after_what_came_before() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 10
+        raise ConnectionError("the backend broke off")
+
+    async def run() -> list[bytes]:
+        seen = []
+        async for c in read_ahead(body()):
+            seen.append(c)
+        return seen
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(run())
