@@ -4,16 +4,69 @@ a read's answer until its first piece has authenticated.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import weakref
 from collections.abc import AsyncIterator
 
 from gateway.s3 import envelope
 from gateway.s3.bodies import check_md5
 from gateway.s3.digests import Digests
 from gateway.s3.envelope import ObjectCorrupt
+from gateway.s3.errors import S3Error
 from gateway.s3.reader import damaged
 
 BUFFER_LIMIT = 16 * 1024 * 1024  # objects up to this size get the plaintext MD5 as ETag
+# Bytes of buffered bodies one event loop holds at once (BodyBudget), and how long a body may
+# wait for room before the client is told to slow down.
+BUFFER_BUDGET = 512 * 1024 * 1024
+BUFFER_WAIT = 20.0
+
+
+class BodyBudget:
+    """Room for bodies read whole before they are stored (objects up to BUFFER_LIMIT).
+
+    Each such PUT holds its object's sealed bytes (and the transport a copy while it sends), so
+    without a bound, concurrent 16 MiB PUTs grew the proxy by ~35 MiB each (32 at once: 1.2
+    GB) until the kernel killed it, and everything in flight with it; with it, 64 at once
+    peaked at 623 MiB and took as long in all. A body waits for room
+    before any of it is read (its client's upload stalls, as TCP does when a server reads
+    slowly) and after BUFFER_WAIT seconds is refused with S3's SlowDown (503), which SDKs retry
+    with backoff. One budget per event loop (the proxy runs one; tests run several).
+    """
+
+    _budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BodyBudget] = weakref.WeakKeyDictionary()
+
+    def __init__(self, capacity: int = BUFFER_BUDGET, wait: float = BUFFER_WAIT) -> None:
+        self.capacity = capacity
+        self.free = capacity
+        self._wait = wait
+        self._room = asyncio.Condition()
+
+    @classmethod
+    def of_loop(cls) -> BodyBudget:
+        loop = asyncio.get_running_loop()
+        budget = cls._budgets.get(loop)
+        if budget is None:
+            budget = cls._budgets[loop] = cls(BUFFER_BUDGET, BUFFER_WAIT)
+        return budget
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        need = min(size, self.capacity)  # a body bigger than the whole budget waits for all of it
+        async with self._room:
+            try:
+                await asyncio.wait_for(self._room.wait_for(lambda: self.free >= need), self._wait)
+            except TimeoutError:
+                raise S3Error("SlowDown", "Please reduce your request rate.", 503) from None
+            self.free -= need
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.free += need
+                self._room.notify_all()
 
 
 async def first_checked(stream: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
