@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.s3 import routing
 from gateway.s3.auth import Authenticated, authenticate
+from gateway.s3.bodies import idle_limited
 from gateway.s3.errors import S3Error
 from gateway.s3.messages import Reply, S3Request
 from gateway.s3.names import check_key
@@ -219,7 +220,7 @@ def create_app(proxy: S3Proxy, credentials: Credentials, *,
             auth = admitted(at)
             route = routing.resolve(at.method, routing.level_of(at.bucket, at.key), at.query, at.headers)
             reply = await ops[route.operation](S3Request(
-                at.method, at.bucket, at.key, at.query, at.headers, auth, request.stream(), request_id,
+                at.method, at.bucket, at.key, at.query, at.headers, auth, idle_limited(request.stream()), request_id,
                 secure=request.url.scheme == "https"))
         except Exception as exc:  # noqa: BLE001 - every failure gets S3's XML answer; error_response logs the unexpected
             return error_response(exc, request_id, at.method, at.path)

@@ -8,6 +8,7 @@ stream has ended cleanly (streaming.sealed_stream seals the final package only t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,6 +20,27 @@ from gateway.s3.checksums import BodyChecksum
 from gateway.s3.digests import Digests
 from gateway.s3.errors import S3Error
 from gateway.s3.messages import S3Request
+
+# Seconds a client may leave its body waiting before S3's RequestTimeout (S3 closes idle
+# uploads after about 20 s too).
+BODY_IDLE = 20.0
+
+
+async def idle_limited(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`stream` (a request body as it arrives), ended with S3's RequestTimeout when nothing of it
+    arrives for BODY_IDLE seconds: a client that stalls mid-upload would otherwise hold its
+    buffered body's room, and for a streamed one a backend connection, for as long as it likes."""
+    it = stream.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE):
+                chunk = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise S3Error("RequestTimeout", "Your socket connection to the server was not read from or "
+                          "written to within the timeout period. Idle connections will be closed.") from None
+        yield chunk
 
 
 def body_stream(req: S3Request, compute: str | None = None, *,
