@@ -25,7 +25,6 @@ from gateway.s3.multipart import Layout, SegmentOpener, plan
 from gateway.s3.resume import ResumableBody, read_ahead
 
 _PARTS_CONCURRENCY = 16
-OUT_CHUNK = envelope.PIECE
 _LAYOUT_CACHE = 10_000
 _MP_ETAG = re.compile(r'^"?[0-9a-fA-F]+-(\d+)"?$')
 
@@ -423,7 +422,7 @@ class Reader:
 
 
 async def _decrypted(body: ResumableBody, opener: SegmentOpener) -> AsyncIterator[memoryview]:
-    # Plaintext leaves in pieces of about OUT_CHUNK (the opener writes them whole):
+    # Plaintext leaves in pieces of about envelope.PIECE (the opener writes them whole):
     # every piece costs a trip through starlette's and uvicorn's send layers, and 64 KiB
     # packages one by one made those trips a third of a large GET's time.
     try:

@@ -94,7 +94,7 @@ async def read_ahead(body: AsyncIterable[bytes], limit: int = READ_AHEAD) -> Asy
 
     Without it the backend socket is idle whenever the consumer waits for the client to take
     what it sent, so reading the backend and writing the client never overlap. 4 MiB in flight
-    cover the client taking a 1 MiB piece (reader.OUT_CHUNK); 256 KiB left the backend idle for most
+    cover the client taking a 1 MiB piece (package_cipher.PIECE); 256 KiB left the backend idle for most
     of each client write (profile of a 64 MiB GET: the proxy spent 107 ms of CPU on a GET that
     took ~650 ms). The budget is in bytes, not chunks: a chunk is whatever one socket read gave
     (up to 256,000 bytes with uvloop), so 64 chunks were up to 16 MiB held for every slow

@@ -38,7 +38,7 @@ class BodyBudget:
 
     _budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BodyBudget] = weakref.WeakKeyDictionary()
 
-    def __init__(self, capacity: int = BUFFER_BUDGET, wait: float = BUFFER_WAIT) -> None:
+    def __init__(self, capacity: int, wait: float) -> None:
         self.capacity = capacity
         self.free = capacity
         self._wait = wait
