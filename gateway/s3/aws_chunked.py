@@ -231,9 +231,12 @@ def encoded_headers(length: int) -> dict[str, str]:
             "x-amz-trailer": TRAILER_CRC32, "content-length": str(encoded_length(length))}
 
 
-async def encode_crc32(stream: AsyncIterator[bytes | memoryview], length: int) -> AsyncIterator[bytes | memoryview]:
-    """`stream`, exactly `length` bytes, as one aws-chunked chunk and a CRC32 trailer."""
-    crc = Running("CRC32")  # fast enough to run inline (~20 us per MiB): no digest thread
+async def encode_crc32(stream: AsyncIterator[bytes | memoryview], length: int,
+                       crc: Running | None = None) -> AsyncIterator[bytes | memoryview]:
+    """`stream`, exactly `length` bytes, as one aws-chunked chunk and a CRC32 trailer (computed
+    into `crc` when given, for the caller to read once the stream has ended)."""
+    crc = crc or Running("CRC32")  # fast enough to run inline (~20 us per MiB): no digest thread
+    assert crc.algorithm == "CRC32"
     seen = 0
     if length:
         yield _frame_head(length)

@@ -30,6 +30,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.s3 import aws_chunked
+from gateway.s3.checksums import Running
 from gateway.s3.errors import S3Error, from_backend
 from kms_core.sigv4 import UNSIGNED_PAYLOAD, sign_headers
 
@@ -180,12 +181,13 @@ class Backend:
         headers: Mapping[str, str] | None = None,
         body: bytes | memoryview | AsyncIterator[bytes | memoryview] | None = None,
         stream: bool = False,
-        crc32_trailer: bool = False,
+        crc32_trailer: Running | None = None,
     ) -> BackendResponse:
         """One backend request; with `stream=True` the caller must `aclose()` the response.
 
         With `crc32_trailer`, a streamed body (its content-length given) goes as aws-chunked
-        with a CRC32 trailer, which the backend verifies and keeps (as SDKs send parts).
+        with a CRC32 trailer (computed into it), which the backend verifies and keeps (as SDKs
+        send parts).
         An exception raised by a streamed `body` propagates as itself (the backend saw a
         request that broke off and stored nothing); transport failures are BackendError.
         """
@@ -201,11 +203,11 @@ class Backend:
                 del hdrs[name]  # aiohttp sets it from the bytes
             if body is None and method in ("PUT", "POST"):
                 data = b""
-        elif crc32_trailer:
+        elif crc32_trailer is not None:
             length = int(hdrs.pop("content-length"))
             hdrs.update(aws_chunked.encoded_headers(length))
             payload_hash = aws_chunked.UNSIGNED_TRAILER
-            data = _recording(aws_chunked.encode_crc32(body, length), body_errors)
+            data = _recording(aws_chunked.encode_crc32(body, length, crc32_trailer), body_errors)
         else:
             payload_hash = UNSIGNED_PAYLOAD
             data = _recording(body, body_errors)

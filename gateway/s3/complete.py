@@ -66,12 +66,12 @@ class Completion:
         await self._check_etags(req.bucket, backend_id, token, listed, have)
         guard = await conditions.write_conditions(self.reader, req)
         layout = _checked_layout(token, customer, wanted, have)
-        manifest, salts, checksum = "", list[bytes](), None
+        manifest, salts, checksum, crcs = "", list[bytes](), None, dict[int, str]()
         if token is not None and token.format == envelope.FORMAT_VERSION_4:
-            manifest, salts, checksum = await self._manifest(req, token, upload_id, backend_id, listed, have,
-                                                             layout)
+            manifest, salts, checksum, crcs = await self._manifest(req, token, upload_id, backend_id, listed,
+                                                                   have, layout)
         await self.fault("before-backend-complete")
-        etag, versions = await self._backend_complete(req, backend_id, wanted, have, guard)
+        etag, versions = await self._backend_complete(req, backend_id, wanted, have, guard, crcs)
         await self.fault("after-backend-complete")
         etag = await self._bind_layout(req, token, customer, etag, versions, layout, manifest, salts)
         v4 = token is not None and token.format == envelope.FORMAT_VERSION_4
@@ -125,11 +125,13 @@ class Completion:
                               f"part's entity tag (part {part.number}).", 400)
 
     async def _backend_complete(self, req: S3Request, backend_id: str, wanted: list[int], have: Parts,
-                                guard: dict[str, str]) -> tuple[str, dict[str, str]]:
-        """The backend upload completed with exactly the parts named: (its ETag, version headers)."""
+                                guard: dict[str, str], crcs: dict[int, str]) -> tuple[str, dict[str, str]]:
+        """The backend upload completed with exactly the parts named (with their sealed CRC32
+        where the backend upload declared it): (its ETag, version headers)."""
         assert req.bucket is not None and req.key is not None
-        parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag></Part>"
-                            for n in wanted)
+        parts_xml = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(have[n][1])}</ETag>"
+                            + (f"<ChecksumCRC32>{escape(crcs[n])}</ChecksumCRC32>" if n in crcs else "")
+                            + "</Part>" for n in wanted)
         done = await self.backend.send(
             "POST", req.bucket, req.key, query={"uploadId": backend_id},
             body=f'<CompleteMultipartUpload xmlns="{S3_NS}">{parts_xml}</CompleteMultipartUpload>'.encode(),
@@ -161,18 +163,20 @@ class Completion:
 
     async def _manifest(self, req: S3Request, token: UploadToken, upload_id: str, backend_id: str,
                         listed: list[xml_bodies.CompletedPart], have: Parts,
-                        layout: Layout) -> tuple[str, list[bytes], ObjectChecksum | None]:
-        """A v4 upload's manifest (and its parts' salts, in order, and the object's checksum if
-        the upload declared one), from the salts and checksums UploadPart recorded for exactly
-        the sealed parts Complete names; recorded as in flight, so a Complete retried after a
-        crash, or a reader, can finish writing it."""
+                        layout: Layout) -> tuple[str, list[bytes], ObjectChecksum | None, dict[int, str]]:
+        """A v4 upload's manifest (and its parts' salts, in order, the object's checksum if the
+        upload declared one, and the sealed parts' CRC32s by number if the backend upload
+        declared them), from what UploadPart recorded for exactly the sealed parts Complete
+        names; recorded as in flight, so a Complete retried after a crash, or a reader, can
+        finish writing it."""
         assert req.bucket is not None and req.key is not None
         data_key = await self.lookup.data_key(req, token, upload_id)
         recorded = await self.upload_state.part_salts(req.bucket, backend_id)
         records = []
         for part in listed:
             record = recorded.get(part_key(part.number, have[part.number][1]))
-            if record is None or len(record.salt) != envelope.PART_HEADER:
+            if (record is None or len(record.salt) != envelope.PART_HEADER
+                    or (token.backend_checksum is not None and record.sealed_crc32 is None)):
                 raise S3Error("InvalidPart", f"Part {part.number} was not uploaded through this gateway (or its "
                               "record was lost): upload it again", 400)
             records.append(record)
@@ -185,7 +189,9 @@ class Completion:
                                                sealed)
         manifest = meta.manifest()
         await self.upload_state.remember_completion(req.bucket, req.key, token.base_nonce, manifest)
-        return manifest, salts, checksum
+        crcs = {part.number: r.sealed_crc32 for part, r in zip(listed, records, strict=True)
+                if token.backend_checksum is not None and r.sealed_crc32 is not None}
+        return manifest, salts, checksum, crcs
 
     async def finish_manifest(self, bucket: str, key: str, meta: ObjectMeta, version_id: str | None,
                               sealed_total: int | None) -> str | None:

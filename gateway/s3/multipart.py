@@ -54,6 +54,9 @@ from gateway.s3.envelope import (
 MIN_PART = 5 * 1024 * 1024  # plaintext; every part but the last
 TOKEN_PREFIX = "ssegw1_"
 _MAC = 16
+# The checksum a backend upload is created with (UploadToken.backend_checksum): CRC32, the one
+# every S3 implementation that takes checksums knows, computed at ~7 GB/s.
+BACKEND_CHECKSUM = "CRC32"
 
 
 class LayoutAmbiguous(Exception):
@@ -299,6 +302,9 @@ class UploadToken:
     customer: str | None = None  # SSE-C uploads: the key record (sse_c.py); sealed_key is customer-wrapped
     format: str = FORMAT_VERSION_4  # the upload's object format: v4 (token version 3), v3 (2) or v2 (1)
     checksum: tuple[str, str] | None = None  # (algorithm, type) the upload declared (checksums.py)
+    # The algorithm the backend upload was created with ("CRC32"), whose checksum of each sealed
+    # part goes with the part and again in Complete; None: the backend upload declared none.
+    backend_checksum: str | None = None
 
     def _body(self) -> bytes:
         fields = [self.backend_id.encode(), self.bucket.encode(), self.key.encode(),
@@ -306,11 +312,13 @@ class UploadToken:
                   self.kms_key_id.encode(), self.sse.encode(),
                   json.dumps(self.context, sort_keys=True).encode() if self.context else b"",
                   self.bucket_key_salt or b""]
-        # An 11th and 12th field only where used: older tokens stay valid.
-        if self.customer is not None or self.checksum is not None:
+        # An 11th, 12th and 13th field only where used: older tokens stay valid.
+        if self.customer is not None or self.checksum is not None or self.backend_checksum is not None:
             fields.append((self.customer or "").encode())
-        if self.checksum is not None:
-            fields.append(" ".join(self.checksum).encode())
+        if self.checksum is not None or self.backend_checksum is not None:
+            fields.append(" ".join(self.checksum).encode() if self.checksum is not None else b"")
+        if self.backend_checksum is not None:
+            fields.append(self.backend_checksum.encode())
         version = {FORMAT_VERSION_4: b"\x03", FORMAT_VERSION_3: b"\x02"}.get(self.format, b"\x01")
         return version + b"".join(struct.pack(">H", len(f)) + f for f in fields)
 
@@ -356,10 +364,13 @@ def decode_token(token: str) -> UploadToken:
         (n,) = struct.unpack_from(">H", body, pos)
         fields.append(body[pos + 2:pos + 2 + n])
         pos += 2 + n
-    if pos != len(body) or len(fields) not in (10, 11, 12):
+    if pos != len(body) or len(fields) not in (10, 11, 12, 13):
         raise ValueError("malformed upload token")
     try:
-        declared = fields[11].decode().split(" ") if len(fields) == 12 else None
+        declared = fields[11].decode().split(" ") if len(fields) >= 12 and fields[11] else None
+        backend_checksum = fields[12].decode() if len(fields) == 13 else None
+        if backend_checksum is not None and backend_checksum != BACKEND_CHECKSUM:
+            raise ValueError("malformed upload token")
         if declared is not None and len(declared) != 2:
             raise ValueError("malformed upload token")
         return UploadToken(
@@ -371,6 +382,7 @@ def decode_token(token: str) -> UploadToken:
             customer=(fields[10].decode() or None) if len(fields) >= 11 else None,
             format={3: FORMAT_VERSION_4, 2: FORMAT_VERSION_3}.get(raw[0], FORMAT_VERSION_2),
             checksum=(declared[0], declared[1]) if declared is not None else None,
+            backend_checksum=backend_checksum,
         )
     except (UnicodeDecodeError, ValueError):
         raise ValueError("malformed upload token") from None
@@ -383,5 +395,5 @@ def backend_upload_id(upload_id: str) -> str:
     return decode_token(upload_id).backend_id
 
 
-__all__ = ["Layout", "LayoutAmbiguous", "MIN_PART", "PACKAGE", "Segment", "SegmentOpener",
+__all__ = ["BACKEND_CHECKSUM", "Layout", "LayoutAmbiguous", "MIN_PART", "PACKAGE", "Segment", "SegmentOpener",
            "UploadToken", "ambiguous", "backend_upload_id", "decode_token", "is_token", "plan"]

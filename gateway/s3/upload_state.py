@@ -9,7 +9,9 @@ Facts the backend cannot give back about an upload in progress:
   manifest: S3 cannot read a part of an upload in progress, and reading them back from the
   completed object cost one ranged GET per part (moto reads the whole object for each);
   with it, the part's checksum of its plaintext (checksums.py), which completion checks
-  against the client's list and makes the object's checksum of;
+  against the client's list and makes the object's checksum of, and the backend's checksum of
+  the sealed part (UploadToken.backend_checksum), which completion must repeat to the backend
+  (S3 lists it in ListParts; SeaweedFS does not);
 - the manifest a completion is about to write, so that a Complete retried after a crash
   between the backend's completion and the manifest's write finishes the job.
 
@@ -18,7 +20,8 @@ can create it), so every gateway node sharing the backend sees them:
 
     uploads/<bucket>/<backend upload id>                     the UploadId (body)
     parts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<plaintext MD5>   (empty)
-    salts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<salt, hex>[~<algorithm>~<checksum>]  (empty)
+    salts/<bucket>/<backend upload id>/<n>/<sealed ETag>/<salt, hex>[~<algorithm>~<checksum>[~<sealed CRC32>]]
+                                                             (empty; algorithm and checksum may be empty)
     completing/<bucket>/<SHA-256 of key>/<base nonce, hex>   the manifest being written (body)
 
 A part's record names the sealed part it describes (its backend ETag), so a part uploaded
@@ -55,6 +58,7 @@ _CONCURRENCY = 16
 class PartRecord(NamedTuple):
     salt: bytes
     checksum: ObjectChecksum | None  # of the part's plaintext, if the client sent or the upload asked one
+    sealed_crc32: str | None = None  # base64, of the sealed part as the backend received it
 
 
 def default_state_bucket(backend_url: str, access_key_id: str) -> str:
@@ -150,11 +154,13 @@ class UploadState:
     # ------------------------------------------------------------------ part salts (v4)
 
     async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes,
-                            checksum: ObjectChecksum | None = None) -> None:
+                            checksum: ObjectChecksum | None = None, sealed_crc32: str | None = None) -> None:
         etag = part_key(number, sealed_etag)[1]
         record = salt.hex()
-        if checksum is not None:
-            record += f"~{checksum.algorithm}~{_seg(checksum.value())}"
+        if checksum is not None or sealed_crc32 is not None:
+            record += f"~{checksum.algorithm}~{_seg(checksum.value())}" if checksum is not None else "~~"
+        if sealed_crc32 is not None:
+            record += f"~{_seg(sealed_crc32)}"
         await self._put(f"salts/{_seg(bucket)}/{_seg(backend_id)}/{number}/{etag}/{record}", b"")
 
     async def part_salts(self, bucket: str, backend_id: str) -> dict[tuple[int, str], PartRecord]:
@@ -162,8 +168,7 @@ class UploadState:
         out: dict[tuple[int, str], PartRecord] = {}
         for key in await self._keys(f"salts/{_seg(bucket)}/{_seg(backend_id)}/"):
             number, etag, record = key.rsplit("/", 3)[1:]
-            salt, _, rest = record.partition("~")
-            algorithm, _, value = rest.partition("~")
+            salt, algorithm, value, sealed = (record.split("~") + ["", "", ""])[:4]
             try:
                 if not number.isdigit():
                     continue
@@ -171,7 +176,10 @@ class UploadState:
                 if algorithm in checksums.ALGORITHMS:
                     digest = checksums.decode_value(algorithm, unquote(value))
                     checksum = ObjectChecksum(algorithm, digest) if digest is not None else None
-                out[(int(number), etag)] = PartRecord(bytes.fromhex(salt), checksum)
+                sealed_crc32 = unquote(sealed) if sealed else None
+                if sealed_crc32 is not None and checksums.decode_value("CRC32", sealed_crc32) is None:
+                    sealed_crc32 = None
+                out[(int(number), etag)] = PartRecord(bytes.fromhex(salt), checksum, sealed_crc32)
             except ValueError:
                 continue
         return out

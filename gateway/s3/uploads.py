@@ -33,7 +33,7 @@ from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.listing import owned_by_caller
 from gateway.s3.messages import Reply, S3Request, last_modified, put_headers, xml_doc
-from gateway.s3.multipart import UploadToken, backend_upload_id, decode_token, is_token
+from gateway.s3.multipart import BACKEND_CHECKSUM, UploadToken, backend_upload_id, decode_token, is_token
 from gateway.s3.reader import Reader
 from gateway.s3.streaming import sealed_stream
 from gateway.s3.upload_lookup import UploadLookup, etag_md5, no_such_upload, token_meta
@@ -79,16 +79,21 @@ class Uploads:
         headers = put_headers(req)
         headers.setdefault("content-type", "binary/octet-stream")
         headers.update(meta.encode())
-        # No x-amz-checksum-algorithm to the backend: the checksums the client declares are of
-        # the plaintext, kept by the proxy (see _send_part).
+        # The backend upload checks each sealed part's CRC32 as it arrives (_send_part), so a part
+        # damaged on its way is refused while the client can still send it again, not found on
+        # the first read. (The checksums the client declares are of its plaintext and stay
+        # with the proxy.) A backend that does not say it took the algorithm gets plain parts.
+        headers["x-amz-checksum-algorithm"] = BACKEND_CHECKSUM
         r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             return await backend_error(r)
         backend_id = _text(ET.fromstring(r.content), "UploadId")
         if not backend_id:
             raise S3Error("InternalError", "the backend returned no UploadId", 500)
+        taken = r.headers.get("x-amz-checksum-algorithm", "").upper() == BACKEND_CHECKSUM
         token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
-                            enc.sse, enc.context, ok.salt, ok.customer, checksum=declared).encode(ok.plaintext)
+                            enc.sse, enc.context, ok.salt, ok.customer, checksum=declared,
+                            backend_checksum=BACKEND_CHECKSUM if taken else None).encode(ok.plaintext)
         try:
             await self.upload_state.remember_upload(req.bucket, backend_id, token)
         except S3Error:
@@ -133,12 +138,12 @@ class Uploads:
         if size > envelope.MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         md5 = etag_md5(token)
-        r, salt = await self._send_part(req, number, token, data_key, stream, size,
-                                        bodies.content_md5(req), md5)
+        r, salt, sealed_crc = await self._send_part(req, number, token, data_key, stream, size,
+                                                    bodies.content_md5(req), md5)
         if r.status_code != 200:
             return await self._part_failed(req, token, r)
         checksum = received.result()
-        await self._remember_part(req, token, number, md5, salt, r, checksum)
+        await self._remember_part(req, token, number, md5, salt, r, checksum, sealed_crc)
         return Reply(200, {"etag": self._part_etag(md5, r), **self._sse_headers(req, token),
                            **({checksums.header(checksum.algorithm): checksum.value()} if checksum else {})})
 
@@ -155,17 +160,20 @@ class Uploads:
         raise no_such_upload()
 
     async def _remember_part(self, req: S3Request, token: UploadToken, number: int, md5: hashlib._Hash | None,
-                             salt: bytes, r: BackendResponse, checksum: checksums.ObjectChecksum | None) -> None:
+                             salt: bytes, r: BackendResponse, checksum: checksums.ObjectChecksum | None,
+                             sealed_crc: str | None) -> None:
         """Records what Complete needs of a part and cannot read back: the plaintext MD5 handed
-        out as its ETag (SSE-S3), and its salt (v4) with its checksum, each under the sealed
-        part's ETag. The part is answered only once they are recorded."""
+        out as its ETag (SSE-S3), and its salt (v4) with its checksum and the sealed part's
+        CRC32, each under the sealed part's ETag. The part is answered only once they are
+        recorded."""
         assert req.bucket is not None
         state, etag = self.upload_state, r.headers.get("etag", "")
         writes = []
         if md5 is not None:
             writes.append(state.remember_part(req.bucket, token.backend_id, number, etag, md5.hexdigest()))
         if token.format == envelope.FORMAT_VERSION_4:
-            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum))
+            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum,
+                                              sealed_crc))
         await asyncio.gather(*writes)
 
     @staticmethod
@@ -183,8 +191,9 @@ class Uploads:
 
     async def _send_part(self, req: S3Request, number: int, token: UploadToken, data_key: bytes,
                          stream: AsyncIterator[bytes | memoryview], size: int, expected_md5: bytes | None,
-                         md5: hashlib._Hash | None) -> tuple[BackendResponse, bytes]:
-        """The backend's answer to the sealed part, and the part's salt (v3/v4; b"" for v2)."""
+                         md5: hashlib._Hash | None) -> tuple[BackendResponse, bytes, str | None]:
+        """The backend's answer to the sealed part, the part's salt (v3/v4; b"" for v2) and,
+        where the backend upload declared it, the sealed part's CRC32 (base64)."""
         assert req.bucket is not None and req.key is not None
         v3 = token.format in envelope.SALTED_VERSIONS
         salt = envelope.new_part_salt() if v3 else b""
@@ -194,17 +203,18 @@ class Uploads:
             key, nonce = data_key, envelope.part_nonce(token.base_nonce, number)
         cipher = envelope.PackageCipher(token.algorithm, key, nonce, number, version=token.format)
         sealer = envelope.Sealer(cipher, envelope.Pieces(envelope.SEALED_PIECE, envelope.sealed_size(size)))
-        # A plain body, no checksum trailer: S3 refuses a part checksum on an upload created
-        # without x-amz-checksum-algorithm ("Checksum Type mismatch"), and with the algorithm
-        # declared, CompleteMultipartUpload must repeat every part's checksum, which the proxy
-        # could only take from ListParts, and SeaweedFS (4.48) lists none: its Complete then
-        # failed with InvalidRequest. Every package is authenticated (AEAD) and Complete checks
-        # the parts' sizes and ETags, so damage in transit is caught, at the latest on read.
+        # With a CRC32 trailer where the backend upload declared CRC32 (as SDKs send parts), else
+        # a plain body: S3 refuses a part checksum on an upload created without the algorithm
+        # ("Checksum Type mismatch"). Complete repeats each part's CRC32 from the part's record
+        # (S3 lists them in ListParts, SeaweedFS 4.48 does not). Every package is authenticated
+        # (AEAD) besides, so damage a plain part took on its way is caught, at the latest on read.
         body = sealed_stream(stream, sealer, expected_md5, md5)
-        return await self.backend.send(
+        crc = checksums.Running(BACKEND_CHECKSUM) if token.backend_checksum is not None else None
+        r = await self.backend.send(
             "PUT", req.bucket, req.key, query={"partNumber": str(number), "uploadId": token.backend_id},
             headers={"content-length": str(len(salt) + envelope.sealed_size(size))},
-            body=_prefixed(salt, body) if salt else body), salt
+            body=_prefixed(salt, body) if salt else body, crc32_trailer=crc)
+        return r, salt, crc.value() if crc is not None and r.status_code == 200 else None
 
     async def upload_part_copy(self, req: S3Request) -> Reply:
         """UploadPartCopy: the source's plaintext (any object we can read), sealed as part `number`.
@@ -230,11 +240,11 @@ class Uploads:
         if computed is not None:
             plain = checksums.checksummed(plain, computed)
         md5 = etag_md5(token)
-        r, salt = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
+        r, salt, sealed_crc = await self._send_part(req, number, token, data_key, plain, end - start, None, md5)
         if r.status_code != 200:
             return await self._part_failed(req, token, r)
         checksum = computed.result() if computed is not None else None
-        await self._remember_part(req, token, number, md5, salt, r, checksum)
+        await self._remember_part(req, token, number, md5, salt, r, checksum, sealed_crc)
         modified = last_modified(r.headers)
         when = (modified or _now()).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         tag = checksums.element(checksum.algorithm) if checksum is not None else ""
@@ -336,6 +346,12 @@ class Uploads:
         issued = await self.upload_state.upload_ids(req.bucket, [el.text or "" for el in ids])
         for el in ids:
             el.text = issued.get(el.text or "", el.text)
+        for upload in root.iter(_NS + "Upload"):
+            # The backend's algorithm is of the sealed parts; the client's, of its plaintext.
+            _drop_checksums(upload)
+            declared = _declared(_text(upload, "UploadId") or "")
+            for name, value in zip(("ChecksumAlgorithm", "ChecksumType"), declared or (), strict=False):
+                ET.SubElement(upload, _NS + name).text = value
         owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
@@ -349,6 +365,14 @@ async def _prefixed(head: bytes, body: AsyncIterator[memoryview]) -> AsyncIterat
     yield head
     async for chunk in body:
         yield chunk
+
+
+def _declared(upload_id: str) -> tuple[str, str] | None:
+    """The checksum (algorithm, type) the client declared for an upload we issued."""
+    try:
+        return decode_token(upload_id).checksum if is_token(upload_id) else None
+    except ValueError:
+        return None
 
 
 def _drop_checksums(el: ET.Element) -> None:

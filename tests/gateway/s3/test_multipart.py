@@ -195,29 +195,81 @@ def test_upload_part_copy_and_sm4(s3: S3Stack) -> None:
     assert s3.backend.head_object(Bucket=b, Key="dst")["Metadata"]["ssegw-alg"] == "SM4GCM"
 
 
-def test_backend_uploads_declare_no_checksums_and_clients_see_none(s3: S3Stack) -> None:
-    # boto3 sends its parts with CRC32 trailers (checked by the proxy); the sealed parts go on
-    # without any, and the backend upload declares no algorithm: a declared one would need
-    # every part's checksum in Complete, which SeaweedFS's ListParts does not give.
+def test_sealed_parts_go_with_their_crc32_and_clients_see_only_their_own_checksums(s3: S3Stack) -> None:
+    # The backend upload declares CRC32 and each sealed part goes with the CRC32 of its sealed
+    # bytes (the backend checks it on arrival); Complete repeats them from the proxy's records
+    # (SeaweedFS's ListParts lists none). None of it reaches the client: its listings show the
+    # checksum it declared (CRC32C here) or none, with its plaintext's values.
+    c: Any = s3.client(s3.tenant())
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    declared = c.create_multipart_upload(Bucket=b, Key="k", ChecksumAlgorithm="CRC32C")
+    plain = c.create_multipart_upload(Bucket=b, Key="plain")
+    parts = [os.urandom(5 * MiB), os.urandom(77)]
+    for n, data in enumerate(parts, 1):
+        c.upload_part(Bucket=b, Key="k", UploadId=declared["UploadId"], PartNumber=n, Body=data,
+                      ChecksumAlgorithm="CRC32C")
+        c.upload_part(Bucket=b, Key="plain", UploadId=plain["UploadId"], PartNumber=n, Body=data)
+    at_backend = {u["Key"]: u for u in s3.backend.list_multipart_uploads(Bucket=b)["Uploads"]}
+    if s3.store.name == "moto":  # SeaweedFS (4.48) lists no algorithm
+        assert {u.get("ChecksumAlgorithm") for u in at_backend.values()} == {"CRC32"}
+    listed = {u["Key"]: u for u in c.list_multipart_uploads(Bucket=b)["Uploads"]}
+    assert listed["k"]["UploadId"] == declared["UploadId"] and listed["k"]["ChecksumAlgorithm"] == "CRC32C"
+    assert not any(k.startswith("Checksum") for k in listed["plain"])
+    for key, up in (("k", declared), ("plain", plain)):
+        mine = c.list_parts(Bucket=b, Key=key, UploadId=up["UploadId"])
+        assert [p["Size"] for p in mine["Parts"]] == [len(p) for p in parts]
+        assert not any(k.startswith("ChecksumCRC32") and not k.startswith("ChecksumCRC32C")
+                       for p in mine["Parts"] for k in p)
+        assert all(("ChecksumCRC32C" in p) == (key == "k") for p in mine["Parts"])
+        done = [{k: v for k, v in p.items() if k in ("PartNumber", "ETag", "ChecksumCRC32C")}
+                for p in mine["Parts"]]
+        c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": done})
+        assert c.get_object(Bucket=b, Key=key)["Body"].read() == b"".join(parts)
+        head = c.head_object(Bucket=b, Key=key, ChecksumMode="ENABLED")
+        assert "ChecksumCRC32" not in head and ("ChecksumCRC32C" in head) == (key == "k")
+        if s3.store.name == "moto":  # the stored object's checksum: CRC32 (of the sealed parts)
+            stored = s3.backend.head_object(Bucket=b, Key=key, ChecksumMode="ENABLED")
+            assert "ChecksumCRC32" in stored and "ChecksumCRC64NVME" not in stored
+
+
+# moto (5.x) reads aws-chunked bodies without checking their trailer; SeaweedFS, like S3, checks it.
+@pytest.mark.only_store("seaweedfs")
+def test_a_part_damaged_on_its_way_to_the_backend_is_refused_then_sent_again(
+        s3: S3Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One byte of a sealed part changed after its CRC32 was computed (what a bad NIC or a
+    # meddling middlebox does on the way to the backend): the backend refuses the part, the
+    # client gets a 400 and no part is recorded or listed; sent again, the part completes the
+    # upload and reads back.
+    damaged: list[int] = []
+
+    async def damaging(body: Any, errors: list[BaseException]) -> Any:
+        async for chunk in recording(body, errors):
+            if not damaged and len(chunk) > 4096:
+                damaged.append(len(chunk))
+                flipped = bytearray(chunk)
+                flipped[4000] ^= 0x01
+                chunk = bytes(flipped)
+            yield chunk
+
+    import gateway.s3.backend as backend_module
+    recording = backend_module._recording
     c: Any = s3.client(s3.tenant())
     b = bucket_name()
     c.create_bucket(Bucket=b)
     up = c.create_multipart_upload(Bucket=b, Key="k")
-    parts = [os.urandom(5 * MiB), os.urandom(77)]
-    for n, data in enumerate(parts, 1):
-        c.upload_part(Bucket=b, Key="k", UploadId=up["UploadId"], PartNumber=n, Body=data,
-                      ChecksumAlgorithm="CRC32")
-    backend_upload = s3.backend.list_multipart_uploads(Bucket=b)["Uploads"][0]
-    assert "ChecksumAlgorithm" not in backend_upload
-    stored = s3.backend.list_parts(Bucket=b, Key="k", UploadId=backend_upload["UploadId"])["Parts"]
-    assert len(stored) == 2 and not any(k.startswith("Checksum") for p in stored for k in p)
-    mine = c.list_parts(Bucket=b, Key="k", UploadId=up["UploadId"])
-    assert [p["Size"] for p in mine["Parts"]] == [len(p) for p in parts]
-    assert not any(k.startswith("Checksum") for p in mine["Parts"] for k in p)
-    assert "ChecksumAlgorithm" not in mine
-    done = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in mine["Parts"]]
-    c.complete_multipart_upload(Bucket=b, Key="k", UploadId=up["UploadId"], MultipartUpload={"Parts": done})
-    assert c.get_object(Bucket=b, Key="k")["Body"].read() == b"".join(parts)
+    data = os.urandom(5 * MiB + 9)
+    monkeypatch.setattr(backend_module, "_recording", damaging)
+    with pytest.raises(ClientError) as e:
+        c.upload_part(Bucket=b, Key="k", UploadId=up["UploadId"], PartNumber=1, Body=data)
+    monkeypatch.undo()
+    assert damaged, "nothing was damaged"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert c.list_parts(Bucket=b, Key="k", UploadId=up["UploadId"]).get("Parts", []) == []
+    part = c.upload_part(Bucket=b, Key="k", UploadId=up["UploadId"], PartNumber=1, Body=data)
+    c.complete_multipart_upload(Bucket=b, Key="k", UploadId=up["UploadId"],
+                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert c.get_object(Bucket=b, Key="k")["Body"].read() == data
 
 
 def test_part_etags_follow_the_upload_s_encryption(s3: S3Stack) -> None:

@@ -4,9 +4,11 @@ upload tokens and the bounded key cache."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from gateway.s3.envelope import (
 )
 from gateway.s3.keycache import KeyCache
 from gateway.s3.multipart import (
+    BACKEND_CHECKSUM,
+    TOKEN_PREFIX,
     Layout,
     SegmentOpener,
     UploadToken,
@@ -35,6 +39,7 @@ from gateway.s3.multipart import (
     decode_token,
     plan,
 )
+from gateway.s3.multipart import _raw as _raw
 
 V2 = json.loads((Path(__file__).parents[2] / "vectors" / "object_v2.json").read_text())
 
@@ -136,6 +141,42 @@ def test_upload_tokens() -> None:
     for bad in ("ssegw1_", "ssegw1_!!!", "ssegw1_AAAA"):
         with pytest.raises(ValueError):
             decode_token(bad)
+
+
+@pytest.mark.parametrize("customer", [None, "rec"])
+@pytest.mark.parametrize("checksum", [None, ("CRC32C", "COMPOSITE")])
+@pytest.mark.parametrize("backend_checksum", [None, BACKEND_CHECKSUM])
+def test_upload_tokens_carry_optional_fields_and_older_tokens_stay_valid(
+        customer: str | None, checksum: tuple[str, str] | None, backend_checksum: str | None) -> None:
+    key = os.urandom(32)
+    t = UploadToken("id", "bucket", "key", Algorithm.AES_256_GCM, os.urandom(12), b"sealed", "kid", "AES256",
+                    customer=customer, checksum=checksum, backend_checksum=backend_checksum)
+    token = t.encode(key)
+    assert decode_token(token) == t and t.verify(token, key)
+    # A token made before a field existed has fewer fields (10 to 12); one with a field this
+    # version does not know, or an unknown backend algorithm, is refused.
+    fields = len(_fields(token))
+    assert fields == (13 if backend_checksum else 12 if checksum else 11 if customer else 10)
+    raw = _raw(token)
+    if backend_checksum:
+        with pytest.raises(ValueError):  # a 14th field: one this version does not know
+            decode_token(_token(raw[:-16] + b"\x00\x01x" + raw[-16:]))
+        with pytest.raises(ValueError):  # an algorithm the backend upload cannot have been created with
+            decode_token(_token(raw.replace(b"\x00\x05CRC32", b"\x00\x05CRC64")))
+
+
+def _token(raw: bytes) -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode()
+
+
+def _fields(token: str) -> list[bytes]:
+    """An UploadId's fields (multipart.decode_token's framing)."""
+    body, pos, out = _raw(token)[:-16], 1, []
+    while pos < len(body):
+        (n,) = struct.unpack_from(">H", body, pos)
+        out.append(body[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    return out
 
 
 def test_key_cache_lifetime_and_single_flight() -> None:
