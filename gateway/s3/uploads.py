@@ -13,12 +13,10 @@ those or ours, UploadPart needs ours (the data key travels in it).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 from xml.sax.saxutils import escape
 
 from gateway.s3 import bodies, checksums, envelope, manifest_tags
@@ -168,13 +166,12 @@ class Uploads:
         recorded."""
         assert req.bucket is not None
         state, etag = self.upload_state, r.headers.get("etag", "")
-        writes = []
-        if md5 is not None:
-            writes.append(state.remember_part(req.bucket, token.backend_id, number, etag, md5.hexdigest()))
+        hexdigest = md5.hexdigest() if md5 is not None else None
         if token.format == envelope.FORMAT_VERSION_4:
-            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum,
-                                              sealed_crc))
-        await asyncio.gather(*writes)
+            await state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum, sealed_crc,
+                                      hexdigest)
+        elif hexdigest is not None:
+            await state.remember_part(req.bucket, token.backend_id, number, etag, hexdigest)
 
     @staticmethod
     def _part_etag(md5: hashlib._Hash | None, backend: BackendResponse) -> str:
@@ -308,9 +305,8 @@ class Uploads:
         want_md5s, declared = etag_md5(token) is not None, token.checksum
         if not want_md5s and declared is None:
             return
-        md5s, recorded = await asyncio.gather(
-            self.upload_state.part_md5s(bucket, backend_id) if want_md5s else _nothing(),
-            self.upload_state.part_salts(bucket, backend_id) if declared is not None else _nothing())
+        recorded = await self.upload_state.part_salts(bucket, backend_id)
+        md5s = await self.upload_state.part_md5s(bucket, backend_id, recorded) if want_md5s else {}
         if declared is not None:
             for name, value in zip(("ChecksumAlgorithm", "ChecksumType"), declared, strict=True):
                 ET.SubElement(root, _NS + name).text = value
@@ -355,10 +351,6 @@ class Uploads:
         owned_by_caller(root, req)
         return Reply(200, {"content-type": "application/xml"},
                      b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root))
-
-
-async def _nothing() -> dict[tuple[int, str], Any]:
-    return {}
 
 
 async def _prefixed(head: bytes, body: AsyncIterator[memoryview]) -> AsyncIterator[bytes | memoryview]:
