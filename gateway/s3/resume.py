@@ -43,11 +43,12 @@ class ResumableBody:
     `aclose()` closes whichever answer it is reading, also when iteration never began."""
 
     def __init__(self, backend: Backend, first: BackendResponse, bucket: str, key: str,
-                 query: Mapping[str, str]) -> None:
+                 query: Mapping[str, str], skip: int = 0) -> None:
         self._backend, self._bucket, self._key, self._query = backend, bucket, key, query
         self._r = first
         self._span = answered_span(first)
         self._etag = first.headers.get("etag", "")
+        self._skip = skip  # leading bytes of the answer the reader does not want
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -61,6 +62,11 @@ class ResumableBody:
             try:
                 async for chunk in self._r.aiter_raw():
                     received += len(chunk)
+                    if self._skip:
+                        if len(chunk) <= self._skip:
+                            self._skip -= len(chunk)
+                            continue
+                        chunk, self._skip = chunk[self._skip:], 0
                     yield chunk
                 return
             except BackendError as e:
