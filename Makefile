@@ -13,7 +13,7 @@ BIN     := $(VENV)/bin
 TEST_JOBS ?= -n 3 --dist loadfile
 STAMP   := $(VENV)/.installed
 DEB_PKGS := python3 python3-venv python3-dev softhsm2 openssl fuse3 gocryptfs git sqlite3 qemu-utils libnbd-bin nbdkit cryptsetup-bin e2fsprogs mount s3cmd rclone s3fs \
-            gcc libc6-dev libssl-dev chromium fonts-noto-cjk postgresql haproxy
+            gcc libc6-dev libssl-dev chromium fonts-noto-cjk postgresql haproxy wrk
 DATA_DIR ?= ./var
 # The block adapter's sector loop (AES-XTS-plain64 through OpenSSL), loaded with ctypes.
 XTS_SO  := adapters/block/libssegw_xts.so

@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,6 +45,12 @@ from bench.stack import start as start_stack  # noqa: E402
 from kms_core.client.http import HttpKmsClient  # noqa: E402
 
 AWS = str(Path(sys.executable).parent / "aws")
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the child processes waited for so far: the aws CLI runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def md5_of(path: Path) -> str:
@@ -105,7 +112,7 @@ def main() -> None:
         # CPU seconds per GiB of the store and the proxy in each upload: on a 2-core machine the
         # store (moto: one process, one GIL) and the proxy share the cores with the CLI, so what
         # the proxy makes the store do shows up here before it shows up in the ratio.
-        cpu: dict[str, list[tuple[float, float]]] = {}
+        cpu: dict[str, list[tuple[float, float, float]]] = {}
         store_pid, proxy_pid = stack.procs[0].pid, stack.procs[-1].pid
         mb = size / 1e6
 
@@ -139,12 +146,13 @@ def main() -> None:
                         # The aws CLI fetches big objects in 8 MiB ranges, and moto reads the
                         # whole object for every range: that measures moto. One GET measures us.
                         op_env = {**op_env, "AWS_CONFIG_FILE": str(single_stream)}
-                    before = process_cpu(store_pid), process_cpu(proxy_pid)
+                    before = process_cpu(store_pid), process_cpu(proxy_pid), children_cpu()
                     seconds = cp(who, src, dst, *extra, op_env=op_env)
                     if op.startswith("upload"):
                         cpu.setdefault(f"{op} {who}", []).append(
                             ((process_cpu(store_pid) - before[0]) / args.gib,
-                             (process_cpu(proxy_pid) - before[1]) / args.gib))
+                             (process_cpu(proxy_pid) - before[1]) / args.gib,
+                             (children_cpu() - before[2]) / args.gib))
                     results.setdefault(f"aws s3 cp {op} (MB/s)", {}).setdefault(who, []).append(mb / seconds)
                     if op.startswith("download"):
                         assert md5_of(tmp / "back.bin") == want, f"{who}: downloaded bytes differ"
@@ -165,9 +173,11 @@ def main() -> None:
         print("every round, MB/s (proxy / direct):")
         for op, by in results.items():
             print(f"  {op:36} " + "  ".join(f"{p:.0f}/{d:.0f}" for p, d in zip(by["proxy"], by["direct"], strict=True)))
-        print("CPU seconds per GiB in each upload (store / proxy):")
+        # On two cores the three share, an upload through the proxy takes at best (store + proxy
+        # + CLI) / (store + CLI) of the direct one's time, once the direct one keeps both busy.
+        print("CPU seconds per GiB in each upload (store / proxy / aws CLI):")
         for op, rounds in cpu.items():
-            print(f"  {op:36} " + "  ".join(f"{st:.1f}/{px:.1f}" for st, px in rounds))
+            print(f"  {op:36} " + "  ".join(f"{st:.1f}/{px:.1f}/{cl:.1f}" for st, px, cl in rounds))
         parts = proxy.head_object(Bucket="mp-proxy", Key="big.bin", PartNumber=1)["PartsCount"]
         print(f"  (the proxy's copy has {parts} parts, each sealed on its own)")
 

@@ -4,7 +4,9 @@
 
 moto's S3 server or SeaweedFS (`--backend`) runs in its own process as the backend; `ssegw serve`
 runs in another with it as `--backend-url`. The same boto3 client code PUTs and GETs 64 MiB and 4 KiB objects through
-the proxy (A) and directly (B), rounds alternating A B B A, and the median ratio is printed. Also: the
+the proxy (A) and directly (B), rounds alternating A B B A, and the median ratio is printed; in each
+round the large ones also go through HAProxy relaying to the same store with no encryption (C,
+after A and B): what a native proxy costs here, for scale. Also: the
 proxy's encryption path alone (the envelope sealer) against raw AES-GCM over the same bytes, the
 proxy's CPU time per large operation (from /proc; less sensitive to a noisy machine than wall
 time), and KMS calls per small PUT (from the KMS's own metering).
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import add_json_argument, from_proxy_direct  # noqa: E402
-from bench.stack import BACKENDS, free_port  # noqa: E402,F401  (free_port: for other benches)
+from bench.stack import BACKENDS, free_port, passthrough  # noqa: E402,F401  (free_port: for other benches)
 from bench.stack import start as start_stack  # noqa: E402
 from gateway.s3.envelope import PACKAGE, Algorithm, PackageCipher, Sealer  # noqa: E402
 from kms_core.client.http import HttpKmsClient  # noqa: E402
@@ -92,6 +94,9 @@ def main() -> None:
         proxy = client(stack.proxy_url, creds["AWS_ACCESS_KEY_ID"],
                        creds["AWS_SECRET_ACCESS_KEY"], "cn-east-1")
         direct = client(stack.backend_url, *stack.backend_key, "us-east-1")
+        relay_url, relay = passthrough(stack.backend_url, tmp)
+        stack.procs.append(relay)  # stopped with the stack
+        relayed = client(relay_url, *stack.backend_key, "us-east-1")
         for _ in range(100):
             try:
                 proxy.create_bucket(Bucket="bench-proxy")
@@ -99,6 +104,7 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.1)
         direct.create_bucket(Bucket="bench-direct")
+        direct.create_bucket(Bucket="bench-haproxy")
         big = tmp / "big.bin"
         big.write_bytes(os.urandom(args.large_mib * 1024 * 1024))
         small = os.urandom(4096)
@@ -143,6 +149,9 @@ def main() -> None:
                       lambda: c.get_object(Bucket=b, Key="big")["Body"].read())  # noqa: B023
                 record("PUT 4 KiB (ops/s)", who, args.small / timed(lambda: put_small(c, b)))  # noqa: B023
                 record("GET 4 KiB (ops/s)", who, args.small / timed(lambda: get_small(c, b)))  # noqa: B023
+            large(f"PUT {args.large_mib} MiB (MB/s)", "haproxy", lambda: put_big(relayed, "bench-haproxy"))
+            large(f"GET {args.large_mib} MiB (MB/s)", "haproxy",
+                  lambda: relayed.get_object(Bucket="bench-haproxy", Key="big")["Body"].read())
         usage = kms.call("getUsage", {})["usage"]
         puts = args.rounds * (args.small + n)
         print(f"{'operation':22} {'proxy':>10} {'direct':>10} {'ratio':>7}   "
@@ -150,10 +159,25 @@ def main() -> None:
         for op, by in results.items():
             p, d = statistics.median(by["proxy"]), statistics.median(by["direct"])
             print(f"{op:22} {p:10.1f} {d:10.1f} {p / d:6.2f}x")
+        for op, by in results.items():
+            if "haproxy" in by:
+                h, d = statistics.median(by["haproxy"]), statistics.median(by["direct"])
+                print(f"{op:22} {h:10.1f} {d:10.1f} {h / d:6.2f}x   (HAProxy, no encryption, vs direct; "
+                      "rounds: " + " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(by["haproxy"], by["direct"],
+                                                                              strict=False)) + ")")
         # Goals (issue 20): 64 MiB PUT and GET >= 0.9x the same store direct.
         goals = {f"PUT {args.large_mib} MiB (MB/s)": 0.9, f"GET {args.large_mib} MiB (MB/s)": 0.9}
-        from_proxy_direct("s3_proxy", results, f"{args.backend} direct", goals,
-                          [f"store: {args.backend}; {args.large_ops} large ops per round"]).write(args.json)
+        report = from_proxy_direct("s3_proxy", results, f"{args.backend} direct", goals,
+                                   [f"store: {args.backend}; {args.large_ops} large ops per round; HAProxy rows: "
+                                    "the same store through HAProxy relaying, no encryption (its defaults), "
+                                    "against the direct round just before it"])
+        for op, by in results.items():
+            if "haproxy" in by:
+                name, _, unit = op.partition(" (")
+                row = report.metric(f"{name} via HAProxy (no encryption)", unit.rstrip(")"), f"{args.backend} direct")
+                for relayed_round, direct_round in zip(by["haproxy"], by["direct"], strict=False):
+                    report.add(row.name, relayed_round, direct_round)
+        report.write(args.json)
         for op, ms in cpu_ms.items():
             print(f"  proxy CPU per {op.split(' (')[0]}: {statistics.median(ms):.0f} ms (all its threads)")
         ours, raw = encryption_path(args.large_mib)

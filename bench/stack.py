@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,3 +88,26 @@ def start(data_dir: Path, backend: str = "moto") -> Stack:
         banner += line
     stack.credentials = dict(re.findall(r"export (\w+)=(\S+)", banner))
     return stack
+
+
+def passthrough(backend_url: str, work: Path) -> tuple[str, subprocess.Popen[str]]:
+    """HAProxy (Debian's, its default buffers) relaying HTTP to the store, no encryption: what a
+    native proxy adds to a store's figures on this machine, beside what ours adds. (url, process)"""
+    port = free_port()
+    target = backend_url.removeprefix("http://")
+    cfg = work / "haproxy.cfg"
+    cfg.write_text("global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n"
+                   f"  timeout server 60s\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
+                   f"backend b\n  server store {target}\n")
+    proc = subprocess.Popen([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return f"http://127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("haproxy did not start")
