@@ -25,6 +25,15 @@ _LIST_ARGS = ("prefix", "delimiter", "max-keys", "marker", "continuation-token",
 _CACHE_LIMIT = 100_000
 
 
+def drop_checksums(el: ET.Element) -> None:
+    """Removes every Checksum* element under `el`: the backend's, of ciphertext."""
+    for child in list(el):
+        if child.tag.removeprefix(f"{{{S3_NS}}}").startswith("Checksum"):
+            el.remove(child)
+        else:
+            drop_checksums(child)
+
+
 def owned_by_caller(root: ET.Element, req: S3Request) -> None:
     """Every Owner and Initiator in a listing names the caller: the backend's account (its
     canonical ID and display name) is not the client's to see."""
@@ -81,8 +90,12 @@ class Listing:
 
     async def plain_entries(self, req: S3Request, entries: list[ET.Element]) -> None:
         """Rewrites each listed entry's Size and ETag (of a ListObjects `Contents` or a
-        ListObjectVersions `Version`) to the plaintext's."""
+        ListObjectVersions `Version`) to the plaintext's, and drops the backend's checksum
+        algorithm: it is of the ciphertext (a multipart object's sealed parts are sent with
+        CRC32), and the listing does not carry the plaintext checksum's."""
         ns = f"{{{S3_NS}}}"
+        for el in entries:
+            drop_checksums(el)
         url_encoded = req.query.get("encoding-type") == "url"
         sem = asyncio.Semaphore(_LIST_CONCURRENCY)
 

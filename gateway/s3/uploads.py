@@ -29,7 +29,7 @@ from gateway.s3.copy import Copier
 from gateway.s3.encryption import ObjectEncryption
 from gateway.s3.envelope import ObjectCorrupt, ObjectMeta
 from gateway.s3.errors import S3Error, invalid_argument
-from gateway.s3.listing import owned_by_caller
+from gateway.s3.listing import drop_checksums, owned_by_caller
 from gateway.s3.messages import Reply, S3Request, last_modified, put_headers, xml_doc
 from gateway.s3.multipart import BACKEND_CHECKSUM, UploadToken, backend_upload_id, decode_token, is_token
 from gateway.s3.reader import Reader
@@ -282,7 +282,7 @@ class Uploads:
         root = ET.fromstring(r.content)
         for el in root.iter(_NS + "UploadId"):
             el.text = upload_id
-        _drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
+        drop_checksums(root)  # they are the backend's, of ciphertext: meaningless to the client
         owned_by_caller(root, req)
         token = decode_token(upload_id) if is_token(upload_id) else None
         if token is not None:
@@ -344,7 +344,7 @@ class Uploads:
             el.text = issued.get(el.text or "", el.text)
         for upload in root.iter(_NS + "Upload"):
             # The backend's algorithm is of the sealed parts; the client's, of its plaintext.
-            _drop_checksums(upload)
+            drop_checksums(upload)
             declared = _declared(_text(upload, "UploadId") or "")
             for name, value in zip(("ChecksumAlgorithm", "ChecksumType"), declared or (), strict=False):
                 ET.SubElement(upload, _NS + name).text = value
@@ -365,14 +365,6 @@ def _declared(upload_id: str) -> tuple[str, str] | None:
         return decode_token(upload_id).checksum if is_token(upload_id) else None
     except ValueError:
         return None
-
-
-def _drop_checksums(el: ET.Element) -> None:
-    for child in list(el):
-        if child.tag.removeprefix(_NS).startswith("Checksum"):
-            el.remove(child)
-        else:
-            _drop_checksums(child)
 
 
 def _copy_range(value: str, size: int) -> tuple[int, int]:
