@@ -84,10 +84,6 @@ def _completing(bucket: str, key: str, nonce: bytes) -> str:
     return f"completing/{_seg(bucket)}/{hashlib.sha256(key.encode()).hexdigest()}/{nonce.hex()}"
 
 
-async def _given(records: dict[tuple[int, str], PartRecord]) -> dict[tuple[int, str], PartRecord]:
-    return records
-
-
 class UploadState:
     def __init__(self, backend: Backend, bucket: str) -> None:
         self.backend = backend
@@ -154,8 +150,11 @@ class UploadState:
         """`part_key` -> plaintext MD5 of every part recorded for an upload: in its v4 record
         (`records`, when the caller has them already) or, for parts of v2 and v3 uploads and
         of v4 uploads before the MD5 moved there, in a record of its own."""
-        own, v4 = await asyncio.gather(self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/"),
-                                       _given(records) if records is not None else self.part_salts(bucket, backend_id))
+        listing = self._keys(f"parts/{_seg(bucket)}/{_seg(backend_id)}/")
+        if records is None:
+            own, v4 = await asyncio.gather(listing, self.part_salts(bucket, backend_id))
+        else:
+            own, v4 = await listing, records
         out = {key: r.md5 for key, r in v4.items() if r.md5 is not None}
         for key in own:
             number, etag, md5 = key.rsplit("/", 3)[1:]
@@ -168,7 +167,7 @@ class UploadState:
     async def remember_salt(self, bucket: str, backend_id: str, number: int, sealed_etag: str, salt: bytes,
                             checksum: ObjectChecksum | None = None, sealed_crc32: str | None = None,
                             md5: str | None = None) -> None:
-        """A v4 part's one record (one small PUT per part: each costs a store ~5 ms of CPU)."""
+        """A v4 part's one record: one small PUT per part (each cost moto ~5 ms of CPU)."""
         etag = part_key(number, sealed_etag)[1]
         fields = [salt.hex(), checksum.algorithm if checksum is not None else "",
                   _seg(checksum.value()) if checksum is not None else "", _seg(sealed_crc32 or ""), md5 or ""]
