@@ -36,7 +36,10 @@ from kms_core.client import KmsClient
 class S3Proxy:
     def __init__(self, backend: Backend, kms_for: Callable[[Authenticated], KmsClient], *,
                  key_cache_ttl: float | None = None, allow_sse_c_over_http: bool = False,
-                 state_bucket: str | None = None, serve_plaintext: bool = False) -> None:
+                 state_bucket: str | None = None, serve_plaintext: bool = False,
+                 upgrading: bool | None = None) -> None:
+        if upgrading is None:
+            upgrading = os.environ.get("SSEGW_UPGRADING", "").lower() in ("1", "true", "yes")
         if key_cache_ttl is None:
             key_cache_ttl = float(os.environ.get("SSEGW_KEY_CACHE_SECONDS", DEFAULT_TTL))
         self.backend = backend
@@ -53,7 +56,8 @@ class S3Proxy:
         self.listing = Listing(backend, self.buckets, self.reader, self.sse)
         self.objects = Objects(backend, self.buckets, self.reader, self.sse)
         self.copier = Copier(backend, self.buckets, self.reader, self.sse)
-        self.uploads = Uploads(backend, self.buckets, self.reader, self.sse, self.upload_state, self.copier)
+        self.uploads = Uploads(backend, self.buckets, self.reader, self.sse, self.upload_state, self.copier,
+                               upgrading=upgrading)
         self.versions = Versions(backend, self.buckets, self.listing)
         self.acl = Acl(self.buckets, self.reader)
         self.tagging = ObjectTagging(backend, self.buckets)

@@ -13,6 +13,7 @@ those or ours, UploadPart needs ours (the data key travels in it).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -42,8 +43,12 @@ _NS = f"{{{S3_NS}}}"
 
 class Uploads:
     def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption,
-                 upload_state: UploadState, copier: Copier) -> None:
+                 upload_state: UploadState, copier: Copier, *, upgrading: bool = False) -> None:
         self.backend = backend
+        # While nodes of the previous release still serve (SSEGW_UPGRADING): uploads are made
+        # and recorded as that release did, so any node can take their parts and complete them
+        # (it reads neither 13-field UploadIds nor MD5s in part records). Every node reads both.
+        self.upgrading = upgrading
         self.buckets = buckets
         self.reader = reader
         self.sse = sse
@@ -81,14 +86,15 @@ class Uploads:
         # damaged on its way is refused while the client can still send it again, not found on
         # the first read. (The checksums the client declares are of its plaintext and stay
         # with the proxy.) A backend that does not say it took the algorithm gets plain parts.
-        headers["x-amz-checksum-algorithm"] = BACKEND_CHECKSUM
+        if not self.upgrading:
+            headers["x-amz-checksum-algorithm"] = BACKEND_CHECKSUM
         r = await self.backend.send("POST", req.bucket, req.key, query={"uploads": ""}, headers=headers)
         if r.status_code != 200:
             return await backend_error(r)
         backend_id = _text(ET.fromstring(r.content), "UploadId")
         if not backend_id:
             raise S3Error("InternalError", "the backend returned no UploadId", 500)
-        taken = r.headers.get("x-amz-checksum-algorithm", "").upper() == BACKEND_CHECKSUM
+        taken = not self.upgrading and r.headers.get("x-amz-checksum-algorithm", "").upper() == BACKEND_CHECKSUM
         token = UploadToken(backend_id, req.bucket, req.key, ok.algorithm, nonce, ok.sealed, ok.kms_key_id,
                             enc.sse, enc.context, ok.salt, ok.customer, checksum=declared,
                             backend_checksum=BACKEND_CHECKSUM if taken else None).encode(ok.plaintext)
@@ -167,11 +173,16 @@ class Uploads:
         assert req.bucket is not None
         state, etag = self.upload_state, r.headers.get("etag", "")
         hexdigest = md5.hexdigest() if md5 is not None else None
-        if token.format == envelope.FORMAT_VERSION_4:
-            await state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum, sealed_crc,
-                                      hexdigest)
-        elif hexdigest is not None:
-            await state.remember_part(req.bucket, token.backend_id, number, etag, hexdigest)
+        v4 = token.format == envelope.FORMAT_VERSION_4
+        md5_apart = hexdigest is not None and (not v4 or self.upgrading)
+        writes = []
+        if v4:
+            writes.append(state.remember_salt(req.bucket, token.backend_id, number, etag, salt, checksum, sealed_crc,
+                                              None if md5_apart else hexdigest))
+        if md5_apart:
+            assert hexdigest is not None
+            writes.append(state.remember_part(req.bucket, token.backend_id, number, etag, hexdigest))
+        await asyncio.gather(*writes)
 
     @staticmethod
     def _part_etag(md5: hashlib._Hash | None, backend: BackendResponse) -> str:

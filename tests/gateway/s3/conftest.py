@@ -176,10 +176,10 @@ def _run(app: Any, cert: tuple[Path, Path] | None) -> tuple[uvicorn.Server, int]
 
 
 @contextlib.contextmanager
-def proxy_in_front_of(store: Store, kms: Kms, tls_cert: tuple[Path, Path]) -> Iterator[S3Stack]:
+def proxy_in_front_of(store: Store, kms: Kms, tls_cert: tuple[Path, Path], **proxy_options: Any) -> Iterator[S3Stack]:
     """Our proxy (HTTPS and HTTP) in front of `store`, with `kms`, until the block ends."""
     backend = Backend(store.config())
-    proxy = S3Proxy(backend, _kms_clients(kms, None, None))
+    proxy = S3Proxy(backend, _kms_clients(kms, None, None), **proxy_options)
     app = create_app(proxy, _credentials(kms), frozen=kms.accounts.is_frozen)
     (tls, tls_port), (plain, http_port) = _run(app, tls_cert), _run(app, None)
     servers = [tls, plain]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,8 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, upload
+from gateway.s3.multipart import decode_token
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, proxy_in_front_of, upload
 
 pytestmark = pytest.mark.every_store  # runs against moto and SeaweedFS
 
@@ -241,6 +244,36 @@ def test_sealed_parts_go_with_their_crc32_and_clients_see_only_their_own_checksu
     entries = (c.list_objects_v2(Bucket=b)["Contents"] + c.list_objects(Bucket=b)["Contents"]
                + c.list_object_versions(Bucket=b)["Versions"])
     assert len(entries) == 6 and not any(k.startswith("Checksum") for e in entries for k in e), entries
+
+
+def test_while_upgrading_uploads_are_made_and_recorded_as_the_previous_release_did(
+        s3: S3Stack, tls_cert: tuple[Path, Path]) -> None:
+    # SSEGW_UPGRADING, set while nodes of the previous release still serve: an upload's
+    # UploadId has no 13th field (that release refuses it), its backend upload declares no
+    # algorithm (that release sends plain parts), and each part's records are that release's
+    # (the MD5 apart, the salt record as it wrote it). The new release completes it as well,
+    # also with a part taken after the setting was dropped.
+    with proxy_in_front_of(s3.store, s3.kms, tls_cert, upgrading=True) as upgrading:
+        t = s3.tenant()
+        c, during = s3.client(t), upgrading.client(t)
+        b = bucket_name()
+        c.create_bucket(Bucket=b)
+        parts = [os.urandom(5 * MiB + 1), os.urandom(99)]
+        up = during.create_multipart_upload(Bucket=b, Key="k", ChecksumAlgorithm="CRC32")
+        assert decode_token(up["UploadId"]).backend_checksum is None
+        first = during.upload_part(Bucket=b, Key="k", UploadId=up["UploadId"], PartNumber=1, Body=parts[0],
+                                   ChecksumAlgorithm="CRC32")
+        records = {kind: [o["Key"].rsplit("/", 1)[1] for o in s3.backend.list_objects_v2(
+            Bucket=s3.proxy.state_bucket, Prefix=f"{kind}/{b}/").get("Contents", [])] for kind in ("salts", "parts")}
+        assert records["parts"] == [hashlib.md5(parts[0]).hexdigest()]
+        assert len(records["salts"]) == 1 and re.fullmatch(r"[0-9a-f]{32}~CRC32~[^~]+", records["salts"][0])
+        second = c.upload_part(Bucket=b, Key="k", UploadId=up["UploadId"], PartNumber=2, Body=parts[1],
+                               ChecksumAlgorithm="CRC32")
+        done = [{"PartNumber": n, "ETag": p["ETag"], "ChecksumCRC32": p["ChecksumCRC32"]}
+                for n, p in ((1, first), (2, second))]
+        c.complete_multipart_upload(Bucket=b, Key="k", UploadId=up["UploadId"], MultipartUpload={"Parts": done})
+        assert during.get_object(Bucket=b, Key="k")["Body"].read() == b"".join(parts)
+        assert c.head_object(Bucket=b, Key="k", ChecksumMode="ENABLED")["ChecksumCRC32"].endswith("-2")
 
 
 # moto (5.x) reads aws-chunked bodies without checking their trailer; SeaweedFS, like S3, checks it.
