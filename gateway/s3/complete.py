@@ -25,7 +25,7 @@ from gateway.s3.messages import Reply, S3Request, copied_headers, version_header
 from gateway.s3.multipart import MIN_PART, Layout, UploadToken, ambiguous, decode_token, is_token
 from gateway.s3.reader import Reader, Stored, client_etag
 from gateway.s3.upload_lookup import UploadLookup, etag_md5, no_such_upload, token_meta
-from gateway.s3.upload_state import UploadState, part_key
+from gateway.s3.upload_state import PartRecord, UploadState, part_key
 
 _NS = f"{{{S3_NS}}}"
 
@@ -63,18 +63,20 @@ class Completion:
             if e.code != "NoSuchUpload":
                 raise
             return await self._completed_before(req, upload_id, len(wanted), e)
-        await self._check_etags(req.bucket, backend_id, token, listed, have)
+        v4 = token is not None and token.format == envelope.FORMAT_VERSION_4
+        # A v4 upload's part records, listed once: its parts' MD5s (their ETags) are in them too.
+        recorded = await self.upload_state.part_salts(req.bucket, backend_id) if v4 else None
+        await self._check_etags(req.bucket, backend_id, token, listed, have, recorded)
         guard = await conditions.write_conditions(self.reader, req)
         layout = _checked_layout(token, customer, wanted, have)
         manifest, salts, checksum, crcs = "", list[bytes](), None, dict[int, str]()
-        if token is not None and token.format == envelope.FORMAT_VERSION_4:
-            manifest, salts, checksum, crcs = await self._manifest(req, token, upload_id, backend_id, listed,
-                                                                   have, layout)
+        if token is not None and recorded is not None:
+            manifest, salts, checksum, crcs = await self._manifest(req, token, upload_id, listed, have, layout,
+                                                                   recorded)
         await self.fault("before-backend-complete")
         etag, versions = await self._backend_complete(req, backend_id, wanted, have, guard, crcs)
         await self.fault("after-backend-complete")
         etag = await self._bind_layout(req, token, customer, etag, versions, layout, manifest, salts)
-        v4 = token is not None and token.format == envelope.FORMAT_VERSION_4
         await self.upload_state.forget(req.bucket, backend_id,
                                        (req.key, token.base_nonce) if v4 and token is not None else None)
         sse: dict[str, str] = {}
@@ -110,15 +112,17 @@ class Completion:
             marker = nxt
 
     async def _check_etags(self, bucket: str, backend_id: str, token: UploadToken | None,
-                           listed: list[xml_bodies.CompletedPart], have: Parts) -> None:
-        """Every part the Complete names is one the backend holds, under an ETag it was given."""
+                           listed: list[xml_bodies.CompletedPart], have: Parts,
+                           recorded: dict[tuple[int, str], PartRecord] | None) -> None:
+        """Every part the Complete names is one the backend holds, under an ETag it was given
+        (`recorded`: the upload's v4 part records, when listed already)."""
         md5_etags = token is None or etag_md5(token) is not None
         md5s: dict[tuple[int, str], str] | None = None
         for part in listed:
             if part.number not in have:
                 raise S3Error("InvalidPart", f"Part {part.number} could not be found.", 400)
             if md5_etags and md5s is None and not _same_etag(part.etag, have[part.number][1]):
-                md5s = await self.upload_state.part_md5s(bucket, backend_id)
+                md5s = await self.upload_state.part_md5s(bucket, backend_id, recorded)
             if not _etag_fits(part, have[part.number][1], md5s):
                 raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part "
                               "may not have been uploaded, or the specified entity tag may not match the "
@@ -161,9 +165,10 @@ class Completion:
         self.reader.remember(req.bucket, req.key, etag, layout)
         return etag
 
-    async def _manifest(self, req: S3Request, token: UploadToken, upload_id: str, backend_id: str,
-                        listed: list[xml_bodies.CompletedPart], have: Parts,
-                        layout: Layout) -> tuple[str, list[bytes], ObjectChecksum | None, dict[int, str]]:
+    async def _manifest(self, req: S3Request, token: UploadToken, upload_id: str,
+                        listed: list[xml_bodies.CompletedPart], have: Parts, layout: Layout,
+                        recorded: dict[tuple[int, str], PartRecord],
+                        ) -> tuple[str, list[bytes], ObjectChecksum | None, dict[int, str]]:
         """A v4 upload's manifest (and its parts' salts, in order, the object's checksum if the
         upload declared one, and the sealed parts' CRC32s by number if the backend upload
         declared them), from what UploadPart recorded for exactly the sealed parts Complete
@@ -171,7 +176,6 @@ class Completion:
         finish writing it."""
         assert req.bucket is not None and req.key is not None
         data_key = await self.lookup.data_key(req, token, upload_id)
-        recorded = await self.upload_state.part_salts(req.bucket, backend_id)
         records = []
         for part in listed:
             record = recorded.get(part_key(part.number, have[part.number][1]))

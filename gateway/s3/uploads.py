@@ -316,7 +316,8 @@ class Uploads:
         want_md5s, declared = etag_md5(token) is not None, token.checksum
         if not want_md5s and declared is None:
             return
-        recorded = await self.upload_state.part_salts(bucket, backend_id)
+        recorded = (await self.upload_state.part_salts(bucket, backend_id)
+                    if token.format == envelope.FORMAT_VERSION_4 else {})  # v2/v3 parts keep none
         md5s = await self.upload_state.part_md5s(bucket, backend_id, recorded) if want_md5s else {}
         if declared is not None:
             for name, value in zip(("ChecksumAlgorithm", "ChecksumType"), declared, strict=True):
