@@ -62,11 +62,13 @@ _COPY_CONCURRENCY = 4
 
 
 class Copier:
-    def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption) -> None:
+    def __init__(self, backend: Backend, buckets: Buckets, reader: Reader, sse: ObjectEncryption, *,
+                 upgrading: bool = False) -> None:
         self.backend = backend
         self.buckets = buckets
         self.reader = reader
         self.sse = sse
+        self.upgrading = upgrading  # SSEGW_UPGRADING: write nothing the previous release misreads
 
     async def source(self, req: S3Request, *, check_customer: bool = True) -> Stored:
         """The object named by x-amz-copy-source: owned by the caller, conditions checked, and
@@ -174,8 +176,8 @@ class Copier:
             # data key itself does not change, so neither do the sealed bytes).
             data_key = await self.sse.open_key(req.auth, src)
             assert data_key is not None
-            new = new.signed(data_key, req.bucket, req.key)
-            checksum = stored_checksum(src, data_key)  # the data key is the source's: so is the checksum
+            checksum = await stored_checksum(self.backend, src, data_key)  # the data key is the source's
+            new = _checksum_inline(new, checksum, data_key).signed(data_key, req.bucket, req.key)
         headers.update(new.encode())
         assert src.layout is not None
         etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
@@ -195,14 +197,15 @@ class Copier:
         wrapped, record = sse_c.bind(enc.customer, data_key, req.bucket, req.key)
         new = dataclasses.replace(meta, sealed_key=wrapped, kms_key_id="", sse=sse_c.SSE, md5=None, context=None,
                                   bucket_key_salt=None, customer=record.encode())
+        checksum = await stored_checksum(self.backend, src, data_key)
+        new = _checksum_inline(new, checksum, data_key)
         new = new.signed(data_key, req.bucket, req.key)  # v3: the MAC binds the new fields and name
         headers.update(new.encode())
         assert src.layout is not None
         etag, modified, version = await self.backend_copy(src, req.bucket, req.key, headers)
         if new.multipart:
             self.reader.remember(req.bucket, req.key, etag, src.layout)
-        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version,
-                           stored_checksum(src, data_key))
+        return self._reply(req, new, client_etag(new, etag), modified, None, enc.customer, src, version, checksum)
 
     async def backend_copy(self, src: Stored, bucket: str, key: str,
                            headers: dict[str, str]) -> tuple[str, str, str | None]:
@@ -284,7 +287,7 @@ class Copier:
         plain = await self.reader.plaintext(src, src_key, 0, src.size)
         # The copy keeps the source's whole-object checksum; a composite one (of parts the copy
         # does not have) becomes the whole object's checksum of its algorithm, computed here.
-        kept = stored_checksum(src, src_key) if src_key is not None else None
+        kept = await stored_checksum(self.backend, src, src_key) if src_key is not None else None
         checksum = None
         if kept is not None and kept.type == checksums.FULL_OBJECT:
             checksum = BodyChecksum(kept.algorithm, kept.digest, kept.digest)
@@ -292,7 +295,7 @@ class Copier:
             checksum = BodyChecksum(kept.algorithm)
             plain = checksums.checksummed(plain, checksum)
         new, r = await write_sealed(self.backend, req.bucket, req.key, ok, enc, src.size, plain,
-                                    _without_directive(headers), checksum=checksum)
+                                    _without_directive(headers), checksum=checksum, checksum_tag=not self.upgrading)
         if r.status_code != 200:
             await backend_error(r)
         return self._reply(req, new, client_etag(new, r.headers.get("etag", "")), _iso(datetime.now(UTC)), None,
@@ -319,6 +322,15 @@ class Copier:
         body = (f'<CopyObjectResult xmlns="{S3_NS}"><LastModified>{escape(modified)}</LastModified>'
                 f"<ETag>{escape(etag)}</ETag>{checksum.xml() if checksum is not None else ''}</CopyObjectResult>")
         return Reply(200, headers, xml_doc(body))
+
+
+def _checksum_inline(meta: ObjectMeta, checksum: checksums.ObjectChecksum | None, data_key: bytes) -> ObjectMeta:
+    """A backend copy's metadata, with a checksum its source kept in its tag (which the copy
+    does not get: its tags are set by the tagging directive) sealed in the metadata."""
+    if meta.checksum != envelope.CHECKSUM_IN_TAG:
+        return meta
+    return dataclasses.replace(meta, checksum=checksums.seal(checksum, data_key, meta.algorithm)
+                               if checksum is not None else None)
 
 
 _TAGGING_DIRECTIVE = "x-amz-tagging-directive"

@@ -70,6 +70,15 @@ manifest field, `<size> <layout> <parts digest> <checksum> <manifest MAC>` (cove
 manifest MAC; a manifest without it verifies as before). A gateway older than this reads
 single objects with `ssegw-cks` as failing their MAC: upgrade every node before clients send
 checksums.
+
+A single object whose checksum is known only once its body has streamed out (a body over
+BUFFER_LIMIT with its checksum in an `aws-chunked` trailer, or computed by a copy) has
+`ssegw-cks: tag` (CHECKSUM_IN_TAG, MAC'd like any field): after the backend stored it, the
+sealed checksum goes into its `ssegw-manifest` tag, as a v4 manifest does. The seal's key is
+the object's own data key, so a tag that does not open is not this object's (another PUT of
+the same name raced it): it reads as no checksum, as does a missing tag. The gateway before
+this reads such an object's checksum as damaged: while it still serves (SSEGW_UPGRADING), the
+tag is not used and such a checksum is not kept, as before.
 """
 
 # The format lives in two modules along its seam: the package stream and the keys and nonces
@@ -78,6 +87,7 @@ checksums.
 from __future__ import annotations
 
 from gateway.s3.object_meta import (
+    CHECKSUM_IN_TAG,
     MANIFEST_TAG,
     MAX_LAYOUT_TEXT,
     MAX_TAG_VALUE,
@@ -137,6 +147,7 @@ __all__ = [
     "FORMAT_VERSION_3",
     "FORMAT_VERSION_4",
     "KNOWN_VERSIONS",
+    "CHECKSUM_IN_TAG",
     "MANIFEST_TAG",
     "MAX_LAYOUT_TEXT",
     "MAX_PART",

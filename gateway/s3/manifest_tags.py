@@ -78,6 +78,11 @@ def _tagging(tags: dict[str, str]) -> str:
     return f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'
 
 
+def has_room(header: str | None) -> bool:
+    """Whether an object written with this x-amz-tagging leaves S3's tenth tag for the gateway."""
+    return header is None or len(parse_qsl(header, keep_blank_values=True)) <= MAX_USER_TAGS
+
+
 def check_user_tags(header: str | None) -> None:
     """InvalidTag when a multipart upload's x-amz-tagging leaves no room for the manifest."""
     if header is None:

@@ -32,6 +32,9 @@ from gateway.s3.package_cipher import (
 )
 
 MANIFEST_TAG = "ssegw-manifest"  # v4: the object tag holding a multipart object's manifest
+# ObjectMeta.checksum of a v3 object whose checksum came after its metadata went out (a streamed
+# body's trailer, or computed as it streamed): the sealed checksum is then the MANIFEST_TAG's value.
+CHECKSUM_IN_TAG = "tag"
 MAX_TAG_VALUE = 256  # S3's limit on a tag value
 MAX_USER_TAGS = 9  # S3 keeps 10 tags per object; a v4 multipart object's manifest takes one
 _META_MAC_INFO = b"ssegw/obj/v3/meta"
@@ -78,6 +81,12 @@ class ObjectMeta:
     def manifest_in_tag(self) -> bool:
         """v4 multipart: size and layout live in the `ssegw-manifest` tag, not the metadata."""
         return self.version == FORMAT_VERSION_4 and self.multipart
+
+    @property
+    def tagged(self) -> bool:
+        """The object holds a MANIFEST_TAG of the gateway's: a v4 multipart manifest, or the
+        checksum of a v3 object (CHECKSUM_IN_TAG)."""
+        return self.manifest_in_tag or self.checksum == CHECKSUM_IN_TAG
 
     @property
     def complete(self) -> bool:

@@ -54,8 +54,8 @@ class S3Proxy:
         self.upload_state = UploadState(backend, self.state_bucket)
         self.bucket_ops = BucketOps(backend, self.buckets, self.sse, self.state_bucket)
         self.listing = Listing(backend, self.buckets, self.reader, self.sse)
-        self.objects = Objects(backend, self.buckets, self.reader, self.sse)
-        self.copier = Copier(backend, self.buckets, self.reader, self.sse)
+        self.objects = Objects(backend, self.buckets, self.reader, self.sse, upgrading=upgrading)
+        self.copier = Copier(backend, self.buckets, self.reader, self.sse, upgrading=upgrading)
         self.uploads = Uploads(backend, self.buckets, self.reader, self.sse, self.upload_state, self.copier,
                                upgrading=upgrading)
         self.versions = Versions(backend, self.buckets, self.listing)
