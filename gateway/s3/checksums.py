@@ -45,6 +45,8 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the port
 
 FULL_OBJECT = "FULL_OBJECT"
 COMPOSITE = "COMPOSITE"
+# What S3 computes and keeps for an object PUT without a checksum of its own (since 2025).
+DEFAULT = "CRC64NVME"
 TYPES = (FULL_OBJECT, COMPOSITE)
 # Index = the algorithm's byte in a sealed checksum: never reorder.
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128")

@@ -82,7 +82,7 @@ class Objects:
         manifest_tags.refuse_reserved(req.headers.get("x-amz-tagging"))
         guard = await write_conditions(self.reader, req)
         enc = self.sse.encryption(req, info)
-        stream, size, received = body_stream(req)
+        stream, size, received = body_stream(req, compute=checksums.DEFAULT)
         if size > MAX_PUT:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         expected_md5 = content_md5(req)

@@ -1,6 +1,7 @@
 """The checksum of a streamed object that is known only at its end (an aws-chunked trailer, as
-the AWS SDKs send every PutObject over HTTPS, or one a copy computes), kept in the object's
-`ssegw-manifest` tag once the backend stored it (envelope.py, CHECKSUM_IN_TAG).
+the AWS SDKs send every PutObject over HTTPS, S3's default CRC64NVME, or one a copy computes),
+kept in the object's `ssegw-manifest` tag once the backend stored it (envelope.py,
+CHECKSUM_IN_TAG).
 
 S3 keeps a PutObject's checksum whatever its size and wherever it came: HEAD and GET with
 `x-amz-checksum-mode: ENABLED` and GetObjectAttributes give it back (FULL_OBJECT), and the
@@ -9,6 +10,8 @@ client's tags are its own (the gateway's tag is never shown, counted or replaced
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.s3.checksum_refs import composite_of, shown, value_of
-from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, proxy_in_front_of
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, proxy_in_front_of, signed_request
 
 BIG = 16 * MiB + 1  # above the proxy's buffering limit: the body streams, its trailer comes last
 
@@ -175,3 +178,28 @@ def test_while_upgrading_the_checksum_is_answered_not_tagged(s3: S3Stack, tls_ce
         assert "ssegw-cks" not in s3.backend.head_object(Bucket=b, Key="k")["Metadata"]
         assert _tags(s3.backend, b, "k") == {}
         assert shown(s3.client(t).head_object(Bucket=b, Key="k", ChecksumMode="ENABLED")) == {}
+
+
+# ---------------------------------------------------------------------- S3's default checksum
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("size", [1000, BIG], ids=["buffered", "streamed"])
+def test_a_put_without_a_checksum_gets_s3s_default_crc64nvme(s3: S3Stack, size: int) -> None:
+    # S3 (since 2025) computes and keeps a CRC64NVME (FULL_OBJECT) of every object PUT without
+    # a checksum, answers it on the PUT and gives it back like one the client sent.
+    t = s3.tenant()
+    c = s3.client(t, request_checksum_calculation="when_required")  # botocore then sends none
+    b = bucket_name()
+    c.create_bucket(Bucket=b)
+    body = os.urandom(size)
+    want = {"ChecksumCRC64NVME": value_of("CRC64NVME", body)}
+    put = c.put_object(Bucket=b, Key="k", Body=body)
+    assert "x-amz-checksum-crc32" not in put["ResponseMetadata"]["HTTPHeaders"]  # sent none: answered the default
+    assert (shown(put), put.get("ChecksumType")) == (want, "FULL_OBJECT")
+    _kept(c, b, "k", want, body)
+    # Plain SigV4 with only Content-MD5, as older clients send: the same.
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    r = signed_request(s3, t, "PUT", f"/{b}/md5", headers={"content-md5": md5}, body=body)
+    assert r.status == 200 and r.headers["x-amz-checksum-crc64nvme"] == want["ChecksumCRC64NVME"]
+    _kept(c, b, "md5", want, body)
