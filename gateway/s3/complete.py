@@ -169,8 +169,8 @@ class Completion:
                         listed: list[xml_bodies.CompletedPart], have: Parts, layout: Layout,
                         recorded: dict[tuple[int, str], PartRecord],
                         ) -> tuple[str, list[bytes], ObjectChecksum | None, dict[int, str]]:
-        """A v4 upload's manifest (and its parts' salts, in order, the object's checksum if the
-        upload declared one, and the sealed parts' CRC32s by number if the backend upload
+        """A v4 upload's manifest (and its parts' salts, in order, the object's checksum if it
+        has one, and the sealed parts' CRC32s by number if the backend upload
         declared them), from what UploadPart recorded for exactly the sealed parts Complete
         names; recorded as in flight, so a Complete retried after a crash, or a reader, can
         finish writing it."""
@@ -300,11 +300,11 @@ class Completion:
 
 def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies.CompletedPart],
                      recorded: list[ObjectChecksum | None], layout: Layout) -> ObjectChecksum | None:
-    """The completed object's checksum, of the type the upload declared (None: it declared
-    none), after S3's checks: every part named with the checksum UploadPart gave it, and the
-    whole object's checksum as the client computed it, if sent."""
+    """The completed object's checksum, of the type the upload declared (S3's default where it
+    declared none), after S3's checks: every part named with the checksum UploadPart gave it,
+    and the whole object's checksum as the client computed it, if sent."""
     if token.checksum is None:
-        return None
+        return _default_checksum(recorded, layout)
     algorithm, kind = token.checksum
     tag = checksums.element(algorithm)
     for part, kept in zip(listed, recorded, strict=True):
@@ -331,6 +331,20 @@ def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies
         raise S3Error("BadDigest", f"The {checksums.header(algorithm)} you specified did not match the "
                       "calculated checksum.")
     return out
+
+
+def _default_checksum(recorded: list[ObjectChecksum | None], layout: Layout) -> ObjectChecksum | None:
+    """S3's default for an upload that declared no checksum: the whole object's CRC64NVME,
+    combined from its parts' (UploadPart computed them); none when a part has none (recorded by
+    an older version) or one of another algorithm (the client sent its own)."""
+    digests = []
+    for kept in recorded:
+        if kept is None or kept.algorithm != checksums.DEFAULT:
+            return None
+        digests.append(kept.digest)
+    if not digests:
+        return None
+    return checksums.full_object(checksums.DEFAULT, list(zip(digests, layout.plain, strict=True)))
 
 
 def _completed(req: S3Request, etag: str, headers: dict[str, str], checksum: ObjectChecksum | None = None) -> Reply:

@@ -134,8 +134,8 @@ class Uploads:
         number = self._number(req)
         token, data_key, _ = await self._token(req)
         # An upload that declared a checksum algorithm gets every part's checksum: the client's,
-        # or computed here when the part carries none.
-        stream, size, received = bodies.body_stream(req, compute=token.checksum[0] if token.checksum else None)
+        # or computed here when the part carries none (S3's default where it declared none).
+        stream, size, received = bodies.body_stream(req, compute=_computed(token))
         if token.checksum is not None and received.algorithm != token.checksum[0]:
             raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected checksum Type: "
                           f"{token.checksum[0].lower()}, actual checksum Type: {(received.algorithm or '').lower()}")
@@ -244,7 +244,8 @@ class Uploads:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
         src_key = await self.sse.open_key(req.auth, source, self.sse.customer_key(req, copy_source=True))
         plain = await self.reader.plaintext(source, src_key, start, end)
-        computed = checksums.BodyChecksum(token.checksum[0]) if token.checksum is not None else None
+        algorithm = _computed(token)
+        computed = checksums.BodyChecksum(algorithm) if algorithm is not None else None
         if computed is not None:
             plain = checksums.checksummed(plain, computed)
         md5 = etag_md5(token)
@@ -394,3 +395,12 @@ def _copy_range(value: str, size: int) -> tuple[int, int]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _computed(token: UploadToken) -> str | None:
+    """The checksum a part gets computed when it carries none: the upload's declared one, or
+    for a v4 upload that declared none S3's default, from which Complete makes the object's
+    (v2/v3 parts keep no checksum)."""
+    if token.checksum is not None:
+        return token.checksum[0]
+    return checksums.DEFAULT if token.format == envelope.FORMAT_VERSION_4 else None

@@ -98,3 +98,14 @@ def shown(answer: dict[str, Any]) -> dict[str, str]:
     """The Checksum<ALGORITHM> fields of a boto3 answer (not ChecksumType/-Algorithm)."""
     return {k: v for k, v in answer.items()
             if k.startswith("Checksum") and k not in ("ChecksumType", "ChecksumAlgorithm")}
+
+
+def assert_kept(c: Any, b: str, key: str, want: dict[str, str], body: bytes, **version: str) -> None:
+    """HEAD, GET (botocore checks the body against what it is shown) and GetObjectAttributes
+    give back `want`, as FULL_OBJECT."""
+    head = c.head_object(Bucket=b, Key=key, ChecksumMode="ENABLED", **version)
+    assert (shown(head), head.get("ChecksumType")) == (want, "FULL_OBJECT")
+    got = c.get_object(Bucket=b, Key=key, ChecksumMode="ENABLED", **version)
+    assert shown(got) == want and got["Body"].read() == body
+    attrs = c.get_object_attributes(Bucket=b, Key=key, ObjectAttributes=["Checksum"], **version)
+    assert shown(attrs["Checksum"]) == want and attrs["Checksum"]["ChecksumType"] == "FULL_OBJECT"
