@@ -296,14 +296,18 @@ def stored_upload_part(bucket: str, number: int) -> bytes:
 
 
 def upload(c: Any, b: str, key: str, parts: list[bytes], **kw: Any) -> dict[str, Any]:
-    """A multipart upload of `parts` through client `c`; the Complete reply."""
+    """A multipart upload of `parts` through client `c` (with `ChecksumAlgorithm` in `kw`, each
+    part sent with that checksum and named with it in Complete); the Complete reply."""
     up = c.create_multipart_upload(Bucket=b, Key=key, **kw)
+    algorithm = kw.get("ChecksumAlgorithm")
     done = []
     for n, data in enumerate(parts, 1):
-        r = c.upload_part(Bucket=b, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=data)
+        r = c.upload_part(Bucket=b, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=data,
+                          **({"ChecksumAlgorithm": algorithm} if algorithm else {}))
         if r["ServerSideEncryption"] == "AES256":  # SSE-KMS part ETags are opaque, as in S3
             assert r["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
-        done.append({"PartNumber": n, "ETag": r["ETag"]})
+        done.append({"PartNumber": n, "ETag": r["ETag"],
+                     **({f"Checksum{algorithm}": r[f"Checksum{algorithm}"]} if algorithm else {})})
     completed: dict[str, Any] = c.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],
                                                             MultipartUpload={"Parts": done})
     return completed

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.gateway.s3.checksum_refs import assert_kept, composite_of, shown, value_of
-from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, proxy_in_front_of
+from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, proxy_in_front_of, upload
 
 BIG = 16 * MiB + 1  # above the proxy's buffering limit: the body streams, its trailer comes last
 
@@ -114,12 +114,7 @@ def test_a_copy_that_computes_the_checksum_keeps_it(s3: S3Stack) -> None:
     b = bucket_name()
     c.create_bucket(Bucket=b)
     parts = [os.urandom(5 * MiB) for _ in range(3)] + [os.urandom(2 * MiB)]
-    up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm="SHA256")["UploadId"]
-    done = []
-    for n, data in enumerate(parts, 1):
-        r = c.upload_part(Bucket=b, Key="mp", UploadId=up, PartNumber=n, Body=data, ChecksumAlgorithm="SHA256")
-        done.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
-    c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up, MultipartUpload={"Parts": done})
+    upload(c, b, "mp", parts, ChecksumAlgorithm="SHA256")
     assert shown(c.head_object(Bucket=b, Key="mp", ChecksumMode="ENABLED")) == {
         "ChecksumSHA256": composite_of("SHA256", parts)}
     sm4 = s3.kms.service.create_key(t.caller, spec="SM4").key_id

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.s3.conftest import S3Stack, Side, bucket_name, error_of, outcome, signed_request
+from tests.gateway.s3.conftest import S3Stack, Side, bucket_name, error_of, outcome, signed_request, upload
 
 MiB = 1024 * 1024
 PAST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -490,12 +490,7 @@ def test_get_object_attributes_of_a_multipart_object(s3: S3Stack) -> None:
     b = bucket_name()
     c.create_bucket(Bucket=b)
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(10)]
-    up = c.create_multipart_upload(Bucket=b, Key="mp", ChecksumAlgorithm="SHA256")["UploadId"]
-    done = []
-    for n, data in enumerate(parts, 1):
-        r = c.upload_part(Bucket=b, Key="mp", UploadId=up, PartNumber=n, Body=data, ChecksumAlgorithm="SHA256")
-        done.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
-    c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up, MultipartUpload={"Parts": done})
+    upload(c, b, "mp", parts, ChecksumAlgorithm="SHA256")
     composite = base64.b64encode(hashlib.sha256(b"".join(
         hashlib.sha256(p).digest() for p in parts)).digest()).decode()
     r = c.get_object_attributes(Bucket=b, Key="mp", ObjectAttributes=["ObjectParts", "ObjectSize", "Checksum"],
