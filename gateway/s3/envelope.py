@@ -72,7 +72,8 @@ single objects with `ssegw-cks` as failing their MAC: upgrade every node before 
 checksums.
 
 A single object whose checksum is known only once its body has streamed out (a body over
-BUFFER_LIMIT with its checksum in an `aws-chunked` trailer, or computed by a copy) has
+BUFFER_LIMIT with its checksum in an `aws-chunked` trailer or none, so that S3's default is
+computed, or one a copy computes) has
 `ssegw-cks: tag` (CHECKSUM_IN_TAG, MAC'd like any field): after the backend stored it, the
 sealed checksum goes into its `ssegw-manifest` tag, as a v4 manifest does. The seal's key is
 the object's own data key, so a tag that does not open is not this object's (another PUT of

@@ -33,7 +33,8 @@ from gateway.s3.package_cipher import (
 
 MANIFEST_TAG = "ssegw-manifest"  # v4: the object tag holding a multipart object's manifest
 # ObjectMeta.checksum of a v3 object whose checksum came after its metadata went out (a streamed
-# body's trailer, or computed as it streamed): the sealed checksum is then the MANIFEST_TAG's value.
+# body's trailer, or computed as it streamed): the sealed checksum is then the MANIFEST_TAG's value
+# (envelope.py).
 CHECKSUM_IN_TAG = "tag"
 MAX_TAG_VALUE = 256  # S3's limit on a tag value
 MAX_USER_TAGS = 9  # S3 keeps 10 tags per object; a v4 multipart object's manifest takes one

@@ -21,6 +21,7 @@ from gateway.s3.backend import Backend
 from gateway.s3.proxy import S3Proxy
 from gateway.serve import _credentials, _kms_clients
 from kms_core.sigv4 import sign_headers, signing_key
+from tests.gateway.s3.checksum_refs import value_of
 from tests.gateway.s3.chunked_bodies import sign_chunks, signed_body
 from tests.gateway.s3.conftest import S3Stack, Tenant, _run, bucket_name
 from tests.serving import free_port
@@ -177,6 +178,8 @@ def test_signed_chunks_end_to_end(s3: S3Stack) -> None:
     body = signed_body(chunks, sign_chunks(chunks, signing))
     r = urllib3.request("PUT", s3.http_url + path, body=body, headers={**extra, **auth})
     assert r.status == 200, r.data
+    # No checksum sent: S3's default is computed through the signed-chunk decoder.
+    assert r.headers["x-amz-checksum-crc64nvme"] == value_of("CRC64NVME", b"".join(chunks))
     assert c.get_object(Bucket=b, Key="chunked")["Body"].read() == b"".join(chunks)
     forged = signed_body([chunks[0], os.urandom(65536), chunks[2]], sign_chunks(chunks, signing))
     r = urllib3.request("PUT", s3.http_url + f"/{b}/forged", body=forged, headers={**extra, **auth})
