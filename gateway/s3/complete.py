@@ -304,7 +304,10 @@ def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies
     declared none), after S3's checks: every part named with the checksum UploadPart gave it,
     and the whole object's checksum as the client computed it, if sent."""
     if token.checksum is None:
-        return _default_checksum(recorded, layout)
+        default = _default_checksum(recorded, layout)
+        if default is not None:
+            _check_whole(req, default)
+        return default
     algorithm, kind = token.checksum
     tag = checksums.element(algorithm)
     for part, kept in zip(listed, recorded, strict=True):
@@ -326,11 +329,16 @@ def _object_checksum(req: S3Request, token: UploadToken, listed: list[xml_bodies
     if asked is not None and asked.strip().upper() != kind:
         raise S3Error("BadDigest", f"The upload was created using the {kind} checksum mode. The complete "
                       f"request must use the same checksum mode.")
-    whole = req.headers.get(checksums.header(algorithm))
-    if whole is not None and whole.strip() not in (out.value(), out.value().split("-")[0]):
-        raise S3Error("BadDigest", f"The {checksums.header(algorithm)} you specified did not match the "
-                      "calculated checksum.")
+    _check_whole(req, out)
     return out
+
+
+def _check_whole(req: S3Request, out: ObjectChecksum) -> None:
+    """BadDigest unless the whole object's checksum the client sent, if any, is `out`'s."""
+    whole = req.headers.get(checksums.header(out.algorithm))
+    if whole is not None and whole.strip() not in (out.value(), out.value().split("-")[0]):
+        raise S3Error("BadDigest", f"The {checksums.header(out.algorithm)} you specified did not match the "
+                      "calculated checksum.")
 
 
 def _default_checksum(recorded: list[ObjectChecksum | None], layout: Layout) -> ObjectChecksum | None:

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.gateway.s3.checksum_refs import assert_kept, shown, value_of
 from tests.gateway.s3.conftest import MiB, S3Stack, bucket_name, signed_request
@@ -79,3 +80,21 @@ def test_parts_sent_with_a_checksum_of_their_own_leave_the_object_none_of_the_de
     done = c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"], MultipartUpload={"Parts": [
         {"PartNumber": 1, "ETag": part["ETag"]}]})
     assert shown(done) == {} and shown(c.head_object(Bucket=b, Key="mp", ChecksumMode="ENABLED")) == {}
+
+
+def test_complete_checks_a_whole_object_crc64nvme_the_client_sends(s3: S3Stack) -> None:
+    # A client that computed the whole object's CRC64NVME itself may send it with Complete:
+    # checked against the default (BadDigest, and the upload stays), as a declared one is.
+    c, b = _client_and_bucket(s3)
+    data = os.urandom(2000)
+    up = c.create_multipart_upload(Bucket=b, Key="mp")
+    part = c.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"], PartNumber=1, Body=data)
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    wrong = value_of("CRC64NVME", data[::-1])
+    with pytest.raises(ClientError) as e:
+        c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"], MultipartUpload=parts,
+                                    ChecksumCRC64NVME=wrong)
+    assert e.value.response["Error"]["Code"] == "BadDigest"
+    done = c.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"], MultipartUpload=parts,
+                                       ChecksumCRC64NVME=value_of("CRC64NVME", data))
+    assert shown(done) == {"ChecksumCRC64NVME": value_of("CRC64NVME", data)}
