@@ -133,13 +133,14 @@ def _ephemeral_floor() -> int:
         return 32768  # Linux's default
 
 
-def _free_port(host: str) -> int:
-    """A port `host` can bind now, picked at random below the kernel's ephemeral range.
+def listen_port(host: str) -> int:
+    """A port `host` can bind now, picked at random below the kernel's ephemeral range, for a
+    server that binds it a moment later (weed; in tests, `ssegw serve`).
 
-    weed binds it a moment later; a port from the ephemeral range can meanwhile become the
-    source port of any outgoing connection on the machine (a test suite makes thousands), and
-    weed then exits with "address already in use". Below the range only another listener can
-    take it, which start() answers by choosing again.
+    A port from the ephemeral range can meanwhile become the source port of any outgoing
+    connection on the machine (a test suite makes thousands), and the server then fails with
+    "address already in use" (weed exits). Below the range only another listener can take it,
+    which EmbeddedSeaweed.start() answers by choosing again.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     top = _ephemeral_floor()
@@ -360,9 +361,9 @@ class EmbeddedSeaweed:
                 ports[name] = wanted
                 self._all_ports_new = False
             else:
-                port = _free_port(host)
+                port = listen_port(host)
                 while port in ports.values():
-                    port = _free_port(host)
+                    port = listen_port(host)
                 ports[name] = port
         path.write_text(json.dumps(ports, indent=1) + "\n")
         return ports

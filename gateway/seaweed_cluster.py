@@ -10,10 +10,10 @@ from gateway.seaweed import (
     _MASTER_TOML,
     IDENTITY_FILE,
     Credentials,
-    _free_port,
     _signed_get,
     _until,
     _volume_servers,
+    listen_port,
     load_or_create_credentials,
     spawn_weed,
     stop_process,
@@ -54,9 +54,9 @@ class SeaweedCluster:
 
     def _port(self, name: str) -> int:
         if name not in self.ports:
-            port = _free_port(self.host)
+            port = listen_port(self.host)
             while port in self.ports.values():
-                port = _free_port(self.host)
+                port = listen_port(self.host)
             self.ports[name] = port
         return self.ports[name]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,15 +18,17 @@ from pathlib import Path
 
 import urllib3
 
+from gateway.seaweed import listen_port
+
 ROOT = Path(__file__).parents[1]
 # The banner's last line: once it is out, the demo account and every address have been printed.
 _BANNER_END = "aws kms list-keys"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port to hand a server started later: chosen where no outgoing connection can
+    take it meanwhile (gateway.seaweed.listen_port)."""
+    return listen_port("127.0.0.1")
 
 
 @dataclass

@@ -27,25 +27,20 @@ from moto.server import ThreadedMotoServer
 
 from kms_core.keystore.softhsm import init_token
 from tests.postgres import PostgresCluster
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_KEY = ("cluster-backend", "cluster-backend-secret")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
 class Node:
     data_dir: Path
     argv: list[str]
-    kms_port: int = field(default_factory=_free_port)
-    s3_port: int = field(default_factory=_free_port)
+    kms_port: int = field(default_factory=free_port)
+    s3_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     banner: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -134,7 +129,7 @@ def cluster(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory)
     pin_file = root / "pin"
     pin_file.write_text(pin + "\n")
     pin_file.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     db = postgres.create_database()
@@ -339,7 +334,7 @@ def test_behind_haproxy_a_killed_node_loses_only_its_requests_in_flight(cluster:
     import shutil
 
     haproxy_bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    s3_port, kms_port = _free_port(), _free_port()
+    s3_port, kms_port = free_port(), free_port()
     nodes = cluster.nodes[:2]
     cfg = cluster.root / "haproxy.cfg"
     cfg.write_text(_HAPROXY_CFG.format(

@@ -65,8 +65,8 @@ def test_a_first_start_whose_port_was_taken_meanwhile_starts_on_ports_chosen_aga
         handed.append(port if not handed else real(host))
         return handed[-1]
 
-    real = seaweed._free_port
-    monkeypatch.setattr(seaweed, "_free_port", choosing)
+    real = seaweed.listen_port
+    monkeypatch.setattr(seaweed, "listen_port", choosing)
     weed = EmbeddedSeaweed(SeaweedConfig(tmp_path / "s3", volume_size_limit_mb=64))
     try:
         weed.start()
@@ -80,5 +80,5 @@ def test_a_first_start_whose_port_was_taken_meanwhile_starts_on_ports_chosen_aga
 def test_free_ports_are_chosen_below_the_ephemeral_range() -> None:
     # Ports the kernel gives outgoing connections are left to them.
     floor = seaweed._ephemeral_floor()
-    ports = {seaweed._free_port("127.0.0.1") for _ in range(20)}
+    ports = {seaweed.listen_port("127.0.0.1") for _ in range(20)}
     assert all(seaweed._LISTEN_FLOOR <= p < floor for p in ports), (floor, ports)
