@@ -85,10 +85,7 @@ def has_room(header: str | None) -> bool:
 
 def check_user_tags(header: str | None) -> None:
     """InvalidTag when a multipart upload's x-amz-tagging leaves no room for the manifest."""
-    if header is None:
-        return
-    tags = parse_qsl(header, keep_blank_values=True)
-    if len(tags) > MAX_USER_TAGS:
+    if not has_room(header):
         raise S3Error("InvalidTag", f"Object tags cannot be greater than {MAX_USER_TAGS} on a multipart upload "
                       "through this gateway (it keeps the object's manifest in the tenth)", 400)
     refuse_reserved(header)
